@@ -1,0 +1,237 @@
+"""The ``bpcv`` command. Heavy modules (TensorFlow, the agent, the coordinator) load only when used."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bpcv.errors import BpcvError
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bpcv.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions.from_args(args))
+
+
+def cmd_broker_run(args: argparse.Namespace) -> int:
+    from broker.runner import mosquitto_binary, render_mosquitto_conf
+
+    use_mosquitto = args.mosquitto or (not args.embedded and mosquitto_binary() is not None)
+    if use_mosquitto:
+        import os
+        import tempfile
+
+        binary = mosquitto_binary()
+        if binary is None:
+            raise BpcvError("mosquitto is not installed (apt-get install mosquitto); try --embedded")
+        conf = Path(tempfile.mkdtemp(prefix="bpcv-mosquitto-")) / "mosquitto.conf"
+        conf.write_text(render_mosquitto_conf(args.host, args.port))
+        print(f"mosquitto on {args.host}:{args.port} (config {conf}) — loopback demo listener, no auth", flush=True)
+        os.execv(binary, [binary, "-c", str(conf)])
+    from broker.embedded import run_embedded
+
+    print(f"embedded MQTT broker on {args.host}:{args.port} — demo/test broker, no auth", flush=True)
+    run_embedded(args.host, args.port)
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from bpcv.config import CoordinatorConfig, load_config
+    from coordinator.server import Coordinator
+
+    coordinator = Coordinator(load_config(CoordinatorConfig, args.config))
+    try:
+        summary = coordinator.serve()
+    finally:
+        coordinator.close()
+    return 1 if summary.get("error") else 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from bpcv.config import AgentConfig, load_config
+    from edge_agent.pool import AgentPool
+
+    pool = AgentPool([load_config(AgentConfig, c) for c in args.config], threads=args.threads)
+    pool.install_signal_handlers()
+    pool.run()
+    return 0
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from bpcv.identity import Identity
+    from bpcv.mqtt import BrokerAddress, Bus
+    from bpcv.task import TaskSpec
+    from bpcv.topics import Topics
+    from coordinator.requester import post_task
+
+    requester = Identity.load(Path(args.key))
+    task = TaskSpec(task_id=args.task_id, coordinator=args.coordinator, chain=args.chain, category=args.category,
+                    dataset=args.dataset, model=args.model, rounds=args.rounds, time_limit_s=args.time_limit,
+                    target=args.target, reward_per_round=args.reward, nodes=args.nodes, min_nodes=args.min_nodes,
+                    local_epochs=args.epochs, quality_rule=args.quality_rule)
+    topics = Topics(args.base_topic)
+    bus = Bus(requester.node_id, BrokerAddress.parse(args.broker), lambda t, p: None)
+    bus.connect()
+    try:
+        env = post_task(bus, requester, task, topics)
+    finally:
+        bus.close()
+    print(f"posted task {task.task_id} ({env.digest[:16]}…) on {topics.task(task.task_id)}")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from bpcv.identity import Identity
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise BpcvError(f"{out} exists; refusing to overwrite a key (use --force)")
+    identity = Identity.generate(args.node_id)
+    identity.save(out)
+    print(f"{identity.node_id} {identity.public_key.hex()}")
+    return 0
+
+
+def cmd_chain_genesis(args: argparse.Namespace) -> int:
+    from bpcv.errors import ConfigError
+    from bpcv.identity import ROLES, Identity
+    from ledger.genesis import make_genesis
+
+    admin = Identity.load(Path(args.admin_key))
+    members: dict[str, tuple[bytes, str]] = {admin.node_id: (admin.public_key, "admin")}
+    for spec in args.member:
+        try:
+            node_id, role, key_hex = spec.split(":")
+            key = bytes.fromhex(key_hex)
+        except ValueError as exc:
+            raise ConfigError(f"--member {spec!r}: expected ID:ROLE:PUBLIC_KEY_HEX") from exc
+        if role not in ROLES or len(key) != 32:
+            raise ConfigError(f"--member {spec!r}: role must be one of {ROLES} and the key 32 bytes")
+        members[node_id] = (key, role)
+    block = make_genesis(admin, args.chain, members)
+    Path(args.out).write_bytes(block.raw)
+    print(f"genesis {block.hash} with {len(members)} members written to {args.out}")
+    return 0
+
+
+def cmd_chain_show(args: argparse.Namespace) -> int:
+    from ledger.inspect import describe_blocks
+
+    for line in describe_blocks(args.dir):
+        print(line)
+    return 0
+
+
+def cmd_chain_verify(args: argparse.Namespace) -> int:
+    from ledger.errors import InvalidBlock
+    from ledger.inspect import verify_replica
+
+    try:
+        report = verify_replica(args.dir)
+    except InvalidBlock as exc:
+        print(f"INVALID {args.dir}: {exc}", file=sys.stderr)
+        return 2
+    print(f"OK {args.dir}: {report.blocks} blocks, height {report.height}, head {report.head_hash}, "
+          f"genesis {report.genesis_hash}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bpcv.topics import DEFAULT_BASE
+
+    parser = argparse.ArgumentParser(prog="bpcv", description="BPCV-FL: mutual-supervised federated learning "
+                                     "for IoT data sharing, recorded on a proof-of-quality chain.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a live task end to end on this machine (broker, coordinator, agents)")
+    from bpcv.demo import add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    broker = sub.add_parser("broker", help="the MQTT broker").add_subparsers(dest="broker_command", required=True)
+    run = broker.add_parser("run", help="start mosquitto with the project's config, or the embedded broker")
+    kind = run.add_mutually_exclusive_group()
+    kind.add_argument("--embedded", action="store_true", help="use the embedded Python broker")
+    kind.add_argument("--mosquitto", action="store_true", help="require mosquitto")
+    run.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
+    run.add_argument("--port", type=int, default=1883)
+    run.set_defaults(func=cmd_broker_run)
+
+    coord = sub.add_parser("coordinator", help="run the aggregation server for tasks that name it")
+    coord.add_argument("--config", required=True, help="coordinator TOML config")
+    coord.set_defaults(func=cmd_coordinator)
+
+    agent = sub.add_parser("agent", help="run one or more edge agents in this process")
+    agent.add_argument("--config", required=True, action="append", help="agent TOML config (repeatable: a pool)")
+    agent.add_argument("--threads", type=int, default=None, help="TensorFlow threads for this process")
+    agent.set_defaults(func=cmd_agent)
+
+    req = sub.add_parser("request", help="post a signed task as the data requester")
+    req.add_argument("--key", required=True, help="requester key file")
+    req.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    req.add_argument("--base-topic", default=DEFAULT_BASE)
+    req.add_argument("--task-id", required=True)
+    req.add_argument("--coordinator", required=True, help="node id of the aggregation server")
+    req.add_argument("--chain", default="main")
+    req.add_argument("--category", default="classification", choices=["classification", "regression"])
+    req.add_argument("--dataset", default="mnist")
+    req.add_argument("--model", default="mlp:128")
+    req.add_argument("--rounds", type=int, default=10)
+    req.add_argument("--time-limit", type=float, default=3600.0, help="seconds")
+    req.add_argument("--target", type=float, default=None, help="stop when the global metric reaches this")
+    req.add_argument("--reward", type=float, default=100.0, help="reward per round")
+    req.add_argument("--nodes", type=int, default=10, help="active nodes per round")
+    req.add_argument("--min-nodes", type=int, default=5)
+    req.add_argument("--epochs", type=int, default=3, help="local epochs per round")
+    req.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
+    req.set_defaults(func=cmd_request)
+
+    keys = sub.add_parser("keys", help="Ed25519 identities").add_subparsers(dest="keys_command", required=True)
+    new = keys.add_parser("new", help="create a key file (mode 0600); prints the id and public key")
+    new.add_argument("node_id")
+    new.add_argument("--out", required=True)
+    new.add_argument("--force", action="store_true")
+    new.set_defaults(func=cmd_keys_new)
+
+    chain = sub.add_parser("chain", help="the proof-of-quality chain").add_subparsers(dest="chain_command", required=True)
+    gen = chain.add_parser("genesis", help="write a consortium genesis block")
+    gen.add_argument("--admin-key", required=True)
+    gen.add_argument("--chain", default="main")
+    gen.add_argument("--member", action="append", default=[], help="ID:ROLE:PUBLIC_KEY_HEX (repeatable)")
+    gen.add_argument("--out", required=True)
+    gen.set_defaults(func=cmd_chain_genesis)
+    show = chain.add_parser("show", help="print a replica's blocks for people")
+    show.add_argument("dir", help="replica folder (LMDB)")
+    show.set_defaults(func=cmd_chain_show)
+    verify = chain.add_parser("verify", help="re-verify a whole replica (exit 0 valid, 2 invalid)")
+    verify.add_argument("dir", help="replica folder (LMDB)")
+    verify.set_defaults(func=cmd_chain_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except BpcvError as exc:
+        print(f"bpcv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

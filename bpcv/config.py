@@ -1,0 +1,94 @@
+"""Node configuration files (TOML): load with a clear error naming the bad key, write for bundles and demos."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bpcv.errors import ConfigError
+from bpcv.topics import DEFAULT_BASE
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One edge agent: its key, where the broker is, its data and chain replica."""
+
+    key: str
+    genesis: str
+    chain_dir: str
+    broker: str = "mqtt://127.0.0.1:1883"
+    base_topic: str = DEFAULT_BASE
+    dataset: str = "mnist"
+    data_path: str = ""
+    shard: int = 0
+    num_shards: int = 1
+    partition: str = "iid"
+    seed: int = 0
+    val_fraction: float = 0.1
+    behaviour: str = "honest"
+    join_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """The aggregation server: its key, broker, chain replica and where it writes runs."""
+
+    key: str
+    genesis: str
+    chain_dir: str
+    run_dir: str
+    broker: str = "mqtt://127.0.0.1:1883"
+    base_topic: str = DEFAULT_BASE
+    task: str = ""
+    data_path: str = ""
+    exit_after_task: bool = True
+
+
+def load_config(cls: type[T], path: Path | str) -> T:
+    """Read ``path`` into ``cls``; relative paths inside are taken relative to the file's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    missing = sorted(n for n, f in known.items() if f.default is MISSING and n not in raw)
+    if missing:
+        raise ConfigError(f"config {path}: missing key(s) {missing}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = known[name].default
+        expected = str if default is MISSING else type(default)
+        if expected is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"config {path}: {name} must be {expected.__name__}, not {value!r}")
+        if name in ("key", "genesis", "chain_dir", "run_dir", "data_path") and value:
+            value = str((path.parent / value).resolve())
+        values[name] = value
+    return cls(**values)
+
+
+def write_config(obj: Any, path: Path) -> None:
+    """Write a config dataclass as flat TOML."""
+    lines = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{f.name} = {text}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,333 @@
+"""``bpcv demo``: a live task on this machine — broker, coordinator and agents as OS processes.
+
+Makes identities and a consortium genesis, starts the broker (embedded by default), the coordinator
+and agent pools, posts an MNIST task as the requester, prints one line per round, then re-verifies
+every node's chain replica and writes ``summary.json`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bpcv.config import AgentConfig, CoordinatorConfig, write_config
+from bpcv.envelope import decode
+from bpcv.errors import BpcvError, ConfigError
+from bpcv.identity import Identity
+from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.task import TaskSpec
+from bpcv.topics import Topics
+from broker.runner import free_port, start_broker_process
+from edge_agent.behaviours import BEHAVIOURS
+from ledger.genesis import make_genesis
+
+STANDBY_JOIN_DELAY_S = 3.0
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agents", type=int, default=12, help="edge agents in all (default 12)")
+    p.add_argument("--standby", type=int, default=None,
+                   help="of which standby, answering later (default: agents // 6, at least 1)")
+    p.add_argument("--rounds", type=int, default=10, help="round limit (default 10)")
+    p.add_argument("--target", type=float, default=None, help="stop early at this test accuracy")
+    p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
+    p.add_argument("--behaviour", default="random-weights", choices=[b for b in BEHAVIOURS if b != "honest"],
+                   help="what the malicious agents do (default random-weights)")
+    p.add_argument("--out", default=None, help="run folder (default runs/demo-TIMESTAMP)")
+    p.add_argument("--broker", default="embedded",
+                   help="'embedded' (default), 'mosquitto', or mqtt://HOST:PORT of a running broker")
+    p.add_argument("--processes", type=int, default=2, help="agent processes; agents are spread over them")
+    p.add_argument("--model", default="mlp:128", help="model spec (default mlp:128)")
+    p.add_argument("--epochs", type=int, default=3, help="local epochs per round (default 3)")
+    p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
+    p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
+    p.add_argument("--min-nodes", type=int, default=None, help="never eliminate below this (default active // 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    agents: int
+    standby: int
+    rounds: int
+    target: float | None
+    malicious: int
+    behaviour: str
+    out: Path
+    broker: str
+    processes: int
+    model: str
+    epochs: int
+    partition: str
+    quality_rule: str
+    min_nodes: int
+    seed: int
+    timeout: float
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> "DemoOptions":
+        standby = a.standby if a.standby is not None else max(1, a.agents // 6)
+        active = a.agents - standby
+        if a.agents < 3 or active < 2 or standby < 0:
+            raise ConfigError(f"--agents {a.agents} with --standby {standby}: need at least 2 active agents "
+                              "and 3 in all")
+        if not 0 <= a.malicious <= active:
+            raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
+        out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        if (out / "summary.json").exists() or (out / "nodes").exists():
+            raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
+        min_nodes = a.min_nodes if a.min_nodes is not None else max(2, active // 2)
+        return cls(a.agents, standby, a.rounds, a.target, a.malicious, a.behaviour, out, a.broker,
+                   max(1, min(a.processes, a.agents)), a.model, a.epochs, a.partition, a.quality_rule,
+                   min(min_nodes, active), a.seed, a.timeout, a.log_level)
+
+
+@dataclass(frozen=True)
+class DemoNode:
+    node_id: str
+    behaviour: str
+    standby: bool
+    config_path: Path
+    replica: Path
+
+
+class Demo:
+    """One demo run: what it started and where it writes."""
+
+    def __init__(self, opts: DemoOptions) -> None:
+        self.opts = opts
+        self.out = opts.out.resolve()
+        self.procs: list[subprocess.Popen] = []
+        self.broker_proc: subprocess.Popen | None = None
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def setup(self) -> tuple[list[DemoNode], Path, BrokerAddress, Identity]:
+        """Keys, genesis, broker and configs."""
+        o = self.opts
+        keys = self.out / "keys"
+        admin, requester, coordinator = (Identity.generate(n) for n in ("admin", "requester", "coordinator"))
+        agent_ids = [f"node-{i + 1:02d}" for i in range(o.agents)]
+        agents = {n: Identity.generate(n) for n in agent_ids}
+        for ident in [admin, requester, coordinator, *agents.values()]:
+            ident.save(keys / f"{ident.node_id}.key")
+        members = {admin.node_id: (admin.public_key, "admin"), requester.node_id: (requester.public_key, "requester"),
+                   coordinator.node_id: (coordinator.public_key, "coordinator")}
+        members.update({n: (i.public_key, "agent") for n, i in agents.items()})
+        genesis = self.out / "genesis.bin"
+        genesis.write_bytes(make_genesis(admin, "main", members, {"created_by": "bpcv demo"}).raw)
+
+        if o.broker in ("embedded", "mosquitto"):
+            address = BrokerAddress("127.0.0.1", free_port())
+            self.broker_proc = start_broker_process(o.broker, address.host, address.port, self.out / "logs")
+            self.say(f"broker: {o.broker} on {address.url()}")
+        else:
+            address = BrokerAddress.parse(o.broker)
+            self.say(f"broker: external at {address.url()}")
+
+        nodes_dir = self.out / "nodes"
+        write_config(CoordinatorConfig(key=str(keys / "coordinator.key"), genesis=str(genesis),
+                                       chain_dir=str(nodes_dir / "coordinator" / "chain"), run_dir=str(self.out),
+                                       broker=address.url()), self.out / "configs" / "coordinator.toml")
+        active = o.agents - o.standby
+        nodes = []
+        for i, node_id in enumerate(agent_ids):
+            standby = i >= active
+            behaviour = o.behaviour if i < o.malicious else "honest"
+            cfg = AgentConfig(key=str(keys / f"{node_id}.key"), genesis=str(genesis),
+                              chain_dir=str(nodes_dir / node_id / "chain"), broker=address.url(), dataset="mnist",
+                              shard=i, num_shards=o.agents, partition=o.partition, seed=o.seed, behaviour=behaviour,
+                              join_delay_s=STANDBY_JOIN_DELAY_S if standby else 0.0)
+            path = self.out / "configs" / f"{node_id}.toml"
+            write_config(cfg, path)
+            nodes.append(DemoNode(node_id, behaviour, standby, path, nodes_dir / node_id / "chain"))
+        return nodes, genesis, address, requester
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.out / "logs" / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.broker_proc is not None:
+            self.broker_proc.terminate()
+            try:
+                self.broker_proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.broker_proc.kill()
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the demo; 0 when the task completed and every replica verifies with the same head."""
+    demo = Demo(opts)
+    demo.out.mkdir(parents=True, exist_ok=True)
+    (demo.out / "logs").mkdir(exist_ok=True)
+    started = time.monotonic()
+    try:
+        return _run(demo, started)
+    finally:
+        demo.stop_all()
+
+
+def _run(demo: Demo, started: float) -> int:
+    o = demo.opts
+    nodes, _genesis, address, requester = demo.setup()
+    topics = Topics()
+    active = o.agents - o.standby
+    demo.say(f"run folder: {demo.out}")
+    demo.say(f"{o.agents} agents ({active} active, {o.standby} standby"
+             + (f", {o.malicious} malicious: {o.behaviour}" if o.malicious else "") + f") in {o.processes} processes")
+    coordinator = demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
+    threads = max(1, (os.cpu_count() or 2) // o.processes)
+    for p in range(o.processes):
+        group = nodes[p::o.processes]
+        args = ["agent", "--threads", str(threads)]
+        for node in group:
+            args += ["--config", str(node.config_path)]
+        demo.spawn(f"agents-{p + 1}", args)
+
+    task = TaskSpec(task_id=f"mnist-{time.strftime('%H%M%S')}", coordinator="coordinator", rounds=o.rounds,
+                    target=o.target, nodes=active, min_nodes=o.min_nodes, model=o.model, local_epochs=o.epochs,
+                    quality_rule=o.quality_rule, join_window_s=STANDBY_JOIN_DELAY_S + 2.0)
+    bus = Bus(requester.node_id, address, lambda t, p: demo.messages.put((t, p)),
+              [topics.all_status(), topics.result(task.task_id, "+"), topics.block(task.chain)])  # type: ignore[arg-type]
+    bus.connect()
+    online: set[str] = set()
+    expected = {n.node_id for n in nodes} | {"coordinator"}
+    demo.say("waiting for agents and coordinator to come online (TensorFlow loads in each process)…")
+    deadline = time.monotonic() + 180
+    while not expected <= online:
+        if time.monotonic() > deadline:
+            raise BpcvError(f"not online after 180s: {sorted(expected - online)} (see {demo.out / 'logs'})")
+        _check_alive(demo)
+        try:
+            topic, payload = demo.messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        levels = topics.parse(topic)
+        if levels[0] == "nodes" and payload == b"online":
+            online.add(levels[1])
+    from coordinator.requester import post_task
+
+    post_task(bus, requester, task, topics)
+    demo.say(f"task {task.task_id} posted: MNIST, {o.model}, up to {o.rounds} rounds, {active} active nodes")
+    pending: dict[str, Any] | None = None
+    chain_height = 0
+    while coordinator.poll() is None:
+        if time.monotonic() - started > o.timeout:
+            raise BpcvError(f"demo timed out after {o.timeout:.0f}s")
+        _check_alive(demo)
+        try:
+            topic, payload = demo.messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        levels = topics.parse(topic)
+        if levels[0] == "chain":
+            from ledger.block import decode_block
+
+            block = decode_block(payload)
+            chain_height = max(chain_height, block.height)
+            if pending is not None and block.round == pending["round"]:
+                demo.say(_round_line(pending, chain_height, f"block #{block.height} by {block.proposer}"))
+                pending = None
+        elif levels[0] == "tasks" and levels[-1] == "result":
+            if pending is not None:
+                demo.say(_round_line(pending, chain_height, "no block"))
+            env = decode(payload)
+            pending = {"round": env.round, **env.body}
+    if pending is not None:
+        demo.say(_round_line(pending, chain_height, "no block yet"))
+    bus.close()
+    return _finish(demo, nodes, coordinator.returncode, started)
+
+
+def _check_alive(demo: Demo) -> None:
+    for proc in demo.procs:
+        if proc.poll() is not None and proc.returncode != 0:
+            raise BpcvError(f"a node process exited with code {proc.returncode}: {' '.join(proc.args[3:6])} "
+                            f"(see {demo.out / 'logs'})")
+
+
+def _round_line(body: dict[str, Any], height: int, block: str) -> str:
+    removed = ([body["eliminated"]] if body.get("eliminated") else []) + sorted(body.get("invalid", {}))
+    return (f"round {body['round']:>2} | {body['metric']} {body['value']:.4f} | eliminated {','.join(removed) or '-'}"
+            f" | admitted {','.join(body.get('admitted', [])) or '-'} | chain height {height} ({block})")
+
+
+def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: float) -> int:
+    from ledger.errors import LedgerError
+    from ledger.inspect import verify_replica
+
+    demo.stop_all()
+    coord_summary = json.loads((demo.out / "coordinator.json").read_text())
+    replicas = {"coordinator": demo.out / "nodes" / "coordinator" / "chain"}
+    replicas.update({n.node_id: n.replica for n in nodes})
+    verified: dict[str, dict[str, Any]] = {}
+    for node_id, path in replicas.items():
+        try:
+            report = verify_replica(path)
+            verified[node_id] = {"valid": True, "height": report.height, "head_hash": report.head_hash}
+        except (LedgerError, OSError) as exc:
+            verified[node_id] = {"valid": False, "error": str(exc)}
+    heads = {v.get("head_hash") for v in verified.values()}
+    all_valid = all(v["valid"] for v in verified.values())
+    metric = coord_summary["task"]["category"] == "classification" and "accuracy" or "mae"
+    rounds = []
+    for row in coord_summary["rounds"]:
+        rounds.append({"round": row["round"], metric: row[metric],
+                       "eliminated": ([row["eliminated"]] if row["eliminated"] else []) + sorted(row["invalid"]),
+                       "admitted": row["admitted"], "chain_height": row["chain_height"],
+                       "aggregated": row["aggregated"], "excluded": row["excluded"], "invalid": row["invalid"],
+                       "dropped": row["dropped"], "proposer": row["proposer"], "ranking": row["ranking"],
+                       "quality": row["quality"], "rewards": row["rewards"]})
+    coord_nodes = coord_summary.get("nodes", {})
+    summary = {
+        "task": coord_summary["task"],
+        "rounds": rounds,
+        f"final_{metric}": coord_summary.get(f"final_{metric}"),
+        "stopped_because": coord_summary.get("stopped_because"),
+        "final_model_digest": coord_summary.get("final_model_digest"),
+        "replicas": [str(p) for p in replicas.values()],
+        "chain": {"all_valid": all_valid, "same_head": len(heads) == 1, "heads": verified},
+        "nodes": [{"id": n.node_id, "behaviour": n.behaviour,
+                   "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
+                   "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0)} for n in nodes],
+        "rejected": coord_summary.get("rejected", {}),
+        "error": coord_summary.get("error"),
+        "duration_s": round(time.monotonic() - started, 1),
+    }
+    (demo.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    demo.say(f"\nfinal test {metric}: {summary[f'final_{metric}']} ({summary['stopped_because']}) "
+             f"in {summary['duration_s']}s")
+    for n in summary["nodes"]:
+        demo.say(f"  {n['id']:<8} {n['behaviour']:<15} {n['status']:<10} reward {n['reward']:.2f}")
+    ok = all_valid and len(heads) == 1 and coordinator_rc == 0 and not summary["error"]
+    head = next(iter(heads)) if len(heads) == 1 else None
+    demo.say(f"chain: {len(replicas)} replicas, {'all valid' if all_valid else 'INVALID replica(s)'}, "
+             f"{'same head ' + str(head)[:16] + '…' if head else 'heads DIFFER'}")
+    demo.say(f"summary: {demo.out / 'summary.json'}")
+    return 0 if ok else 1

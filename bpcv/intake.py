@@ -1,0 +1,55 @@
+"""The receiving side of the envelope: every incoming message passes here before it is used.
+
+Checks, in order: size, structure, registered sender of an allowed role, signature, that the
+sender matches the topic, the task and round expected (a message from another round is a replay),
+and that the (sender, nonce) pair was not seen before. A rejection is one log line and a counter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+
+from bpcv.envelope import DEFAULT_MAX_BYTES, Envelope, open_envelope
+from bpcv.errors import Rejected
+from bpcv.identity import Registry
+
+log = logging.getLogger(__name__)
+MAX_REMEMBERED_NONCES = 100_000
+
+
+class Intake:
+    """Opens incoming envelopes for one node and counts what it refuses."""
+
+    def __init__(self, registry: Registry, owner: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.registry = registry
+        self.owner = owner
+        self.max_bytes = max_bytes
+        self.rejected: Counter[str] = Counter()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def open(self, raw: bytes, roles: tuple[str, ...], topic: str, *, task: str | None = None,
+             round_no: int | None = None, topic_sender: str | None = None) -> Envelope | None:
+        """The verified envelope, or None after logging and counting why it was refused."""
+        try:
+            env = open_envelope(raw, self.registry, roles, self.max_bytes)
+            if topic_sender is not None and env.sender != topic_sender:
+                raise Rejected("sender-mismatch", f"{env.sender} published on {topic_sender}'s topic")
+            if task is not None and env.task != task:
+                raise Rejected("wrong-task", f"{env.task!r}, expected {task!r}")
+            if round_no is not None and env.round != round_no:
+                raise Rejected("wrong-round", f"{env.type} from {env.sender} for round {env.round}, now {round_no}")
+            key = (env.sender, env.nonce)
+            if key in self._seen:
+                raise Rejected("replay", f"{env.type} from {env.sender} seen before")
+            self._seen[key] = None
+            if len(self._seen) > MAX_REMEMBERED_NONCES:
+                self._seen.popitem(last=False)
+            return env
+        except Rejected as exc:
+            self.reject(exc, topic)
+            return None
+
+    def reject(self, exc: Rejected, topic: str) -> None:
+        self.rejected[exc.reason] += 1
+        log.warning("%s: rejected message on %s: %s", self.owner, topic, exc)

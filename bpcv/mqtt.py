@@ -1,0 +1,140 @@
+"""One small MQTT client per service (paho-mqtt 2.x, by composition).
+
+Callbacks never do work: every message is handed to ``on_message`` which only enqueues. Subscriptions
+are made in ``on_connect`` so a reconnect resubscribes. The node's retained status topic carries
+``online`` and is the last will (``offline``) for when the connection drops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bpcv.errors import BpcvError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(BpcvError):
+    """The broker could not be reached in time."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str = "127.0.0.1"
+    port: int = 1883
+
+    @classmethod
+    def parse(cls, url: str) -> "BrokerAddress":
+        """``mqtt://host:port`` or ``host:port``."""
+        parsed = urlparse(url if "://" in url else f"mqtt://{url}")
+        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+            raise ConfigError(f"broker URL {url!r}: expected mqtt://HOST:PORT")
+        try:
+            port = parsed.port or 1883
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {url!r}: bad port") from exc
+        return cls(parsed.hostname, port)
+
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+class Bus:
+    """A connected MQTT client for one node."""
+
+    def __init__(
+        self,
+        client_id: str,
+        broker: BrokerAddress,
+        on_message: Callable[[str, bytes], None],
+        subscriptions: Iterable[str] = (),
+        status_topic: str | None = None,
+        keepalive: int = 30,
+    ) -> None:
+        self.client_id = client_id
+        self.broker = broker
+        self._on_message_cb = on_message
+        self._subscriptions = list(subscriptions)
+        self._status_topic = status_topic
+        self._connected = threading.Event()
+        self._keepalive = keepalive
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=True)
+        client.max_inflight_messages_set(64)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        if status_topic:
+            client.will_set(status_topic, b"offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe now and after every reconnect."""
+        if topic not in self._subscriptions:
+            self._subscriptions.append(topic)
+            if self._connected.is_set():
+                self._client.subscribe(topic, qos=1)
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Connect (retrying until ``timeout``) and start the network thread."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._client.connect(self.broker.host, self.broker.port, keepalive=self._keepalive)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"{self.client_id}: no MQTT broker at {self.broker.url()}: {exc}") from exc
+                time.sleep(0.5)
+        self._client.loop_start()
+        if not self._connected.wait(max(1.0, deadline - time.monotonic())):
+            self._client.loop_stop()
+            raise BrokerUnavailable(f"{self.client_id}: broker at {self.broker.url()} did not accept the connection")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float | None = 30.0) -> bool:
+        """Publish; with QoS 1 and ``wait`` set, block until the broker acknowledged (True) or not."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0 or wait is None:
+            return info.rc == mqtt.MQTT_ERR_SUCCESS
+        try:
+            info.wait_for_publish(timeout=wait)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("%s: publish to %s failed: %s", self.client_id, topic, exc)
+            return False
+        return info.is_published()
+
+    def close(self) -> None:
+        """Publish ``offline`` and disconnect cleanly."""
+        if self._status_topic and self._connected.is_set():
+            self.publish(self._status_topic, b"offline", retain=True, wait=5.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # paho callbacks: run on the network thread, keep them short
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if reason_code.is_failure:
+            log.error("%s: broker refused connection: %s", self.client_id, reason_code)
+            return
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        if self._status_topic:
+            client.publish(self._status_topic, b"online", qos=1, retain=True)
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        self._connected.clear()
+        if reason_code != 0:
+            log.warning("%s: disconnected from broker (%s); reconnecting", self.client_id, reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:  # noqa: ANN001
+        self._on_message_cb(message.topic, bytes(message.payload))

@@ -1,0 +1,81 @@
+"""The task a data requester posts: what to learn, with which model, for how long, for what reward."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bpcv.errors import ConfigError
+from bpcv.identity import check_node_id
+from bpcv.poq import QUALITY_RULES
+
+CATEGORIES = {"classification": "accuracy", "regression": "mae"}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything agents and the coordinator need to run one federated task."""
+
+    task_id: str
+    coordinator: str
+    chain: str = "main"
+    category: str = "classification"
+    dataset: str = "mnist"
+    model: str = "mlp:128"
+    rounds: int = 10
+    time_limit_s: float = 3600.0
+    target: float | None = None
+    reward_per_round: float = 100.0
+    nodes: int = 10
+    min_nodes: int = 3
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    quality_rule: str = "mean"
+    join_timeout_s: float = 120.0
+    join_window_s: float = 2.0
+    update_timeout_s: float = 300.0
+    vote_timeout_s: float = 120.0
+    block_timeout_s: float = 30.0
+
+    @property
+    def metric(self) -> str:
+        return CATEGORIES[self.category]
+
+    def to_body(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "TaskSpec":
+        """Build from a task body, naming the first wrong or missing field."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(body) - set(known))
+        if unknown:
+            raise ConfigError(f"task: unknown field(s) {unknown}")
+        try:
+            spec = cls(**body)
+        except TypeError as exc:
+            raise ConfigError(f"task: {exc}") from exc
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        check_node_id(self.task_id)
+        check_node_id(self.coordinator)
+        check_node_id(self.chain)
+        if self.category not in CATEGORIES:
+            raise ConfigError(f"task: category must be one of {sorted(CATEGORIES)}, not {self.category!r}")
+        if self.quality_rule not in QUALITY_RULES:
+            raise ConfigError(f"task: quality_rule must be one of {QUALITY_RULES}")
+        for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"task: {name} must be a positive integer, not {value!r}")
+        if self.min_nodes > self.nodes:
+            raise ConfigError(f"task: min_nodes {self.min_nodes} > nodes {self.nodes}")
+        for name in ("time_limit_s", "learning_rate", "join_timeout_s", "update_timeout_s",
+                     "vote_timeout_s", "block_timeout_s"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"task: {name} must be > 0")
+        if self.reward_per_round < 0:
+            raise ConfigError("task: reward_per_round must be >= 0")

@@ -1,0 +1,72 @@
+"""Every MQTT topic of the system is built here, under one configurable base (default ``bpcv/v1``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_BASE = "bpcv/v1"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic builder for one base topic."""
+
+    base: str = DEFAULT_BASE
+
+    def task(self, task: str) -> str:
+        """Retained task announcement published by the requester."""
+        return f"{self.base}/tasks/{task}"
+
+    def all_tasks(self) -> str:
+        return f"{self.base}/tasks/+"
+
+    def join(self, task: str, node: str) -> str:
+        return f"{self.base}/tasks/{task}/join/{node}"
+
+    def all_joins(self, task: str) -> str:
+        return f"{self.base}/tasks/{task}/join/+"
+
+    def global_model(self, task: str, round_no: int) -> str:
+        return f"{self.base}/tasks/{task}/round/{round_no}/global"
+
+    def update(self, task: str, round_no: int, node: str) -> str:
+        return f"{self.base}/tasks/{task}/round/{round_no}/update/{node}"
+
+    def manifest(self, task: str, round_no: int) -> str:
+        return f"{self.base}/tasks/{task}/round/{round_no}/manifest"
+
+    def vote(self, task: str, round_no: int, node: str) -> str:
+        return f"{self.base}/tasks/{task}/round/{round_no}/vote/{node}"
+
+    def result(self, task: str, round_no: int) -> str:
+        return f"{self.base}/tasks/{task}/round/{round_no}/result"
+
+    def all_updates(self, task: str) -> str:
+        return f"{self.base}/tasks/{task}/round/+/update/+"
+
+    def all_votes(self, task: str) -> str:
+        return f"{self.base}/tasks/{task}/round/+/vote/+"
+
+    def round_wildcard(self, task: str) -> str:
+        """Every per-round topic of one task."""
+        return f"{self.base}/tasks/{task}/round/#"
+
+    def block(self, chain: str) -> str:
+        return f"{self.base}/chain/{chain}/block"
+
+    def status(self, node: str) -> str:
+        """Retained online/offline status, also the last will."""
+        return f"{self.base}/nodes/{node}/status"
+
+    def all_status(self) -> str:
+        return f"{self.base}/nodes/+/status"
+
+    def metrics(self, node: str) -> str:
+        return f"{self.base}/nodes/{node}/metrics"
+
+    def parse(self, topic: str) -> tuple[str, ...]:
+        """The topic's levels below the base; raises ValueError for a topic outside it."""
+        prefix = self.base + "/"
+        if not topic.startswith(prefix):
+            raise ValueError(f"topic {topic!r} is not under base {self.base!r}")
+        return tuple(topic[len(prefix):].split("/"))

@@ -1,0 +1,67 @@
+"""Start the broker: mosquitto with the project's config when installed, otherwise the embedded broker."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from bpcv.errors import ConfigError
+from broker.embedded import DEFAULT_MAX_PACKET
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto executable, if installed (Debian puts it in /usr/sbin)."""
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+
+
+def render_mosquitto_conf(host: str, port: int, max_packet: int = DEFAULT_MAX_PACKET) -> str:
+    template = resources.files("broker").joinpath("mosquitto.conf.template").read_text()
+    return template.format(host=host, port=port, max_packet=max_packet)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise ConfigError(f"no broker came up on {host}:{port} within {timeout:.0f}s")
+
+
+def start_broker_process(kind: str, host: str, port: int, workdir: Path) -> subprocess.Popen:
+    """Start ``mosquitto`` or ``embedded`` as a child process and wait until it listens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = open(workdir / f"broker-{kind}.log", "wb")
+    if kind == "mosquitto":
+        binary = mosquitto_binary()
+        if binary is None:
+            raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(render_mosquitto_conf(host, port))
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    elif kind == "embedded":
+        proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded",
+                                 "--host", host, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    else:
+        raise ConfigError(f"unknown broker kind {kind!r}")
+    try:
+        wait_for_port(host, port)
+    except ConfigError:
+        proc.kill()
+        raise
+    return proc

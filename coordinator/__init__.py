@@ -1,0 +1,1 @@
+"""The aggregation server and the data requester's side of a task."""

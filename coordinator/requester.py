@@ -1,0 +1,18 @@
+"""The data requester's side: post a signed task (retained, so agents that connect later still see it)."""
+
+from __future__ import annotations
+
+from bpcv.envelope import Envelope, seal
+from bpcv.identity import Identity
+from bpcv.mqtt import Bus
+from bpcv.task import TaskSpec
+from bpcv.topics import Topics
+
+
+def post_task(bus: Bus, requester: Identity, task: TaskSpec, topics: Topics) -> Envelope:
+    """Sign ``task`` and publish it retained on its task topic; returns the envelope sent."""
+    task.validate()
+    env = seal(requester, "task", task.task_id, 0, task.to_body())
+    if not bus.publish(topics.task(task.task_id), env.raw, retain=True):
+        raise RuntimeError(f"the broker did not acknowledge task {task.task_id}")
+    return env

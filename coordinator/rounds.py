@@ -1,0 +1,97 @@
+"""What a round decides, pure: who is dropped, excluded, eliminated, admitted, and who is paid what.
+
+Rules (DESIGN.md, One round, step 5):
+- a roster node that sent no update is *dropped* (it left; not a misbehaviour);
+- a node whose update failed checks (shape, NaN/Inf, digest) is eliminated for an invalid update;
+- the lowest-quality node is excluded from this round's aggregate and eliminated, unless that would
+  leave fewer than ``min_nodes`` active with no standby node to admit (then it is only excluded);
+- the fastest-responding standby nodes are admitted until the roster is back to ``nodes``;
+- the round's reward is split among the aggregated nodes in proportion to their quality
+  (accuracy, or 1/MAE for regression).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bpcv.poq import higher_is_better, quality_scores, rank_nodes
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    quality: dict[str, float]
+    ranking: list[str]
+    proposer: str | None
+    aggregated: list[str]
+    excluded: list[str]
+    eliminated: str | None
+    eliminated_reason: str | None
+    invalid: dict[str, str]
+    dropped: list[str]
+    admitted: list[str]
+    next_roster: list[str]
+    rewards: dict[str, float] = field(default_factory=dict)
+
+
+def split_reward(quality: Mapping[str, float], nodes: Sequence[str], metric: str, reward: float) -> dict[str, float]:
+    """Shares of ``reward`` for ``nodes`` in proportion to their quality."""
+    if not nodes or reward <= 0:
+        return {n: 0.0 for n in nodes}
+    if higher_is_better(metric):
+        weights = {n: max(quality[n], 0.0) for n in nodes}
+    else:
+        weights = {n: 1.0 / max(quality[n], 1e-9) for n in nodes}
+    total = sum(weights.values())
+    if total <= 0:
+        return {n: reward / len(nodes) for n in nodes}
+    return {n: round(reward * w / total, 6) for n, w in weights.items()}
+
+
+def decide_round(
+    roster: Sequence[str],
+    valid_updates: Sequence[str],
+    invalid_updates: Mapping[str, str],
+    votes: Mapping[str, Mapping[str, float]],
+    standby: Sequence[str],
+    metric: str,
+    quality_rule: str,
+    nodes: int,
+    min_nodes: int,
+    reward: float,
+) -> RoundOutcome:
+    """Decide a round from what arrived. ``standby`` is ordered fastest responder first."""
+    dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
+    quality = quality_scores(votes, quality_rule)
+    quality = {n: q for n, q in quality.items() if n in valid_updates}
+    ranking = rank_nodes(quality, metric)
+    excluded = ranking[-1:] if len(ranking) >= 2 else []
+    aggregated = [n for n in ranking if n not in excluded]
+
+    remaining = [n for n in roster if n in valid_updates]
+    queue = list(standby)
+    eliminated = None
+    if excluded:
+        worst = excluded[0]
+        if len(remaining) - 1 + len(queue) >= min_nodes:
+            eliminated = worst
+            remaining.remove(worst)
+    admitted = []
+    while len(remaining) < nodes and queue:
+        node = queue.pop(0)
+        admitted.append(node)
+        remaining.append(node)
+    return RoundOutcome(
+        quality=quality,
+        ranking=ranking,
+        proposer=ranking[0] if ranking else None,
+        aggregated=aggregated,
+        excluded=excluded,
+        eliminated=eliminated,
+        eliminated_reason="lowest-quality" if eliminated else None,
+        invalid=dict(invalid_updates),
+        dropped=dropped,
+        admitted=admitted,
+        next_roster=sorted(remaining),
+        rewards=split_reward(quality, aggregated, metric, reward),
+    )

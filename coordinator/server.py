@@ -1,0 +1,340 @@
+"""The aggregation server: runs a task's rounds over MQTT and records what happened.
+
+Network callbacks only enqueue; the round loop pulls messages with deadlines, so an agent that
+vanishes mid-round costs a deadline, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bpcv.codec import decode_model, encode_model, model_digest
+from bpcv.config import CoordinatorConfig
+from bpcv.data import load_dataset
+from bpcv.envelope import Envelope, seal
+from bpcv.errors import BpcvError, Rejected
+from bpcv.identity import Identity
+from bpcv.intake import Intake
+from bpcv.models import build_model, configure_tensorflow
+from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.poq import higher_is_better
+from bpcv.task import TaskSpec
+from bpcv.topics import Topics
+from coordinator.aggregate import fedavg
+from coordinator.rounds import RoundOutcome, decide_round
+from edge_agent.trainer import score
+from ledger.errors import LedgerError, UnknownParent
+from ledger.replica import Replica
+from ledger.validate import vote_scores
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """Serves tasks that name this node as their coordinator."""
+
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.identity = Identity.load(Path(config.key))
+        self.node_id = self.identity.node_id
+        self.replica = Replica.open(config.chain_dir, Path(config.genesis).read_bytes())
+        self.registry = self.replica.state.registry
+        member = self.registry.get(self.node_id)
+        if member is None or member.role != "coordinator":
+            raise BpcvError(f"{self.node_id} is not registered as a coordinator on this chain")
+        self.topics = Topics(config.base_topic)
+        self.intake = Intake(self.registry, self.node_id)
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.bus = Bus(self.node_id, BrokerAddress.parse(config.broker), lambda t, p: self._inbox.put((t, p)),
+                       [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+                       status_topic=self.topics.status(self.node_id))
+        # per-task state
+        self.task: TaskSpec | None = None
+        self.round = 0
+        self.joins: dict[str, tuple[float, int]] = {}
+        self.roster: list[str] = []
+        self.valid: dict[str, tuple[str, list[np.ndarray]]] = {}
+        self.invalid: dict[str, str] = {}
+        self.manifest: dict[str, str] = {}
+        self.votes: dict[str, Envelope] = {}
+        self.shapes: list[tuple[int, ...]] = []
+        self.block_rejections: Counter[str] = Counter()
+
+    # message pump
+    def _pump(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Handle messages until ``done()`` or ``timeout`` seconds pass; returns ``done()``."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                topic, payload = self._inbox.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            try:
+                self._dispatch(topic, payload)
+            except Exception:  # a bad message must never stop the coordinator
+                log.exception("handling a message on %s failed", topic)
+        return True
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        levels = self.topics.parse(topic)
+        if levels[0] == "chain":
+            self._on_block(payload)
+            return
+        if self.task is None or levels[0] != "tasks" or len(levels) < 4 or levels[1] != self.task.task_id:
+            return
+        if levels[2] == "join":
+            self._on_join(topic, levels[3], payload)
+        elif levels[2] == "round" and len(levels) == 6:
+            try:
+                round_no = int(levels[3])
+            except ValueError:
+                self.intake.reject(Rejected("malformed", "round is not a number"), topic)
+                return
+            if levels[4] == "update":
+                self._on_update(topic, round_no, levels[5], payload)
+            elif levels[4] == "vote":
+                self._on_vote(topic, round_no, levels[5], payload)
+
+    def _on_block(self, payload: bytes) -> None:
+        try:
+            self.replica.append(payload)
+        except UnknownParent as exc:
+            log.warning("block out of order: %s", exc)
+            self.block_rejections["block-out-of-order"] += 1
+        except LedgerError as exc:
+            self.intake.reject(Rejected("invalid-block", str(exc)), "block")
+
+    def _on_join(self, topic: str, node: str, payload: bytes) -> None:
+        assert self.task is not None
+        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, topic_sender=node)
+        if env is None or node in self.joins:
+            return
+        samples = env.body.get("num_samples")
+        if not isinstance(samples, int) or samples < 1:
+            self.intake.reject(Rejected("malformed", f"join of {node} without a positive sample count"), topic)
+            return
+        self.joins[node] = (time.monotonic(), samples)
+
+    def _on_update(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
+        assert self.task is not None
+        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=self.round,
+                               topic_sender=node)
+        if env is None or round_no != self.round:
+            return
+        if node not in self.roster:
+            self.intake.reject(Rejected("not-in-roster", f"update from {node}"), topic)
+            return
+        if node in self.valid or node in self.invalid:
+            self.intake.reject(Rejected("duplicate-update", node), topic)
+            return
+        try:
+            if len(env.blobs) != 1 or model_digest(env.blobs[0]) != env.body.get("digest"):
+                raise Rejected("digest-mismatch", f"update of {node}")
+            weights = decode_model(env.blobs[0], self.shapes)
+        except Rejected as exc:
+            self.invalid[node] = exc.reason
+            self.intake.reject(exc, topic)
+            return
+        self.valid[node] = (env.body["digest"], weights)
+
+    def _on_vote(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
+        assert self.task is not None
+        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=self.round,
+                               topic_sender=node)
+        if env is None or round_no != self.round:
+            return
+        try:
+            if node not in self.valid:
+                raise Rejected("not-a-voter", f"{node} has no accepted update this round")
+            if node in self.votes:
+                raise Rejected("duplicate-vote", node)
+            if not self.manifest:
+                raise Rejected("early-vote", f"{node} voted before the manifest")
+            scores = vote_scores(env, self.registry)
+            digests = env.body.get("digests", {})
+            for target in scores:
+                if target == node or target not in self.manifest or digests.get(target) != self.manifest[target]:
+                    raise Rejected("vote-off-manifest", f"{node} scored {target} outside the manifest")
+        except Rejected as exc:
+            self.intake.reject(exc, topic)
+            return
+        self.votes[node] = env
+
+    # the task
+    def serve(self) -> dict[str, Any]:
+        """Connect, wait for a task naming this coordinator, run it, return its summary."""
+        self.bus.connect()
+        log.info("%s: waiting for a task (chain %s, height %d)", self.node_id, self.replica.state.chain_id,
+                 self.replica.height)
+        try:
+            while True:
+                topic, payload = self._inbox.get()
+                levels = self.topics.parse(topic)
+                if levels[0] == "chain":
+                    self._on_block(payload)
+                elif levels[0] == "tasks" and len(levels) == 2 and payload:
+                    env = self.intake.open(payload, ("requester",), topic)
+                    if env is None:
+                        continue
+                    try:
+                        task = TaskSpec.from_body(env.body)
+                    except BpcvError as exc:
+                        self.intake.reject(Rejected("bad-task", str(exc)), topic)
+                        continue
+                    if task.coordinator != self.node_id or (self.config.task and task.task_id != self.config.task):
+                        continue
+                    if any(t == task.task_id for t, _ in self.replica.state.rounds):
+                        log.info("task %s is already on the chain; ignoring", task.task_id)
+                        continue
+                    return self.run(task)
+        finally:
+            self.bus.close()
+
+    def run(self, task: TaskSpec) -> dict[str, Any]:
+        """Run every round of ``task``; write final model and coordinator.json into the run folder."""
+        self.task = task
+        started = time.monotonic()
+        for topic in (self.topics.all_joins(task.task_id), self.topics.all_updates(task.task_id),
+                      self.topics.all_votes(task.task_id)):
+            self.bus.subscribe(topic)
+        log.info("task %s: waiting for %d nodes to join", task.task_id, task.nodes)
+        self._pump(lambda: len(self.joins) >= task.nodes, task.join_timeout_s)
+        self._pump(lambda: False, task.join_window_s)
+        by_speed = sorted(self.joins, key=lambda n: (self.joins[n][0], n))
+        summary: dict[str, Any] = {"task": task.to_body(), "rounds": [], "nodes": {}}
+        if len(by_speed) < max(2, task.min_nodes):
+            summary["error"] = f"only {len(by_speed)} nodes joined, {max(2, task.min_nodes)} needed"
+            log.error("task %s: %s", task.task_id, summary["error"])
+            return self._finish(summary, None)
+        self.roster = sorted(by_speed[:task.nodes])
+        standby = by_speed[task.nodes:]
+        status = {n: "active" if n in self.roster else "standby" for n in by_speed}
+        rewards = {n: 0.0 for n in by_speed}
+        log.info("task %s: roster %s, standby %s", task.task_id, self.roster, standby)
+
+        configure_tensorflow(2)
+        dataset = load_dataset(task.dataset, self.config.data_path or None)
+        model = build_model(task.model, dataset.input_shape, dataset.num_classes, seed=0)
+        weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
+        self.shapes = [tuple(w.shape) for w in weights]
+
+        def evaluate(ws: list[np.ndarray]) -> float:
+            model.set_weights(ws)
+            preds = np.concatenate([model(dataset.x_test[i:i + 4096], training=False).numpy()
+                                    for i in range(0, len(dataset.x_test), 4096)])
+            return score(preds, dataset.y_test, task.metric)
+
+        better = higher_is_better(task.metric)
+        final_digest = None
+        for round_no in range(1, task.rounds + 1):
+            outcome, blob = self._run_round(round_no, weights, standby)
+            if outcome.aggregated:
+                weights = fedavg([self.valid[n][1] for n in outcome.aggregated],
+                                 [self.joins[n][1] for n in outcome.aggregated])
+            metric_value = evaluate(weights)
+            standby = [n for n in standby if n not in outcome.admitted]
+            reached = task.target is not None and (metric_value >= task.target if better else metric_value <= task.target)
+            out_of_time = time.monotonic() - started >= task.time_limit_s
+            final = round_no == task.rounds or reached or out_of_time or len(outcome.next_roster) < 2
+            global_blob = encode_model(weights)
+            if final:
+                final_digest = model_digest(global_blob)
+            body = self._result_body(outcome, metric_value, model_digest(global_blob), final, final_digest)
+            result = seal(self.identity, "result", task.task_id, round_no, body)
+            self.bus.publish(self.topics.result(task.task_id, round_no), result.raw)
+            for node in outcome.dropped:
+                status[node] = "dropped"
+            for node in list(outcome.invalid) + ([outcome.eliminated] if outcome.eliminated else []):
+                status[node] = "eliminated"
+            for node in outcome.admitted:
+                status[node] = "active"
+            for node, amount in outcome.rewards.items():
+                rewards[node] = round(rewards[node] + amount, 6)
+            if outcome.proposer is not None:
+                self._pump(lambda: self.replica.has_round(task.task_id, round_no), task.block_timeout_s)
+            on_chain = self.replica.has_round(task.task_id, round_no)
+            if not on_chain:
+                log.warning("round %d: no valid block from proposer %s within %.0fs", round_no,
+                            outcome.proposer, task.block_timeout_s)
+            row = {"round": round_no, task.metric: round(metric_value, 6), "eliminated": outcome.eliminated,
+                   "eliminated_reason": outcome.eliminated_reason, "invalid": outcome.invalid,
+                   "dropped": outcome.dropped, "admitted": outcome.admitted, "aggregated": outcome.aggregated,
+                   "excluded": outcome.excluded, "ranking": outcome.ranking,
+                   "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
+                   "proposer": outcome.proposer, "on_chain": on_chain, "chain_height": self.replica.height,
+                   "rewards": outcome.rewards, "elapsed_s": round(time.monotonic() - started, 2)}
+            summary["rounds"].append(row)
+            log.info("round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
+                     round_no, task.metric, metric_value, outcome.eliminated or "-",
+                     ",".join(outcome.admitted) or "-", outcome.proposer or "-", self.replica.height)
+            self.roster = outcome.next_roster
+            if final:
+                (self.run_dir / "final_model.bpmt").write_bytes(global_blob)
+                summary["stopped_because"] = ("target" if reached else "time limit" if out_of_time
+                                              else "round limit" if round_no == task.rounds else "too few nodes")
+                break
+        summary[f"final_{task.metric}"] = summary["rounds"][-1][task.metric] if summary["rounds"] else None
+        summary["final_model_digest"] = final_digest
+        summary["nodes"] = {n: {"status": status[n], "reward": rewards[n], "num_samples": self.joins[n][1]}
+                            for n in sorted(status)}
+        return self._finish(summary, started)
+
+    def _run_round(self, round_no: int, weights: list[np.ndarray], standby: list[str]) -> tuple[RoundOutcome, bytes]:
+        """Global model out, updates in, manifest out, votes in; decide."""
+        assert self.task is not None
+        task = self.task
+        self.round = round_no
+        self.valid, self.invalid, self.manifest, self.votes = {}, {}, {}, {}
+        blob = encode_model(weights)
+        assignment = {n: [p for p in self.roster if p != n] for n in self.roster}
+        body = {"roster": self.roster, "assignment": assignment, "model_digest": model_digest(blob)}
+        env = seal(self.identity, "global", task.task_id, round_no, body, [blob])
+        self.bus.publish(self.topics.global_model(task.task_id, round_no), env.raw)
+        self._pump(lambda: all(n in self.valid or n in self.invalid for n in self.roster), task.update_timeout_s)
+        self.manifest = {n: d for n, (d, _) in sorted(self.valid.items())}
+        env = seal(self.identity, "manifest", task.task_id, round_no, {"updates": self.manifest})
+        self.bus.publish(self.topics.manifest(task.task_id, round_no), env.raw)
+        self._pump(lambda: all(n in self.votes for n in self.valid), task.vote_timeout_s)
+        scores = {n: vote_scores(v, self.registry) for n, v in self.votes.items()}
+        outcome = decide_round(self.roster, list(self.valid), self.invalid, scores, standby, task.metric,
+                               task.quality_rule, task.nodes, task.min_nodes, task.reward_per_round)
+        return outcome, blob
+
+    def _result_body(self, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool,
+                     final_digest: str | None) -> dict[str, Any]:
+        assert self.task is not None
+        body = asdict(outcome)
+        body["quality"] = {n: round(q, 6) for n, q in outcome.quality.items()}
+        body.update({"votes": sorted(v.digest for v in self.votes.values()), "metric": self.task.metric,
+                     "value": round(metric_value, 6), "global_digest": global_digest, "final": final,
+                     "final_model_digest": final_digest})
+        return body
+
+    def _finish(self, summary: dict[str, Any], started: float | None) -> dict[str, Any]:
+        summary["rejected"] = dict(self.intake.rejected + self.block_rejections)
+        summary["chain"] = {"height": self.replica.height, "head_hash": self.replica.head_hash,
+                            "replica": str(Path(self.config.chain_dir).resolve())}
+        if started is not None:
+            summary["duration_s"] = round(time.monotonic() - started, 2)
+        path = self.run_dir / "coordinator.json"
+        path.write_text(json.dumps(summary, indent=2))
+        log.info("task summary written to %s", path)
+        return summary
+
+    def close(self) -> None:
+        self.replica.close()

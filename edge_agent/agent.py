@@ -1,0 +1,322 @@
+"""One edge agent: the data contributor's side of the protocol.
+
+Network callbacks only enqueue; every handler here runs on the pool's worker thread, one message at
+a time, so training and scoring never block the MQTT network loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bpcv.codec import decode_model, encode_model, model_digest
+from bpcv.config import AgentConfig
+from bpcv.data import Shard, load_dataset, make_shard
+from bpcv.envelope import Envelope, seal
+from bpcv.errors import BpcvError, Rejected
+from bpcv.identity import Identity
+from bpcv.intake import Intake
+from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.poq import higher_is_better
+from bpcv.task import TaskSpec
+from bpcv.topics import Topics
+from edge_agent import behaviours
+from edge_agent.trainer import Trainer
+from ledger.block import build_block
+from ledger.errors import LedgerError, UnknownParent
+from ledger.replica import Replica
+
+log = logging.getLogger(__name__)
+Job = tuple[Callable[..., None], tuple[Any, ...]]
+TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int], Trainer]
+PENDING_VOTE_WAIT_S = 10.0
+
+
+class Agent:
+    """A data contributor with its own key, MQTT client, data shard and chain replica."""
+
+    def __init__(self, config: AgentConfig, jobs: "queue.Queue[Job]", trainers: TrainerProvider) -> None:
+        self.config = config
+        self.identity = Identity.load(Path(config.key))
+        self.node_id = self.identity.node_id
+        self.behaviour = behaviours.check_behaviour(config.behaviour)
+        self.replica = Replica.open(config.chain_dir, Path(config.genesis).read_bytes())
+        self.registry = self.replica.state.registry
+        if self.node_id not in self.registry:
+            raise BpcvError(f"{self.node_id} is not a member of chain {self.replica.state.chain_id}")
+        self.topics = Topics(config.base_topic)
+        self.intake = Intake(self.registry, self.node_id)
+        self._jobs = jobs
+        self._trainers = trainers
+        self.bus = Bus(self.node_id, BrokerAddress.parse(config.broker), self._enqueue,
+                       [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+                       status_topic=self.topics.status(self.node_id))
+        self.rng = np.random.default_rng(zlib.crc32(self.node_id.encode()) + config.seed)
+        self.task: TaskSpec | None = None
+        self.task_raw = b""
+        self.status = "idle"
+        self.round = 0
+        self.roster: list[str] = []
+        self.assignment: dict[str, list[str]] = {}
+        self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> node -> (digest, blob)
+        self.votes: dict[int, dict[str, bytes]] = {}  # round -> vote digest -> raw envelope
+        self.pending_manifest: Envelope | None = None
+        self.pending_result: Envelope | None = None
+        self.shard: Shard | None = None
+        self.trainer: Trainer | None = None
+
+    # plumbing
+    def _enqueue(self, topic: str, payload: bytes) -> None:
+        self._jobs.put((self.handle, (topic, payload)))
+
+    def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        timer = threading.Timer(delay, lambda: self._jobs.put((fn, args)))
+        timer.daemon = True
+        timer.start()
+
+    def start(self) -> None:
+        self.bus.connect()
+        log.info("%s: online (behaviour %s, chain height %d)", self.node_id, self.behaviour, self.replica.height)
+
+    def stop(self) -> None:
+        self.bus.close()
+        self.replica.close()
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Dispatch one message by its topic."""
+        levels = self.topics.parse(topic)
+        if levels[0] == "chain":
+            self.on_block(payload)
+        elif levels[0] == "tasks" and len(levels) == 2:
+            self.on_task(topic, payload)
+        elif self.task is None or levels[1] != self.task.task_id:
+            return
+        elif len(levels) >= 5 and levels[2] == "round":
+            try:
+                round_no = int(levels[3])
+            except ValueError:
+                self.intake.reject(Rejected("malformed", "round is not a number"), topic)
+                return
+            kind = levels[4]
+            sender = levels[5] if len(levels) > 5 else None
+            handler = {"global": self.on_global, "update": self.on_update, "manifest": self.on_manifest,
+                       "vote": self.on_vote, "result": self.on_result}.get(kind)
+            if handler is not None:
+                handler(topic, round_no, sender, payload)
+
+    # task and joining
+    def on_task(self, topic: str, payload: bytes) -> None:
+        if not payload or self.task is not None:
+            return
+        env = self.intake.open(payload, ("requester",), topic)
+        if env is None:
+            return
+        try:
+            task = TaskSpec.from_body(env.body)
+        except BpcvError as exc:
+            self.intake.reject(Rejected("bad-task", str(exc)), topic)
+            return
+        if task.dataset != self.config.dataset:
+            log.info("%s: task %s needs %s data, this agent has %s; not answering",
+                     self.node_id, task.task_id, task.dataset, self.config.dataset)
+            return
+        self.task, self.task_raw = task, payload
+        self.bus.subscribe(self.topics.round_wildcard(task.task_id))
+        dataset = load_dataset(self.config.dataset, self.config.data_path or None)
+        self.shard = make_shard(dataset, self.config.shard, self.config.num_shards, self.config.partition,
+                                self.config.seed, self.config.val_fraction)
+        self.trainer = self._trainers(task, dataset.input_shape, dataset.num_classes)
+        self._later(self.config.join_delay_s, self.join)
+
+    def join(self) -> None:
+        assert self.task is not None and self.shard is not None
+        body = {"num_samples": self.shard.num_samples, "dataset": self.config.dataset}
+        env = seal(self.identity, "join", self.task.task_id, 0, body)
+        self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
+        self.status = "joined"
+        log.info("%s: joined task %s with %d samples", self.node_id, self.task.task_id, self.shard.num_samples)
+
+    # one round
+    def _from_coordinator(self, topic: str, round_no: int, payload: bytes) -> Envelope | None:
+        assert self.task is not None
+        env = self.intake.open(payload, ("coordinator",), topic, task=self.task.task_id, round_no=round_no)
+        if env is not None and env.sender != self.task.coordinator:
+            self.intake.reject(Rejected("wrong-sender", f"{env.sender} is not this task's coordinator"), topic)
+            return None
+        return env
+
+    def on_global(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
+        assert self.task is not None and self.trainer is not None and self.shard is not None
+        if round_no <= self.round:
+            self.intake.reject(Rejected("wrong-round", f"global model for old round {round_no}"), topic)
+            return
+        env = self._from_coordinator(topic, round_no, payload)
+        if env is None:
+            return
+        try:
+            if len(env.blobs) != 1 or model_digest(env.blobs[0]) != env.body.get("model_digest"):
+                raise Rejected("bad-model", "global model digest mismatch")
+            global_weights = decode_model(env.blobs[0], self.trainer.shapes)
+        except Rejected as exc:
+            self.intake.reject(exc, topic)
+            return
+        self.round = round_no
+        self.roster = list(env.body.get("roster", []))
+        self.assignment = dict(env.body.get("assignment", {}))
+        self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
+        self.votes = {r: v for r, v in self.votes.items() if r >= round_no}
+        self.pending_manifest = self.pending_result = None
+        if self.node_id not in self.roster:
+            if self.status not in ("eliminated", "done"):
+                self.status = "standby"
+            return
+        self.status = "active"
+        local = None
+        if behaviours.trains(self.behaviour):
+            labels = behaviours.training_labels(self.behaviour, self.shard.y_train, 10)
+            local = self.trainer.train(global_weights, self.shard.x_train, labels,
+                                       seed=zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31)
+        weights = behaviours.shape_update(self.behaviour, global_weights, local, self.rng)
+        blob = encode_model(weights)
+        body = {"digest": model_digest(blob), "num_samples": self.shard.num_samples, "epsilon_spent": None}
+        update = seal(self.identity, "update", self.task.task_id, round_no, body, [blob])
+        self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), update.raw)
+        log.info("%s: round %d update sent (%d bytes)", self.node_id, round_no, len(update.raw))
+
+    def on_update(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
+        if sender == self.node_id or not self._in_window(topic, round_no):
+            return
+        assert self.task is not None
+        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=round_no,
+                               topic_sender=sender)
+        if env is None or len(env.blobs) != 1:
+            return
+        self.updates.setdefault(round_no, {})[env.sender] = (model_digest(env.blobs[0]), env.blobs[0])
+        if self.pending_manifest is not None:
+            self._try_vote(final=False)
+
+    def _in_window(self, topic: str, round_no: int) -> bool:
+        """Peers' messages are kept for this round and the next (a peer may be a little ahead)."""
+        if self.round <= round_no <= self.round + 1:
+            return True
+        self.intake.reject(Rejected("wrong-round", f"round {round_no}, now {self.round}"), topic)
+        return False
+
+    def on_manifest(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
+        env = self._from_coordinator(topic, round_no, payload)
+        if env is None or self.node_id not in self.roster or self.status != "active":
+            return
+        self.pending_manifest = env
+        self._try_vote(final=False)
+        if self.pending_manifest is not None:
+            self._later(PENDING_VOTE_WAIT_S, self._try_vote, True)
+
+    def _try_vote(self, final: bool) -> None:
+        """Score the assigned peers once all their updates are here (or, when ``final``, with what is here)."""
+        manifest = self.pending_manifest
+        if manifest is None or manifest.round != self.round:
+            return
+        assert self.task is not None and self.trainer is not None and self.shard is not None
+        listed: dict[str, str] = manifest.body.get("updates", {})
+        peers = [p for p in self.assignment.get(self.node_id, []) if p in listed and p != self.node_id]
+        received = self.updates.get(self.round, {})
+        missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
+        if missing and not final:
+            return
+        self.pending_manifest = None
+        scores: dict[str, float] = {}
+        digests: dict[str, str] = {}
+        for peer in peers:
+            if peer in missing:
+                continue
+            try:
+                weights = decode_model(received[peer][1], self.trainer.shapes)
+            except Rejected as exc:
+                log.warning("%s: update of %s unusable: %s", self.node_id, peer, exc)
+                continue
+            scores[peer] = round(self.trainer.evaluate(weights, self.shard.x_val, self.shard.y_val), 6)
+            digests[peer] = listed[peer]
+        scores = behaviours.shape_scores(self.behaviour, scores, higher_is_better(self.task.metric))
+        body = {"metric": self.task.metric, "scores": scores, "digests": digests}
+        vote = seal(self.identity, "vote", self.task.task_id, self.round, body)
+        self.votes.setdefault(self.round, {})[vote.digest] = vote.raw
+        self.bus.publish(self.topics.vote(self.task.task_id, self.round, self.node_id), vote.raw)
+        log.info("%s: round %d vote sent for %d peers%s", self.node_id, self.round, len(scores),
+                 f" ({len(missing)} updates missing)" if missing else "")
+
+    def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
+        if sender == self.node_id or not self._in_window(topic, round_no):
+            return
+        assert self.task is not None
+        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=round_no,
+                               topic_sender=sender)
+        if env is None:
+            return
+        self.votes.setdefault(round_no, {})[env.digest] = payload
+        if self.pending_result is not None:
+            self._try_propose(final=False)
+
+    def on_result(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
+        env = self._from_coordinator(topic, round_no, payload)
+        if env is None:
+            return
+        body = env.body
+        if body.get("eliminated") == self.node_id or self.node_id in body.get("invalid", {}):
+            self.status = "eliminated"
+            log.info("%s: eliminated in round %d", self.node_id, round_no)
+        if body.get("final"):
+            self.status = "done" if self.status != "eliminated" else self.status
+        if body.get("proposer") == self.node_id:
+            self.pending_result = env
+            self._try_propose(final=False)
+            if self.pending_result is not None:
+                self._later(PENDING_VOTE_WAIT_S, self._try_propose, True)
+
+    def _try_propose(self, final: bool) -> None:
+        """As the round's PoQ winner, pack the round's transactions into the next block."""
+        result = self.pending_result
+        if result is None:
+            return
+        assert self.task is not None
+        listed = list(result.body.get("votes", []))
+        votes = self.votes.get(result.round, {})
+        missing = [d for d in listed if d not in votes]
+        if missing:
+            if final:
+                log.error("%s: cannot propose round %d: %d listed votes never arrived",
+                          self.node_id, result.round, len(missing))
+                self.pending_result = None
+            return
+        self.pending_result = None
+        txs = [] if self.task.task_id in self.replica.state.tasks else [self.task_raw]
+        txs += [votes[d] for d in sorted(listed)] + [result.raw]
+        block = build_block(self.identity, self.replica.height + 1, self.replica.head_hash,
+                            self.task.task_id, result.round, txs)
+        try:
+            self.replica.append(block.raw)
+        except LedgerError as exc:
+            log.error("%s: own block for round %d does not validate: %s", self.node_id, result.round, exc)
+            return
+        self.bus.publish(self.topics.block(self.replica.state.chain_id), block.raw)
+        log.info("%s: proposed block %d for round %d", self.node_id, block.height, result.round)
+
+    # the chain
+    def on_block(self, payload: bytes) -> None:
+        try:
+            block = self.replica.append(payload)
+        except UnknownParent as exc:
+            log.warning("%s: block out of order: %s", self.node_id, exc)
+            self.intake.rejected["block-out-of-order"] += 1
+            return
+        except LedgerError as exc:
+            self.intake.reject(Rejected("invalid-block", str(exc)), "block")
+            return
+        if block is not None:
+            log.debug("%s: appended block %d", self.node_id, block.height)

@@ -1,0 +1,53 @@
+"""Agent behaviours for experiments, as pure functions: honest, or one of the attacks the system must survive.
+
+- ``random-weights``: sends random weights instead of training;
+- ``label-flip``: trains on labels mapped y -> (C - 1 - y);
+- ``sign-flip``: sends the global model pushed against its own update (g - 4 (w - g));
+- ``free-ride``: sends the global model back unchanged, without training;
+- ``lying-voter``: trains honestly but reverses its scores of others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BEHAVIOURS = ("honest", "random-weights", "label-flip", "sign-flip", "free-ride", "lying-voter")
+SIGN_FLIP_SCALE = 4.0
+
+
+def check_behaviour(name: str) -> str:
+    if name not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
+    return name
+
+
+def trains(behaviour: str) -> bool:
+    """Whether this behaviour runs local training at all."""
+    return behaviour not in ("random-weights", "free-ride")
+
+
+def training_labels(behaviour: str, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return (num_classes - 1 - labels) if behaviour == "label-flip" else labels
+
+
+def shape_update(behaviour: str, global_weights: list[np.ndarray], local_weights: list[np.ndarray] | None,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+    """The weights this behaviour publishes, given the global model and (if it trained) its local result."""
+    if behaviour == "random-weights":
+        return [rng.normal(0.0, 1.0, size=w.shape).astype(np.float32) for w in global_weights]
+    if behaviour == "free-ride":
+        return [np.array(w, dtype=np.float32) for w in global_weights]
+    assert local_weights is not None
+    if behaviour == "sign-flip":
+        return [(g - SIGN_FLIP_SCALE * (w - g)).astype(np.float32) for g, w in zip(global_weights, local_weights)]
+    return local_weights
+
+
+def shape_scores(behaviour: str, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+    """The scores this behaviour reports: a lying voter reverses the order of its honest scores."""
+    if behaviour != "lying-voter" or not scores:
+        return scores
+    if higher_is_better:
+        return {n: round(1.0 - s, 6) for n, s in scores.items()}
+    top = max(scores.values())
+    return {n: round(top - s, 6) for n, s in scores.items()}

@@ -1,0 +1,120 @@
+"""Block format and Merkle root.
+
+Byte layout (integers big-endian; see docs/PROTOCOL.md)::
+
+    magic   4 bytes  b"BPBK"
+    version 1 byte   1
+    hlen    4 bytes
+    header  hlen     canonical JSON: {"height","merkle_root","prev_hash","proposer","round","task","ts","tx_count"}
+    ntx     4 bytes
+    txs     ntx x (4-byte length + a signed envelope, byte for byte as its sender signed it)
+    sig     64 bytes Ed25519 signature by the proposer over the header bytes
+
+The block hash is SHA-256 over the header bytes, which commit to the transactions through the
+Merkle root (leaf = SHA-256(0x00 || tx), node = SHA-256(0x01 || left || right), an odd node is
+carried up unchanged, the root of no transactions is SHA-256 of nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bpcv.envelope import SIGNATURE_BYTES, canonical_json, round_ts
+from bpcv.identity import Identity
+from ledger.errors import CorruptStore
+
+MAGIC = b"BPBK"
+VERSION = 1
+ZERO_HASH = "00" * 32
+HEADER_FIELDS = ("height", "merkle_root", "prev_hash", "proposer", "round", "task", "ts", "tx_count")
+
+
+def merkle_root(txs: list[bytes]) -> str:
+    """Hex Merkle root of the transactions, with leaf/node domain separation."""
+    level = [hashlib.sha256(b"\x00" + tx).digest() for tx in txs]
+    if not level:
+        return hashlib.sha256(b"").hexdigest()
+    while len(level) > 1:
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].hex()
+
+
+@dataclass(frozen=True)
+class Block:
+    """A decoded block. ``header_bytes`` are the exact signed bytes."""
+
+    height: int
+    prev_hash: str
+    task: str
+    round: int
+    proposer: str
+    ts: float
+    merkle_root: str
+    txs: tuple[bytes, ...]
+    header_bytes: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    raw: bytes = field(repr=False)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.header_bytes).hexdigest()
+
+
+def build_block(proposer: Identity, height: int, prev_hash: str, task: str, round_no: int,
+                txs: list[bytes], ts: float | None = None) -> Block:
+    """Assemble and sign a block."""
+    header: dict[str, Any] = {
+        "height": height, "merkle_root": merkle_root(txs), "prev_hash": prev_hash,
+        "proposer": proposer.node_id, "round": round_no, "task": task,
+        "ts": round_ts(time.time() if ts is None else ts), "tx_count": len(txs),
+    }
+    header_bytes = canonical_json(header)
+    signature = proposer.sign(header_bytes)
+    parts = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header_bytes)), header_bytes,
+             struct.pack(">I", len(txs))]
+    for tx in txs:
+        parts += [struct.pack(">I", len(tx)), tx]
+    parts.append(signature)
+    raw = b"".join(parts)
+    return Block(height, prev_hash, task, round_no, proposer.node_id, header["ts"], header["merkle_root"],
+                 tuple(txs), header_bytes, signature, raw)
+
+
+def decode_block(raw: bytes) -> Block:
+    """Parse a block's bytes; raises CorruptStore naming what does not parse."""
+    try:
+        if raw[:4] != MAGIC or raw[4] != VERSION:
+            raise CorruptStore("not a BPBK block")
+        (hlen,) = struct.unpack_from(">I", raw, 5)
+        pos = 9
+        header_bytes = raw[pos:pos + hlen]
+        header = json.loads(header_bytes)
+        if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
+            raise CorruptStore("block header fields wrong")
+        pos += hlen
+        (ntx,) = struct.unpack_from(">I", raw, pos)
+        pos += 4
+        txs = []
+        for _ in range(ntx):
+            (tlen,) = struct.unpack_from(">I", raw, pos)
+            pos += 4
+            if pos + tlen > len(raw) - SIGNATURE_BYTES:
+                raise CorruptStore("truncated transaction")
+            txs.append(raw[pos:pos + tlen])
+            pos += tlen
+        if pos != len(raw) - SIGNATURE_BYTES:
+            raise CorruptStore("block length does not match its contents")
+        signature = raw[pos:]
+        return Block(int(header["height"]), str(header["prev_hash"]), str(header["task"]), int(header["round"]),
+                     str(header["proposer"]), float(header["ts"]), str(header["merkle_root"]), tuple(txs),
+                     bytes(header_bytes), bytes(signature), bytes(raw))
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
+        raise CorruptStore(f"block does not decode: {exc}") from exc
