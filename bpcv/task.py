@@ -27,10 +27,10 @@ class TaskSpec:
     target: float | None = None
     reward_per_round: float = 100.0
     nodes: int = 10
-    min_nodes: int = 3
-    local_epochs: int = 1
+    min_nodes: int = 5
+    local_epochs: int = 3
     batch_size: int = 32
-    learning_rate: float = 0.1
+    learning_rate: float = 0.2
     quality_rule: str = "mean"
     join_timeout_s: float = 120.0
     join_window_s: float = 2.0

@@ -129,6 +129,10 @@ class EmbeddedBroker:
             await self._server.serve_forever()
 
     async def stop(self) -> None:
+        """Stop listening and close every client connection."""
+        for session in list(self.sessions.values()):
+            session.send(b"")
+            session.writer.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

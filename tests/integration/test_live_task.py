@@ -1,0 +1,122 @@
+"""A live task over a real mosquitto broker: coordinator and agents as separate OS processes.
+
+Asserts issue #2's acceptance: the random-weights agent is eliminated and a standby admitted; its
+update never enters the global model; every replica verifies with the same head; a forged vote and
+a replayed vote are rejected while the round completes; and a task survives an agent killed mid-round.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bpcv.envelope import decode, seal
+from bpcv.identity import Identity
+from bpcv.mqtt import Bus
+
+pytestmark = pytest.mark.integration
+
+
+def demo(out: Path, broker, *args: str, timeout: float = 420) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "bpcv.cli", "demo", "--broker", broker.url(), "--out", str(out), "--epochs", "1",
+           "--update-timeout", "60", "--vote-timeout", "30", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    print(out)
+    return out
+
+
+def verify_cli(path: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "bpcv.cli", "chain", "verify", path], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split(" head ")[1].split(",")[0]
+
+
+class Injector:
+    """A hostile client on the broker: captures a round-1 vote, then in round 2 replays it and sends a forgery."""
+
+    def __init__(self, broker) -> None:
+        self.captured: tuple[str, bytes] | None = None
+        self.sent: list[str] = []
+        self.bus = Bus("injector", broker, self.on_message, ["bpcv/v1/tasks/+/round/+/vote/+",
+                                                             "bpcv/v1/tasks/+/round/+/manifest"])
+        self.lock = threading.Lock()
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        threading.Thread(target=self.react, args=(topic, payload), daemon=True).start()
+
+    def react(self, topic: str, payload: bytes) -> None:
+        levels = topic.split("/")
+        task, round_no, kind = levels[3], int(levels[5]), levels[6]
+        with self.lock:
+            if kind == "vote" and round_no == 1 and self.captured is None:
+                self.captured = (levels[7], payload)
+            elif kind == "manifest" and round_no == 2 and self.captured and not self.sent:
+                voter, raw = self.captured
+                self.bus.publish(f"bpcv/v1/tasks/{task}/round/2/vote/{voter}", raw)  # replay of round 1
+                honest_body = decode(raw).body
+                impostor = Identity("node-03", Identity.generate("x").signing_key)  # right name, wrong key
+                forged = seal(impostor, "vote", task, 2, honest_body)
+                self.bus.publish(f"bpcv/v1/tasks/{task}/round/2/vote/node-03", forged.raw)
+                self.sent = ["replay", "forged"]
+
+
+def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(mosquitto, tmp_path):
+    injector = Injector(mosquitto)
+    injector.bus.connect()
+    out = tmp_path / "run"
+    proc = demo(out, mosquitto, "--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "3",
+                "--malicious", "1", "--behaviour", "random-weights")
+    text = finish(proc)
+    injector.bus.close()
+    assert proc.returncode == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    bad = next(n["id"] for n in summary["nodes"] if n["behaviour"] == "random-weights")
+    elim_round = next(r for r in rounds[:2] if bad in r["eliminated"])
+    assert elim_round["admitted"], "a standby node is admitted when the malicious one is eliminated"
+    assert all(bad not in r["aggregated"] for r in rounds)
+    assert next(n for n in summary["nodes"] if n["id"] == bad)["status"] == "eliminated"
+    assert injector.sent == ["replay", "forged"]
+    assert summary["rejected"].get("bad-signature", 0) >= 1
+    assert summary["rejected"].get("wrong-round", 0) >= 1
+    assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
+    heads = {verify_cli(path) for path in summary["replicas"]}
+    assert len(summary["replicas"]) == 6 and len(heads) == 1
+    assert all(r["chain_height"] == r["round"] for r in rounds)
+
+
+def test_task_survives_an_agent_killed_mid_round(mosquitto, tmp_path):
+    out = tmp_path / "run"
+    proc = demo(out, mosquitto, "--agents", "4", "--standby", "0", "--processes", "4", "--rounds", "3",
+                "--min-nodes", "2")
+    victim = "node-03"
+    seen_round_2 = threading.Event()
+    watcher = Bus("watcher", mosquitto, lambda t, p: seen_round_2.set() if t.endswith("/round/2/global") else None,
+                  ["bpcv/v1/tasks/+/round/+/global"])
+    watcher.connect()
+    assert seen_round_2.wait(timeout=300), "round 2 never started"
+    killed = [p for p in psutil.process_iter(["cmdline"]) if any(f"{victim}.toml" in a for a in (p.info["cmdline"] or []))]
+    assert len(killed) == 1
+    killed[0].kill()
+    watcher.close()
+    text = finish(proc)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3], text
+    assert victim in summary["rounds"][1]["dropped"] and victim not in summary["rounds"][1]["aggregated"]
+    assert next(n for n in summary["nodes"] if n["id"] == victim)["status"] == "dropped"
+    heads = summary["chain"]["heads"]
+    alive = {n: h for n, h in heads.items() if n != victim}
+    assert all(h["valid"] for h in heads.values())
+    assert len({h["head_hash"] for h in alive.values()}) == 1 and all(h["height"] == 3 for h in alive.values())
+    assert heads[victim]["height"] < 3  # it stopped listening; catching up is range sync (issue #4)

@@ -1,0 +1,85 @@
+"""The embedded broker with real paho clients, topic matching, and the intake's replay checks."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from bpcv.envelope import seal
+from bpcv.identity import Identity, Registry
+from bpcv.intake import Intake
+from bpcv.mqtt import BrokerAddress, BrokerUnavailable, Bus
+from broker.embedded import EmbeddedBroker, topic_matches, valid_filter
+from broker.runner import free_port
+
+
+@pytest.mark.parametrize("flt,topic,expected", [
+    ("a/+/c", "a/b/c", True), ("a/+/c", "a/b/d", False), ("a/#", "a", True), ("a/#", "a/b/c", True),
+    ("#", "$SYS/x", False), ("a/b", "a/b/c", False), ("+/+", "a/b", True), ("+", "a/b", False),
+])
+def test_topic_matching(flt, topic, expected):
+    assert topic_matches(flt, topic) is expected
+
+
+def test_filter_validation():
+    assert valid_filter("a/+/#") and not valid_filter("a/#/b") and not valid_filter("a/b#")
+
+
+@pytest.fixture()
+def embedded():
+    broker = EmbeddedBroker("127.0.0.1", 0)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(broker.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield BrokerAddress("127.0.0.1", broker.port)
+    asyncio.run_coroutine_threadsafe(broker.stop(), loop).result(timeout=5)
+    time.sleep(0.1)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def wait_until(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pred()
+
+
+def test_publish_subscribe_retained_large_payload_and_last_will(embedded):
+    got = []
+    watcher = Bus("watcher", embedded, lambda t, p: got.append((t, p)), ["x/#", "status/+"])
+    watcher.connect()
+    sender = Bus("sender", embedded, lambda t, p: None, status_topic="status/sender")
+    sender.connect()
+    big = bytes(range(256)) * 4000  # ~1 MB, like a few models
+    assert sender.publish("x/model", big)
+    assert sender.publish("x/retained", b"keep", retain=True)
+    assert wait_until(lambda: ("x/model", big) in got)
+    late = []
+    late_bus = Bus("late", embedded, lambda t, p: late.append((t, p)), ["x/retained"])
+    late_bus.connect()
+    assert wait_until(lambda: ("x/retained", b"keep") in late)
+    sender._client._sock.close()  # abrupt loss: the broker must publish the will
+    assert wait_until(lambda: ("status/sender", b"offline") in got, timeout=10)
+    watcher.close()
+    late_bus.close()
+
+
+def test_missing_broker_is_a_clear_error():
+    bus = Bus("lonely", BrokerAddress("127.0.0.1", free_port()), lambda t, p: None)
+    with pytest.raises(BrokerUnavailable, match="no MQTT broker at mqtt://127.0.0.1"):
+        bus.connect(timeout=1.0)
+
+
+def test_intake_rejects_replays_wrong_round_and_topic_spoofing():
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    reg = Registry.from_body({n.node_id: {"key": n.public_key.hex(), "role": "agent"} for n in (alice, bob)})
+    intake = Intake(reg, "me")
+    vote = seal(alice, "vote", "t", 2, {})
+    assert intake.open(vote.raw, ("agent",), "v", task="t", round_no=2, topic_sender="alice") is not None
+    assert intake.open(vote.raw, ("agent",), "v", task="t", round_no=2) is None
+    assert intake.open(seal(alice, "vote", "t", 1, {}).raw, ("agent",), "v", round_no=2) is None
+    assert intake.open(seal(alice, "vote", "t", 2, {}).raw, ("agent",), "v", topic_sender="bob") is None
+    assert intake.open(seal(alice, "vote", "x", 2, {}).raw, ("agent",), "v", task="t") is None
+    assert dict(intake.rejected) == {"replay": 1, "wrong-round": 1, "sender-mismatch": 1, "wrong-task": 1}

@@ -1,0 +1,84 @@
+"""Config files and the CLI: clear errors, instant --help, chain verify exit codes on a real replica."""
+
+import subprocess
+import sys
+
+import lmdb
+import pytest
+
+from bpcv.config import AgentConfig, load_config, write_config
+from bpcv.errors import ConfigError
+from bpcv.task import TaskSpec
+from ledger import schema
+from ledger.replica import Replica
+from tests.helpers import honest_scores, make_consortium, round_block
+
+
+def test_config_round_trip_and_relative_paths(tmp_path):
+    cfg = AgentConfig(key="k.key", genesis="g.bin", chain_dir="chain", shard=3, val_fraction=0.2)
+    write_config(cfg, tmp_path / "a.toml")
+    loaded = load_config(AgentConfig, tmp_path / "a.toml")
+    assert loaded.shard == 3 and loaded.key == str(tmp_path / "k.key")
+
+
+@pytest.mark.parametrize("text,message", [
+    ('key="k"\ngenesis="g"\nchain_dir="c"\nshard="three"', "shard must be int"),
+    ('key="k"\ngenesis="g"\nchain_dir="c"\ncolour="red"', "unknown key"),
+    ('key="k"\ngenesis="g"', "missing key"),
+    ('key = = "k"', "not valid TOML"),
+])
+def test_bad_configs_name_what_is_wrong(tmp_path, text, message):
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(AgentConfig, tmp_path / "bad.toml")
+
+
+def test_bad_task_fields_are_named():
+    with pytest.raises(ConfigError, match="rounds"):
+        TaskSpec.from_body({"task_id": "t", "coordinator": "c", "rounds": 0})
+    with pytest.raises(ConfigError, match="unknown field"):
+        TaskSpec.from_body({"task_id": "t", "coordinator": "c", "colour": 1})
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "bpcv.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; from bpcv.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False"
+    for sub in (["demo"], ["broker", "run"], ["coordinator"], ["agent"], ["request"], ["keys", "new"],
+                ["chain", "show"], ["chain", "verify"]):
+        assert run_cli(*sub, "--help").returncode == 0
+
+
+def test_chain_verify_and_show_on_a_real_replica_then_tampered(tmp_path):
+    c = make_consortium()
+    path = tmp_path / "chain"
+    replica = Replica.open(path, c.genesis.raw)
+    for r in (1, 2, 3):
+        replica.append(round_block(c, r, replica.head_hash, r, honest_scores(list(c.agents)), r == 1).raw)
+    replica.close()
+    ok = run_cli("chain", "verify", str(path))
+    assert ok.returncode == 0 and "height 3" in ok.stdout
+    shown = run_cli("chain", "show", str(path))
+    assert shown.returncode == 0 and "round 3" in shown.stdout and "vote by node-01" in shown.stdout
+    env = lmdb.open(str(path))
+    with env.begin(write=True) as txn:
+        raw = bytearray(txn.get(schema.block_key(3)))
+        raw[len(raw) // 2] ^= 0xFF
+        txn.put(schema.block_key(3), bytes(raw))
+    env.close()
+    bad = run_cli("chain", "verify", str(path))
+    assert bad.returncode == 2 and "height 3" in bad.stderr
+    assert run_cli("chain", "verify", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_keys_new_refuses_to_overwrite(tmp_path):
+    key = tmp_path / "n.key"
+    first = run_cli("keys", "new", "node-9", "--out", str(key))
+    assert first.returncode == 0 and first.stdout.startswith("node-9 ")
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    again = run_cli("keys", "new", "node-9", "--out", str(key))
+    assert again.returncode == 2 and "refusing" in again.stderr

@@ -1,0 +1,65 @@
+"""The signed envelope: round trips, and every kind of bad input rejected with its reason."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpcv.envelope import decode, open_envelope, seal
+from bpcv.errors import Rejected
+from bpcv.identity import Identity, Registry
+
+ALICE = Identity.generate("alice")
+MALLORY = Identity.generate("mallory")
+REGISTRY = Registry.from_body({"alice": {"key": ALICE.public_key.hex(), "role": "agent"}})
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+       blobs=st.lists(st.binary(max_size=64), max_size=3), round_no=st.integers(0, 10**6))
+def test_seal_then_open_round_trips(body, blobs, round_no):
+    env = seal(ALICE, "vote", "task-1", round_no, body, blobs)
+    opened = open_envelope(env.raw, REGISTRY)
+    assert (opened.type, opened.task, opened.round, opened.sender) == ("vote", "task-1", round_no, "alice")
+    assert opened.body == body and list(opened.blobs) == blobs
+    assert opened.digest == env.digest
+
+
+def test_a_flipped_byte_anywhere_breaks_the_signature_or_the_structure():
+    env = seal(ALICE, "update", "t", 1, {"x": 1}, [b"\x01\x02\x03" * 10])
+    for i in range(0, len(env.raw), 7):
+        tampered = bytearray(env.raw)
+        tampered[i] ^= 0x01
+        with pytest.raises(Rejected) as info:
+            open_envelope(bytes(tampered), REGISTRY)
+        assert info.value.reason in ("bad-signature", "malformed", "unknown-sender")
+
+
+def test_signed_by_someone_else_is_a_bad_signature():
+    forged = seal(Identity(ALICE.node_id, MALLORY.signing_key), "vote", "t", 1, {})
+    with pytest.raises(Rejected, match="bad-signature"):
+        open_envelope(forged.raw, REGISTRY)
+
+
+def test_unknown_sender_and_wrong_role_are_named():
+    with pytest.raises(Rejected, match="unknown-sender"):
+        open_envelope(seal(MALLORY, "vote", "t", 1, {}).raw, REGISTRY)
+    with pytest.raises(Rejected, match="wrong-role"):
+        open_envelope(seal(ALICE, "result", "t", 1, {}).raw, REGISTRY, roles=("coordinator",))
+
+
+def test_oversize_is_refused_before_decoding():
+    env = seal(ALICE, "update", "t", 1, {}, [b"\0" * 5000])
+    with pytest.raises(Rejected, match="oversize"):
+        decode(env.raw, max_bytes=1000)
+
+
+@pytest.mark.parametrize("raw", [b"", b"BPCV", b"XXXX" + b"\0" * 100, seal(ALICE, "v", "t", 1, {}).raw[:-70]])
+def test_truncated_or_foreign_bytes_are_malformed(raw):
+    with pytest.raises(Rejected, match="malformed"):
+        decode(raw)

@@ -1,0 +1,65 @@
+"""Pure round logic: quality rules, ranking, PoQ winner, elimination, admission, rewards, FedAvg."""
+
+import numpy as np
+import pytest
+
+from bpcv.poq import poq_winner, quality_scores, rank_nodes
+from coordinator.aggregate import fedavg
+from coordinator.rounds import decide_round, split_reward
+
+
+def test_quality_ignores_self_scores_and_mean_matches_the_papers_sum_ranking():
+    votes = {"a": {"a": 1.0, "b": 0.8, "c": 0.2}, "b": {"a": 0.9, "c": 0.3}, "c": {"a": 0.7, "b": 0.6}}
+    q = quality_scores(votes, "mean")
+    assert q == pytest.approx({"a": 0.8, "b": 0.7, "c": 0.25})
+    sums = {n: sum(v[n] for voter, v in votes.items() if n in v and voter != n) for n in q}
+    assert rank_nodes(q, "accuracy") == sorted(sums, key=lambda n: -sums[n])
+
+
+def test_median_resists_a_lying_minority_where_the_mean_does_not():
+    """7 nodes, 2 colluders (< N/3): 'bad' sent a subtly poisoned model (honest peers score it 0.6);
+    'bad' and 'l1' score honest h0 at 0 and 'bad' at 1. The mean eliminates h0; the median, 'bad'."""
+    honest = [f"h{i}" for i in range(5)]
+    everyone = honest + ["bad", "l1"]
+    votes = {h: {t: (0.6 if t == "bad" else 0.9) for t in everyone if t != h} for h in honest}
+    for liar in ("bad", "l1"):
+        votes[liar] = {t: (0.0 if t == "h0" else 1.0 if t == "bad" else 0.9) for t in everyone if t != liar}
+    assert rank_nodes(quality_scores(votes, "mean"), "accuracy")[-1] == "h0"
+    assert rank_nodes(quality_scores(votes, "median"), "accuracy")[-1] == "bad"
+
+
+def test_ranking_is_deterministic_on_ties_and_mae_ranks_low_first():
+    assert rank_nodes({"b": 0.5, "a": 0.5, "c": 0.9}, "accuracy") == ["c", "a", "b"]
+    assert rank_nodes({"b": 2.0, "a": 1.0}, "mae") == ["a", "b"]
+    assert poq_winner({}, "accuracy") is None
+
+
+def test_worst_is_excluded_eliminated_and_fastest_standby_admitted():
+    roster = ["a", "b", "c", "d"]
+    votes = {v: {t: (0.1 if t == "d" else 0.9) for t in roster if t != v} for v in roster}
+    out = decide_round(roster, roster, {}, votes, ["s2", "s1"], "accuracy", "mean", 4, 2, 100.0)
+    assert out.excluded == ["d"] and out.eliminated == "d" and "d" not in out.aggregated
+    assert out.admitted == ["s2"] and out.next_roster == ["a", "b", "c", "s2"]
+    assert "d" not in out.rewards
+    assert sum(out.rewards.values()) == pytest.approx(100.0)
+
+
+def test_missing_update_is_dropped_invalid_is_eliminated_and_min_nodes_is_kept():
+    votes = {"a": {"b": 0.9}, "b": {"a": 0.8}}
+    out = decide_round(["a", "b", "c", "x"], ["a", "b"], {"x": "non-finite"}, votes, [], "accuracy", "mean",
+                       4, 2, 10.0)
+    assert out.dropped == ["c"] and out.invalid == {"x": "non-finite"}
+    assert out.excluded == ["a"] and out.eliminated is None  # only 2 left: excluded, not eliminated
+    assert out.next_roster == ["a", "b"]
+
+
+def test_reward_split_follows_quality_and_inverse_mae():
+    assert split_reward({"a": 0.75, "b": 0.25}, ["a", "b"], "accuracy", 100) == {"a": 75.0, "b": 25.0}
+    assert split_reward({"a": 1.0, "b": 3.0}, ["a", "b"], "mae", 100) == {"a": 75.0, "b": 25.0}
+
+
+def test_fedavg_weights_by_sample_count():
+    a, b = [np.zeros(2, np.float32)], [np.ones(2, np.float32)]
+    assert np.allclose(fedavg([a, b], [1, 3])[0], [0.75, 0.75])
+    with pytest.raises(ValueError):
+        fedavg([], [])
