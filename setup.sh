@@ -40,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 echo "== installing BPCV-FL and its dependencies into .venv (first time: a few minutes, TensorFlow is large)"
-.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -qq --upgrade pip
 if [ "$want_tests" = 1 ]; then extras="[test]"; else extras=""; fi
-.venv/bin/python -m pip install -q --progress-bar off -e ".${extras}"
+.venv/bin/python -m pip install -qq --progress-bar off -e ".${extras}"
 echo "== ready: .venv/bin/bpcv --help"
