@@ -75,10 +75,22 @@ def cmd_request(args: argparse.Namespace) -> int:
     from coordinator.requester import post_task
 
     requester = Identity.load(Path(args.key))
-    task = TaskSpec(task_id=args.task_id, coordinator=args.coordinator, chain=args.chain, category=args.category,
-                    dataset=args.dataset, model=args.model, rounds=args.rounds, time_limit_s=args.time_limit,
-                    target=args.target, reward_per_round=args.reward, nodes=args.nodes, min_nodes=args.min_nodes,
-                    local_epochs=args.epochs, quality_rule=args.quality_rule)
+    task = TaskSpec(
+        task_id=args.task_id,
+        coordinator=args.coordinator,
+        chain=args.chain,
+        category=args.category,
+        dataset=args.dataset,
+        model=args.model,
+        rounds=args.rounds,
+        time_limit_s=args.time_limit,
+        target=args.target,
+        reward_per_round=args.reward,
+        nodes=args.nodes,
+        min_nodes=args.min_nodes,
+        local_epochs=args.epochs,
+        quality_rule=args.quality_rule,
+    )
     topics = Topics(args.base_topic)
     bus = Bus(requester.node_id, BrokerAddress.parse(args.broker), lambda t, p: None)
     bus.connect()
@@ -141,16 +153,21 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
     except InvalidBlock as exc:
         print(f"INVALID {args.dir}: {exc}", file=sys.stderr)
         return 2
-    print(f"OK {args.dir}: {report.blocks} blocks, height {report.height}, head {report.head_hash}, "
-          f"genesis {report.genesis_hash}")
+    print(
+        f"OK {args.dir}: {report.blocks} blocks, height {report.height}, head {report.head_hash}, "
+        f"genesis {report.genesis_hash}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from bpcv.topics import DEFAULT_BASE
 
-    parser = argparse.ArgumentParser(prog="bpcv", description="BPCV-FL: mutual-supervised federated learning "
-                                     "for IoT data sharing, recorded on a proof-of-quality chain.")
+    parser = argparse.ArgumentParser(
+        prog="bpcv",
+        description="BPCV-FL: mutual-supervised federated learning "
+        "for IoT data sharing, recorded on a proof-of-quality chain.",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -205,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--force", action="store_true")
     new.set_defaults(func=cmd_keys_new)
 
-    chain = sub.add_parser("chain", help="the proof-of-quality chain").add_subparsers(dest="chain_command", required=True)
+    chain = sub.add_parser("chain", help="the proof-of-quality chain").add_subparsers(
+        dest="chain_command", required=True
+    )
     gen = chain.add_parser("genesis", help="write a consortium genesis block")
     gen.add_argument("--admin-key", required=True)
     gen.add_argument("--chain", default="main")

@@ -24,7 +24,7 @@ from bpcv.errors import Rejected
 
 MAGIC = b"BPMT"
 VERSION = 1
-DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f2")}
+DTYPES: dict[int, np.dtype] = {1: np.dtype("<f4"), 2: np.dtype("<f2")}
 DTYPE_CODES = {"float32": 1, "float16": 2}
 Shapes = Sequence[tuple[int, ...]]
 
@@ -72,7 +72,7 @@ def decode_model(blob: bytes, expected_shapes: Shapes | None = None) -> list[np.
     if pos + sum(sizes) * dtype.itemsize != len(blob):
         raise Rejected("bad-model", "data length does not match the header")
     out = []
-    for shape, size in zip(shapes, sizes):
+    for shape, size in zip(shapes, sizes, strict=True):
         arr = np.frombuffer(blob, dtype=dtype, count=size, offset=pos).reshape(shape).astype(np.float32)
         pos += size * dtype.itemsize
         if not np.all(np.isfinite(arr)):

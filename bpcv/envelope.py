@@ -83,7 +83,7 @@ def seal(
     ts: float | None = None,
 ) -> Envelope:
     """Build and sign an envelope from ``identity``."""
-    header = {
+    header: dict[str, Any] = {
         "body": body,
         "nonce": os.urandom(12).hex(),
         "round": int(round),
@@ -124,16 +124,21 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     if hlen > MAX_HEADER_BYTES or pos + hlen + 2 > end_blobs:
         raise Rejected("malformed", "header length out of range")
     try:
-        header = json.loads(raw[pos:pos + hlen])
+        header = json.loads(raw[pos : pos + hlen])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Rejected("malformed", f"header is not JSON: {exc}") from exc
     pos += hlen
     if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
         raise Rejected("malformed", "header fields wrong")
-    if not (isinstance(header["type"], str) and isinstance(header["task"], str)
-            and isinstance(header["sender"], str) and isinstance(header["nonce"], str)
-            and isinstance(header["round"], int) and isinstance(header["ts"], (int, float))
-            and isinstance(header["body"], dict)):
+    if not (
+        isinstance(header["type"], str)
+        and isinstance(header["task"], str)
+        and isinstance(header["sender"], str)
+        and isinstance(header["nonce"], str)
+        and isinstance(header["round"], int)
+        and isinstance(header["ts"], (int, float))
+        and isinstance(header["body"], dict)
+    ):
         raise Rejected("malformed", "header field types wrong")
     (nblobs,) = struct.unpack_from(">H", raw, pos)
     pos += 2
@@ -147,12 +152,21 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
         pos += 4
         if pos + blen > end_blobs:
             raise Rejected("malformed", "truncated blob")
-        blobs.append(raw[pos:pos + blen])
+        blobs.append(raw[pos : pos + blen])
         pos += blen
     if pos != end_blobs:
         raise Rejected("malformed", "trailing bytes before signature")
-    return Envelope(header["type"], header["task"], header["round"], header["sender"], float(header["ts"]),
-                    header["nonce"], header["body"], tuple(blobs), bytes(raw))
+    return Envelope(
+        header["type"],
+        header["task"],
+        header["round"],
+        header["sender"],
+        float(header["ts"]),
+        header["nonce"],
+        header["body"],
+        tuple(blobs),
+        bytes(raw),
+    )
 
 
 def verify(envelope: Envelope, registry: Registry, roles: tuple[str, ...] | None = None) -> None:
@@ -169,8 +183,9 @@ def verify(envelope: Envelope, registry: Registry, roles: tuple[str, ...] | None
         raise Rejected("bad-signature", f"{envelope.type} from {envelope.sender}")
 
 
-def open_envelope(raw: bytes, registry: Registry, roles: tuple[str, ...] | None = None,
-                  max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
+def open_envelope(
+    raw: bytes, registry: Registry, roles: tuple[str, ...] | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Envelope:
     """Decode and verify in one step: the only way received bytes become a trusted Envelope."""
     envelope = decode(raw, max_bytes)
     verify(envelope, registry, roles)

@@ -39,7 +39,7 @@ class Identity:
         return self.signing_key.sign(message).signature
 
     @classmethod
-    def generate(cls, node_id: str) -> "Identity":
+    def generate(cls, node_id: str) -> Identity:
         return cls(check_node_id(node_id), SigningKey.generate())
 
     def save(self, path: Path) -> None:
@@ -50,7 +50,7 @@ class Identity:
             f.write(f"{self.node_id}\n{bytes(self.signing_key).hex()}\n")
 
     @classmethod
-    def load(cls, path: Path) -> "Identity":
+    def load(cls, path: Path) -> Identity:
         try:
             lines = Path(path).read_text().split()
             node_id, seed_hex = lines[0], lines[1]
@@ -87,7 +87,7 @@ class Registry:
         self._members = dict(members)
 
     @classmethod
-    def from_body(cls, members: dict[str, dict[str, str]]) -> "Registry":
+    def from_body(cls, members: dict[str, dict[str, str]]) -> Registry:
         """Build from the genesis body's ``members`` mapping ``{id: {"key": hex, "role": role}}``."""
         out: dict[str, Member] = {}
         for node_id, entry in members.items():

@@ -28,8 +28,16 @@ class Intake:
         self.rejected: Counter[str] = Counter()
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def open(self, raw: bytes, roles: tuple[str, ...], topic: str, *, task: str | None = None,
-             round_no: int | None = None, topic_sender: str | None = None) -> Envelope | None:
+    def open(
+        self,
+        raw: bytes,
+        roles: tuple[str, ...],
+        topic: str,
+        *,
+        task: str | None = None,
+        round_no: int | None = None,
+        topic_sender: str | None = None,
+    ) -> Envelope | None:
         """The verified envelope, or None after logging and counting why it was refused."""
         try:
             env = open_envelope(raw, self.registry, roles, self.max_bytes)

@@ -32,8 +32,10 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
     layers: list[Any] = [tf.keras.Input(shape=input_shape)]
     if kind == "cnn":
         for filters in widths:
-            layers += [tf.keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
-                       tf.keras.layers.MaxPooling2D()]
+            layers += [
+                tf.keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
+                tf.keras.layers.MaxPooling2D(),
+            ]
         layers.append(tf.keras.layers.Flatten())
     else:
         layers.append(tf.keras.layers.Flatten())

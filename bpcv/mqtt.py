@@ -32,7 +32,7 @@ class BrokerAddress:
     port: int = 1883
 
     @classmethod
-    def parse(cls, url: str) -> "BrokerAddress":
+    def parse(cls, url: str) -> BrokerAddress:
         """``mqtt://host:port`` or ``host:port``."""
         parsed = urlparse(url if "://" in url else f"mqtt://{url}")
         if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
@@ -66,8 +66,9 @@ class Bus:
         self._status_topic = status_topic
         self._connected = threading.Event()
         self._keepalive = keepalive
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=True)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
+        )
         client.max_inflight_messages_set(64)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
@@ -101,7 +102,9 @@ class Bus:
             self._client.loop_stop()
             raise BrokerUnavailable(f"{self.client_id}: broker at {self.broker.url()} did not accept the connection")
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float | None = 30.0) -> bool:
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float | None = 30.0
+    ) -> bool:
         """Publish; with QoS 1 and ``wait`` set, block until the broker acknowledged (True) or not."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if qos == 0 or wait is None:

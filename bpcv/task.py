@@ -46,7 +46,7 @@ class TaskSpec:
         return asdict(self)
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "TaskSpec":
+    def from_body(cls, body: dict[str, Any]) -> TaskSpec:
         """Build from a task body, naming the first wrong or missing field."""
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(body) - set(known))
@@ -73,8 +73,14 @@ class TaskSpec:
                 raise ConfigError(f"task: {name} must be a positive integer, not {value!r}")
         if self.min_nodes > self.nodes:
             raise ConfigError(f"task: min_nodes {self.min_nodes} > nodes {self.nodes}")
-        for name in ("time_limit_s", "learning_rate", "join_timeout_s", "update_timeout_s",
-                     "vote_timeout_s", "block_timeout_s"):
+        for name in (
+            "time_limit_s",
+            "learning_rate",
+            "join_timeout_s",
+            "update_timeout_s",
+            "vote_timeout_s",
+            "block_timeout_s",
+        ):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"task: {name} must be > 0")
         if self.reward_per_round < 0:

@@ -41,6 +41,9 @@ class Topics:
     def result(self, task: str, round_no: int) -> str:
         return f"{self.base}/tasks/{task}/round/{round_no}/result"
 
+    def all_results(self, task: str) -> str:
+        return f"{self.base}/tasks/{task}/round/+/result"
+
     def all_updates(self, task: str) -> str:
         return f"{self.base}/tasks/{task}/round/+/update/+"
 
@@ -69,4 +72,4 @@ class Topics:
         prefix = self.base + "/"
         if not topic.startswith(prefix):
             raise ValueError(f"topic {topic!r} is not under base {self.base!r}")
-        return tuple(topic[len(prefix):].split("/"))
+        return tuple(topic[len(prefix) :].split("/"))

@@ -40,7 +40,8 @@ def valid_filter(topic_filter: str) -> bool:
     levels = topic_filter.split("/")
     return bool(topic_filter) and all(
         (lv == "#" and i == len(levels) - 1) or lv == "+" or ("#" not in lv and "+" not in lv)
-        for i, lv in enumerate(levels))
+        for i, lv in enumerate(levels)
+    )
 
 
 def encode_length(n: int) -> bytes:
@@ -70,7 +71,7 @@ class Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise ProtocolError("packet shorter than its fields")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -84,7 +85,7 @@ class Reader:
             raise ProtocolError("string is not UTF-8") from exc
 
     def rest(self) -> bytes:
-        out = self.data[self.pos:]
+        out = self.data[self.pos :]
         self.pos = len(self.data)
         return out
 

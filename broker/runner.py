@@ -17,7 +17,8 @@ from broker.embedded import DEFAULT_MAX_PACKET
 def mosquitto_binary() -> str | None:
     """Path of the mosquitto executable, if installed (Debian puts it in /usr/sbin)."""
     return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
 
 
 def render_mosquitto_conf(host: str, port: int, max_packet: int = DEFAULT_MAX_PACKET) -> str:
@@ -55,8 +56,11 @@ def start_broker_process(kind: str, host: str, port: int, workdir: Path) -> subp
         conf.write_text(render_mosquitto_conf(host, port))
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     elif kind == "embedded":
-        proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded",
-                                 "--host", host, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded", "--host", host, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     else:
         raise ConfigError(f"unknown broker kind {kind!r}")
     try:

@@ -16,7 +16,10 @@ def fedavg(updates: Sequence[Weights], sample_counts: Sequence[int]) -> Weights:
     if len(updates) != len(sample_counts) or min(sample_counts) <= 0:
         raise ValueError("one positive sample count per update is required")
     total = float(sum(sample_counts))
-    return [
-        sum(np.asarray(u[i], dtype=np.float64) * (n / total) for u, n in zip(updates, sample_counts)).astype(np.float32)
-        for i in range(len(updates[0]))
-    ]
+    averaged = []
+    for i in range(len(updates[0])):
+        acc = np.zeros(np.shape(updates[0][i]), dtype=np.float64)
+        for update, count in zip(updates, sample_counts, strict=True):
+            acc += np.asarray(update[i], dtype=np.float64) * (count / total)
+        averaged.append(acc.astype(np.float32))
+    return averaged

@@ -25,6 +25,7 @@ from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
 from bpcv.intake import Intake
+from bpcv.metrics import predict, score
 from bpcv.models import build_model, configure_tensorflow
 from bpcv.mqtt import BrokerAddress, Bus
 from bpcv.poq import higher_is_better
@@ -32,7 +33,6 @@ from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from coordinator.aggregate import fedavg
 from coordinator.rounds import RoundOutcome, decide_round
-from edge_agent.trainer import score
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
 from ledger.validate import vote_scores
@@ -57,9 +57,13 @@ class Coordinator:
         self.run_dir = Path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.bus = Bus(self.node_id, BrokerAddress.parse(config.broker), lambda t, p: self._inbox.put((t, p)),
-                       [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
-                       status_topic=self.topics.status(self.node_id))
+        self.bus = Bus(
+            self.node_id,
+            BrokerAddress.parse(config.broker),
+            lambda t, p: self._inbox.put((t, p)),
+            [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+            status_topic=self.topics.status(self.node_id),
+        )
         # per-task state
         self.task: TaskSpec | None = None
         self.round = 0
@@ -132,8 +136,9 @@ class Coordinator:
 
     def _on_update(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
         assert self.task is not None
-        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=self.round,
-                               topic_sender=node)
+        env = self.intake.open(
+            payload, ("agent",), topic, task=self.task.task_id, round_no=self.round, topic_sender=node
+        )
         if env is None or round_no != self.round:
             return
         if node not in self.roster:
@@ -154,8 +159,9 @@ class Coordinator:
 
     def _on_vote(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
         assert self.task is not None
-        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=self.round,
-                               topic_sender=node)
+        env = self.intake.open(
+            payload, ("agent",), topic, task=self.task.task_id, round_no=self.round, topic_sender=node
+        )
         if env is None or round_no != self.round:
             return
         try:
@@ -179,8 +185,12 @@ class Coordinator:
     def serve(self) -> dict[str, Any]:
         """Connect, wait for a task naming this coordinator, run it, return its summary."""
         self.bus.connect()
-        log.info("%s: waiting for a task (chain %s, height %d)", self.node_id, self.replica.state.chain_id,
-                 self.replica.height)
+        log.info(
+            "%s: waiting for a task (chain %s, height %d)",
+            self.node_id,
+            self.replica.state.chain_id,
+            self.replica.height,
+        )
         try:
             while True:
                 topic, payload = self._inbox.get()
@@ -209,8 +219,11 @@ class Coordinator:
         """Run every round of ``task``; write final model and coordinator.json into the run folder."""
         self.task = task
         started = time.monotonic()
-        for topic in (self.topics.all_joins(task.task_id), self.topics.all_updates(task.task_id),
-                      self.topics.all_votes(task.task_id)):
+        for topic in (
+            self.topics.all_joins(task.task_id),
+            self.topics.all_updates(task.task_id),
+            self.topics.all_votes(task.task_id),
+        ):
             self.bus.subscribe(topic)
         log.info("task %s: waiting for %d nodes to join", task.task_id, task.nodes)
         self._pump(lambda: len(self.joins) >= task.nodes, task.join_timeout_s)
@@ -221,8 +234,8 @@ class Coordinator:
             summary["error"] = f"only {len(by_speed)} nodes joined, {max(2, task.min_nodes)} needed"
             log.error("task %s: %s", task.task_id, summary["error"])
             return self._finish(summary, None)
-        self.roster = sorted(by_speed[:task.nodes])
-        standby = by_speed[task.nodes:]
+        self.roster = sorted(by_speed[: task.nodes])
+        standby = by_speed[task.nodes :]
         status = {n: "active" if n in self.roster else "standby" for n in by_speed}
         rewards = {n: 0.0 for n in by_speed}
         log.info("task %s: roster %s, standby %s", task.task_id, self.roster, standby)
@@ -235,20 +248,21 @@ class Coordinator:
 
         def evaluate(ws: list[np.ndarray]) -> float:
             model.set_weights(ws)
-            preds = np.concatenate([model(dataset.x_test[i:i + 4096], training=False).numpy()
-                                    for i in range(0, len(dataset.x_test), 4096)])
-            return score(preds, dataset.y_test, task.metric)
+            return score(predict(model, dataset.x_test), dataset.y_test, task.metric)
 
         better = higher_is_better(task.metric)
         final_digest = None
         for round_no in range(1, task.rounds + 1):
             outcome, blob = self._run_round(round_no, weights, standby)
             if outcome.aggregated:
-                weights = fedavg([self.valid[n][1] for n in outcome.aggregated],
-                                 [self.joins[n][1] for n in outcome.aggregated])
+                weights = fedavg(
+                    [self.valid[n][1] for n in outcome.aggregated], [self.joins[n][1] for n in outcome.aggregated]
+                )
             metric_value = evaluate(weights)
             standby = [n for n in standby if n not in outcome.admitted]
-            reached = task.target is not None and (metric_value >= task.target if better else metric_value <= task.target)
+            reached = task.target is not None and (
+                metric_value >= task.target if better else metric_value <= task.target
+            )
             out_of_time = time.monotonic() - started >= task.time_limit_s
             final = round_no == task.rounds or reached or out_of_time or len(outcome.next_roster) < 2
             global_blob = encode_model(weights)
@@ -266,33 +280,67 @@ class Coordinator:
             for node, amount in outcome.rewards.items():
                 rewards[node] = round(rewards[node] + amount, 6)
             if outcome.proposer is not None:
-                self._pump(lambda: self.replica.has_round(task.task_id, round_no), task.block_timeout_s)
+                self._wait_for_block(task.task_id, round_no, task.block_timeout_s)
             on_chain = self.replica.has_round(task.task_id, round_no)
             if not on_chain:
-                log.warning("round %d: no valid block from proposer %s within %.0fs", round_no,
-                            outcome.proposer, task.block_timeout_s)
-            row = {"round": round_no, task.metric: round(metric_value, 6), "eliminated": outcome.eliminated,
-                   "eliminated_reason": outcome.eliminated_reason, "invalid": outcome.invalid,
-                   "dropped": outcome.dropped, "admitted": outcome.admitted, "aggregated": outcome.aggregated,
-                   "excluded": outcome.excluded, "ranking": outcome.ranking,
-                   "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
-                   "proposer": outcome.proposer, "on_chain": on_chain, "chain_height": self.replica.height,
-                   "rewards": outcome.rewards, "elapsed_s": round(time.monotonic() - started, 2)}
+                log.warning(
+                    "round %d: no valid block from proposer %s within %.0fs",
+                    round_no,
+                    outcome.proposer,
+                    task.block_timeout_s,
+                )
+            row = {
+                "round": round_no,
+                task.metric: round(metric_value, 6),
+                "eliminated": outcome.eliminated,
+                "eliminated_reason": outcome.eliminated_reason,
+                "invalid": outcome.invalid,
+                "dropped": outcome.dropped,
+                "admitted": outcome.admitted,
+                "aggregated": outcome.aggregated,
+                "excluded": outcome.excluded,
+                "ranking": outcome.ranking,
+                "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
+                "proposer": outcome.proposer,
+                "on_chain": on_chain,
+                "chain_height": self.replica.height,
+                "rewards": outcome.rewards,
+                "elapsed_s": round(time.monotonic() - started, 2),
+            }
             summary["rounds"].append(row)
-            log.info("round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
-                     round_no, task.metric, metric_value, outcome.eliminated or "-",
-                     ",".join(outcome.admitted) or "-", outcome.proposer or "-", self.replica.height)
+            log.info(
+                "round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
+                round_no,
+                task.metric,
+                metric_value,
+                outcome.eliminated or "-",
+                ",".join(outcome.admitted) or "-",
+                outcome.proposer or "-",
+                self.replica.height,
+            )
             self.roster = outcome.next_roster
             if final:
                 (self.run_dir / "final_model.bpmt").write_bytes(global_blob)
-                summary["stopped_because"] = ("target" if reached else "time limit" if out_of_time
-                                              else "round limit" if round_no == task.rounds else "too few nodes")
+                summary["stopped_because"] = (
+                    "target"
+                    if reached
+                    else "time limit"
+                    if out_of_time
+                    else "round limit"
+                    if round_no == task.rounds
+                    else "too few nodes"
+                )
                 break
         summary[f"final_{task.metric}"] = summary["rounds"][-1][task.metric] if summary["rounds"] else None
         summary["final_model_digest"] = final_digest
-        summary["nodes"] = {n: {"status": status[n], "reward": rewards[n], "num_samples": self.joins[n][1]}
-                            for n in sorted(status)}
+        summary["nodes"] = {
+            n: {"status": status[n], "reward": rewards[n], "num_samples": self.joins[n][1]} for n in sorted(status)
+        }
         return self._finish(summary, started)
+
+    def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:
+        """Handle messages until the round's block is in this replica, or ``timeout``."""
+        return self._pump(lambda: self.replica.has_round(task_id, round_no), timeout)
 
     def _run_round(self, round_no: int, weights: list[np.ndarray], standby: list[str]) -> tuple[RoundOutcome, bytes]:
         """Global model out, updates in, manifest out, votes in; decide."""
@@ -311,24 +359,45 @@ class Coordinator:
         self.bus.publish(self.topics.manifest(task.task_id, round_no), env.raw)
         self._pump(lambda: all(n in self.votes for n in self.valid), task.vote_timeout_s)
         scores = {n: vote_scores(v, self.registry) for n, v in self.votes.items()}
-        outcome = decide_round(self.roster, list(self.valid), self.invalid, scores, standby, task.metric,
-                               task.quality_rule, task.nodes, task.min_nodes, task.reward_per_round)
+        outcome = decide_round(
+            self.roster,
+            list(self.valid),
+            self.invalid,
+            scores,
+            standby,
+            task.metric,
+            task.quality_rule,
+            task.nodes,
+            task.min_nodes,
+            task.reward_per_round,
+        )
         return outcome, blob
 
-    def _result_body(self, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool,
-                     final_digest: str | None) -> dict[str, Any]:
+    def _result_body(
+        self, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool, final_digest: str | None
+    ) -> dict[str, Any]:
         assert self.task is not None
         body = asdict(outcome)
         body["quality"] = {n: round(q, 6) for n, q in outcome.quality.items()}
-        body.update({"votes": sorted(v.digest for v in self.votes.values()), "metric": self.task.metric,
-                     "value": round(metric_value, 6), "global_digest": global_digest, "final": final,
-                     "final_model_digest": final_digest})
+        body.update(
+            {
+                "votes": sorted(v.digest for v in self.votes.values()),
+                "metric": self.task.metric,
+                "value": round(metric_value, 6),
+                "global_digest": global_digest,
+                "final": final,
+                "final_model_digest": final_digest,
+            }
+        )
         return body
 
     def _finish(self, summary: dict[str, Any], started: float | None) -> dict[str, Any]:
         summary["rejected"] = dict(self.intake.rejected + self.block_rejections)
-        summary["chain"] = {"height": self.replica.height, "head_hash": self.replica.head_hash,
-                            "replica": str(Path(self.config.chain_dir).resolve())}
+        summary["chain"] = {
+            "height": self.replica.height,
+            "head_hash": self.replica.head_hash,
+            "replica": str(Path(self.config.chain_dir).resolve()),
+        }
         if started is not None:
             summary["duration_s"] = round(time.monotonic() - started, 2)
         path = self.run_dir / "coordinator.json"

@@ -42,7 +42,7 @@ PENDING_VOTE_WAIT_S = 10.0
 class Agent:
     """A data contributor with its own key, MQTT client, data shard and chain replica."""
 
-    def __init__(self, config: AgentConfig, jobs: "queue.Queue[Job]", trainers: TrainerProvider) -> None:
+    def __init__(self, config: AgentConfig, jobs: queue.Queue[Job], trainers: TrainerProvider) -> None:
         self.config = config
         self.identity = Identity.load(Path(config.key))
         self.node_id = self.identity.node_id
@@ -55,9 +55,13 @@ class Agent:
         self.intake = Intake(self.registry, self.node_id)
         self._jobs = jobs
         self._trainers = trainers
-        self.bus = Bus(self.node_id, BrokerAddress.parse(config.broker), self._enqueue,
-                       [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
-                       status_topic=self.topics.status(self.node_id))
+        self.bus = Bus(
+            self.node_id,
+            BrokerAddress.parse(config.broker),
+            self._enqueue,
+            [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+            status_topic=self.topics.status(self.node_id),
+        )
         self.rng = np.random.default_rng(zlib.crc32(self.node_id.encode()) + config.seed)
         self.task: TaskSpec | None = None
         self.task_raw = b""
@@ -71,6 +75,7 @@ class Agent:
         self.pending_result: Envelope | None = None
         self.shard: Shard | None = None
         self.trainer: Trainer | None = None
+        self.num_classes = 0
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
@@ -106,8 +111,13 @@ class Agent:
                 return
             kind = levels[4]
             sender = levels[5] if len(levels) > 5 else None
-            handler = {"global": self.on_global, "update": self.on_update, "manifest": self.on_manifest,
-                       "vote": self.on_vote, "result": self.on_result}.get(kind)
+            handler = {
+                "global": self.on_global,
+                "update": self.on_update,
+                "manifest": self.on_manifest,
+                "vote": self.on_vote,
+                "result": self.on_result,
+            }.get(kind)
             if handler is not None:
                 handler(topic, round_no, sender, payload)
 
@@ -124,15 +134,31 @@ class Agent:
             self.intake.reject(Rejected("bad-task", str(exc)), topic)
             return
         if task.dataset != self.config.dataset:
-            log.info("%s: task %s needs %s data, this agent has %s; not answering",
-                     self.node_id, task.task_id, task.dataset, self.config.dataset)
+            log.info(
+                "%s: task %s needs %s data, this agent has %s; not answering",
+                self.node_id,
+                task.task_id,
+                task.dataset,
+                self.config.dataset,
+            )
             return
+        try:
+            dataset = load_dataset(self.config.dataset, self.config.data_path or None)
+            self.shard = make_shard(
+                dataset,
+                self.config.shard,
+                self.config.num_shards,
+                self.config.partition,
+                self.config.seed,
+                self.config.val_fraction,
+            )
+        except BpcvError as exc:
+            log.error("%s: cannot answer task %s: local data unusable: %s", self.node_id, task.task_id, exc)
+            return
+        self.num_classes = dataset.num_classes
+        self.trainer = self._trainers(task, dataset.input_shape, dataset.num_classes)
         self.task, self.task_raw = task, payload
         self.bus.subscribe(self.topics.round_wildcard(task.task_id))
-        dataset = load_dataset(self.config.dataset, self.config.data_path or None)
-        self.shard = make_shard(dataset, self.config.shard, self.config.num_shards, self.config.partition,
-                                self.config.seed, self.config.val_fraction)
-        self.trainer = self._trainers(task, dataset.input_shape, dataset.num_classes)
         self._later(self.config.join_delay_s, self.join)
 
     def join(self) -> None:
@@ -180,9 +206,13 @@ class Agent:
         self.status = "active"
         local = None
         if behaviours.trains(self.behaviour):
-            labels = behaviours.training_labels(self.behaviour, self.shard.y_train, 10)
-            local = self.trainer.train(global_weights, self.shard.x_train, labels,
-                                       seed=zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31)
+            labels = behaviours.training_labels(self.behaviour, self.shard.y_train, self.num_classes)
+            local = self.trainer.train(
+                global_weights,
+                self.shard.x_train,
+                labels,
+                seed=zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31,
+            )
         weights = behaviours.shape_update(self.behaviour, global_weights, local, self.rng)
         blob = encode_model(weights)
         body = {"digest": model_digest(blob), "num_samples": self.shard.num_samples, "epsilon_spent": None}
@@ -194,8 +224,9 @@ class Agent:
         if sender == self.node_id or not self._in_window(topic, round_no):
             return
         assert self.task is not None
-        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=round_no,
-                               topic_sender=sender)
+        env = self.intake.open(
+            payload, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
+        )
         if env is None or len(env.blobs) != 1:
             return
         self.updates.setdefault(round_no, {})[env.sender] = (model_digest(env.blobs[0]), env.blobs[0])
@@ -248,15 +279,21 @@ class Agent:
         vote = seal(self.identity, "vote", self.task.task_id, self.round, body)
         self.votes.setdefault(self.round, {})[vote.digest] = vote.raw
         self.bus.publish(self.topics.vote(self.task.task_id, self.round, self.node_id), vote.raw)
-        log.info("%s: round %d vote sent for %d peers%s", self.node_id, self.round, len(scores),
-                 f" ({len(missing)} updates missing)" if missing else "")
+        log.info(
+            "%s: round %d vote sent for %d peers%s",
+            self.node_id,
+            self.round,
+            len(scores),
+            f" ({len(missing)} updates missing)" if missing else "",
+        )
 
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         if sender == self.node_id or not self._in_window(topic, round_no):
             return
         assert self.task is not None
-        env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, round_no=round_no,
-                               topic_sender=sender)
+        env = self.intake.open(
+            payload, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
+        )
         if env is None:
             return
         self.votes.setdefault(round_no, {})[env.digest] = payload
@@ -290,15 +327,20 @@ class Agent:
         missing = [d for d in listed if d not in votes]
         if missing:
             if final:
-                log.error("%s: cannot propose round %d: %d listed votes never arrived",
-                          self.node_id, result.round, len(missing))
+                log.error(
+                    "%s: cannot propose round %d: %d listed votes never arrived",
+                    self.node_id,
+                    result.round,
+                    len(missing),
+                )
                 self.pending_result = None
             return
         self.pending_result = None
         txs = [] if self.task.task_id in self.replica.state.tasks else [self.task_raw]
         txs += [votes[d] for d in sorted(listed)] + [result.raw]
-        block = build_block(self.identity, self.replica.height + 1, self.replica.head_hash,
-                            self.task.task_id, result.round, txs)
+        block = build_block(
+            self.identity, self.replica.height + 1, self.replica.head_hash, self.task.task_id, result.round, txs
+        )
         try:
             self.replica.append(block.raw)
         except LedgerError as exc:

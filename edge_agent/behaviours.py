@@ -30,8 +30,9 @@ def training_labels(behaviour: str, labels: np.ndarray, num_classes: int) -> np.
     return (num_classes - 1 - labels) if behaviour == "label-flip" else labels
 
 
-def shape_update(behaviour: str, global_weights: list[np.ndarray], local_weights: list[np.ndarray] | None,
-                 rng: np.random.Generator) -> list[np.ndarray]:
+def shape_update(
+    behaviour: str, global_weights: list[np.ndarray], local_weights: list[np.ndarray] | None, rng: np.random.Generator
+) -> list[np.ndarray]:
     """The weights this behaviour publishes, given the global model and (if it trained) its local result."""
     if behaviour == "random-weights":
         return [rng.normal(0.0, 1.0, size=w.shape).astype(np.float32) for w in global_weights]
@@ -39,7 +40,10 @@ def shape_update(behaviour: str, global_weights: list[np.ndarray], local_weights
         return [np.array(w, dtype=np.float32) for w in global_weights]
     assert local_weights is not None
     if behaviour == "sign-flip":
-        return [(g - SIGN_FLIP_SCALE * (w - g)).astype(np.float32) for g, w in zip(global_weights, local_weights)]
+        return [
+            (g - SIGN_FLIP_SCALE * (w - g)).astype(np.float32)
+            for g, w in zip(global_weights, local_weights, strict=True)
+        ]
     return local_weights
 
 

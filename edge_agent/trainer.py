@@ -11,19 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from bpcv.metrics import predict, score
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
 
 log = logging.getLogger(__name__)
-
-
-def score(predictions: np.ndarray, labels: np.ndarray, metric: str) -> float:
-    """Accuracy (classification) or mean absolute error (regression) of ``predictions``."""
-    if len(labels) == 0:
-        raise ValueError("cannot score on an empty validation set")
-    if metric == "accuracy":
-        return float(np.mean(np.argmax(predictions, axis=1) == labels))
-    return float(np.mean(np.abs(predictions.reshape(-1) - labels.reshape(-1))))
 
 
 class Trainer:
@@ -60,6 +52,4 @@ class Trainer:
     def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
         """Score ``weights`` on (x, y) with the task's metric."""
         self.model.set_weights(weights)
-        predictions = np.concatenate([self.model(x[i:i + 4096], training=False).numpy()
-                                      for i in range(0, len(x), 4096)])
-        return score(predictions, y, self.task.metric)
+        return score(predict(self.model, x), y, self.task.metric)

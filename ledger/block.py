@@ -68,24 +68,40 @@ class Block:
         return hashlib.sha256(self.header_bytes).hexdigest()
 
 
-def build_block(proposer: Identity, height: int, prev_hash: str, task: str, round_no: int,
-                txs: list[bytes], ts: float | None = None) -> Block:
+def build_block(
+    proposer: Identity, height: int, prev_hash: str, task: str, round_no: int, txs: list[bytes], ts: float | None = None
+) -> Block:
     """Assemble and sign a block."""
     header: dict[str, Any] = {
-        "height": height, "merkle_root": merkle_root(txs), "prev_hash": prev_hash,
-        "proposer": proposer.node_id, "round": round_no, "task": task,
-        "ts": round_ts(time.time() if ts is None else ts), "tx_count": len(txs),
+        "height": height,
+        "merkle_root": merkle_root(txs),
+        "prev_hash": prev_hash,
+        "proposer": proposer.node_id,
+        "round": round_no,
+        "task": task,
+        "ts": round_ts(time.time() if ts is None else ts),
+        "tx_count": len(txs),
     }
     header_bytes = canonical_json(header)
     signature = proposer.sign(header_bytes)
-    parts = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header_bytes)), header_bytes,
-             struct.pack(">I", len(txs))]
+    parts = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header_bytes)), header_bytes, struct.pack(">I", len(txs))]
     for tx in txs:
         parts += [struct.pack(">I", len(tx)), tx]
     parts.append(signature)
     raw = b"".join(parts)
-    return Block(height, prev_hash, task, round_no, proposer.node_id, header["ts"], header["merkle_root"],
-                 tuple(txs), header_bytes, signature, raw)
+    return Block(
+        height,
+        prev_hash,
+        task,
+        round_no,
+        proposer.node_id,
+        header["ts"],
+        header["merkle_root"],
+        tuple(txs),
+        header_bytes,
+        signature,
+        raw,
+    )
 
 
 def decode_block(raw: bytes) -> Block:
@@ -95,7 +111,7 @@ def decode_block(raw: bytes) -> Block:
             raise CorruptStore("not a BPBK block")
         (hlen,) = struct.unpack_from(">I", raw, 5)
         pos = 9
-        header_bytes = raw[pos:pos + hlen]
+        header_bytes = raw[pos : pos + hlen]
         header = json.loads(header_bytes)
         if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
             raise CorruptStore("block header fields wrong")
@@ -108,13 +124,23 @@ def decode_block(raw: bytes) -> Block:
             pos += 4
             if pos + tlen > len(raw) - SIGNATURE_BYTES:
                 raise CorruptStore("truncated transaction")
-            txs.append(raw[pos:pos + tlen])
+            txs.append(raw[pos : pos + tlen])
             pos += tlen
         if pos != len(raw) - SIGNATURE_BYTES:
             raise CorruptStore("block length does not match its contents")
         signature = raw[pos:]
-        return Block(int(header["height"]), str(header["prev_hash"]), str(header["task"]), int(header["round"]),
-                     str(header["proposer"]), float(header["ts"]), str(header["merkle_root"]), tuple(txs),
-                     bytes(header_bytes), bytes(signature), bytes(raw))
+        return Block(
+            int(header["height"]),
+            str(header["prev_hash"]),
+            str(header["task"]),
+            int(header["round"]),
+            str(header["proposer"]),
+            float(header["ts"]),
+            str(header["merkle_root"]),
+            tuple(txs),
+            bytes(header_bytes),
+            bytes(signature),
+            bytes(raw),
+        )
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
         raise CorruptStore(f"block does not decode: {exc}") from exc

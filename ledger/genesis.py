@@ -9,8 +9,9 @@ from bpcv.identity import Identity
 from ledger.block import ZERO_HASH, Block, build_block
 
 
-def make_genesis(admin: Identity, chain_id: str, members: dict[str, tuple[bytes, str]],
-                 params: dict[str, Any] | None = None) -> Block:
+def make_genesis(
+    admin: Identity, chain_id: str, members: dict[str, tuple[bytes, str]], params: dict[str, Any] | None = None
+) -> Block:
     """Genesis block for ``members`` (``id -> (public key, role)``); the admin must be among them."""
     body = {
         "chain": chain_id,

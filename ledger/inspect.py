@@ -40,13 +40,17 @@ def _describe_tx(kind: str, sender: str, body: dict) -> str:
     if kind == "genesis":
         return f"genesis by {sender}: chain {body.get('chain')}, {len(body.get('members', {}))} members"
     if kind == "task":
-        return (f"task by {sender}: {body.get('category')} on {body.get('dataset')} with {body.get('model')}, "
-                f"{body.get('rounds')} rounds, reward {body.get('reward_per_round')}/round")
+        return (
+            f"task by {sender}: {body.get('category')} on {body.get('dataset')} with {body.get('model')}, "
+            f"{body.get('rounds')} rounds, reward {body.get('reward_per_round')}/round"
+        )
     if kind == "vote":
         scores = ", ".join(f"{n}={s:.4f}" for n, s in sorted(body.get("scores", {}).items()))
         return f"vote by {sender}: {scores}"
     if kind == "result":
-        return (f"result by {sender}: {body.get('metric')} {body.get('value')}, ranking {body.get('ranking')}, "
-                f"eliminated {body.get('eliminated')}, admitted {body.get('admitted')}"
-                + (f", FINAL model {body.get('final_model_digest', '')[:16]}…" if body.get("final") else ""))
+        return (
+            f"result by {sender}: {body.get('metric')} {body.get('value')}, ranking {body.get('ranking')}, "
+            f"eliminated {body.get('eliminated')}, admitted {body.get('admitted')}"
+            + (f", FINAL model {body.get('final_model_digest', '')[:16]}…" if body.get("final") else "")
+        )
     return f"{kind} by {sender}"

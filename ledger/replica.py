@@ -74,7 +74,7 @@ class Replica:
                 raise LedgerError("the stored chain has another genesis than the one configured")
 
     @classmethod
-    def open(cls, path: Path | str | None, genesis_raw: bytes | None = None) -> "Replica":
+    def open(cls, path: Path | str | None, genesis_raw: bytes | None = None) -> Replica:
         """An LMDB replica at ``path``, or an in-memory one when ``path`` is None."""
         return cls(LmdbStore(path) if path is not None else MemoryStore(), genesis_raw)
 

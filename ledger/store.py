@@ -27,10 +27,10 @@ class BlockStore(ABC):
         Raises UnknownParent when ``height`` is not head + 1.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for stores holding no resources
         """Release resources (no-op by default)."""
 
-    def __enter__(self) -> "BlockStore":
+    def __enter__(self) -> BlockStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

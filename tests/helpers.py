@@ -26,8 +26,11 @@ class Consortium:
 def make_consortium(n_agents: int = 4, quality_rule: str = "mean") -> Consortium:
     admin, requester, coordinator = (Identity.generate(n) for n in ("admin", "requester", "coordinator"))
     agents = {f"node-{i:02d}": Identity.generate(f"node-{i:02d}") for i in range(1, n_agents + 1)}
-    members = {admin.node_id: (admin.public_key, "admin"), requester.node_id: (requester.public_key, "requester"),
-               coordinator.node_id: (coordinator.public_key, "coordinator")}
+    members = {
+        admin.node_id: (admin.public_key, "admin"),
+        requester.node_id: (requester.public_key, "requester"),
+        coordinator.node_id: (coordinator.public_key, "coordinator"),
+    }
     members.update({n: (a.public_key, "agent") for n, a in agents.items()})
     genesis = make_genesis(admin, "main", members)
     task = TaskSpec(task_id="t1", coordinator="coordinator", nodes=n_agents, min_nodes=2, quality_rule=quality_rule)
@@ -35,14 +38,28 @@ def make_consortium(n_agents: int = 4, quality_rule: str = "mean") -> Consortium
     return Consortium(admin, requester, coordinator, agents, genesis, task, task_env)
 
 
-def round_block(c: Consortium, height: int, prev_hash: str, round_no: int,
-                scores: dict[str, dict[str, float]], include_task: bool, proposer: str | None = None) -> Block:
+def round_block(
+    c: Consortium,
+    height: int,
+    prev_hash: str,
+    round_no: int,
+    scores: dict[str, dict[str, float]],
+    include_task: bool,
+    proposer: str | None = None,
+) -> Block:
     """A block for ``round_no`` with votes ``scores[voter][target]`` and a consistent result."""
-    votes = [seal(c.agents[v], "vote", c.task.task_id, round_no, {"metric": "accuracy", "scores": s, "digests": {}})
-             for v, s in scores.items()]
+    votes = [
+        seal(c.agents[v], "vote", c.task.task_id, round_no, {"metric": "accuracy", "scores": s, "digests": {}})
+        for v, s in scores.items()
+    ]
     ranking = rank_nodes(quality_scores(scores, c.task.quality_rule), "accuracy")
-    body = {"ranking": ranking, "proposer": ranking[0], "votes": sorted(v.digest for v in votes),
-            "eliminated": ranking[-1], "eliminated_reason": "lowest-quality"}
+    body = {
+        "ranking": ranking,
+        "proposer": ranking[0],
+        "votes": sorted(v.digest for v in votes),
+        "eliminated": ranking[-1],
+        "eliminated_reason": "lowest-quality",
+    }
     result = seal(c.coordinator, "result", c.task.task_id, round_no, body)
     txs = ([c.task_env.raw] if include_task else []) + [v.raw for v in votes] + [result.raw]
     return build_block(c.agents[proposer or ranking[0]], height, prev_hash, c.task.task_id, round_no, txs)

@@ -14,10 +14,19 @@ from broker.embedded import EmbeddedBroker, topic_matches, valid_filter
 from broker.runner import free_port
 
 
-@pytest.mark.parametrize("flt,topic,expected", [
-    ("a/+/c", "a/b/c", True), ("a/+/c", "a/b/d", False), ("a/#", "a", True), ("a/#", "a/b/c", True),
-    ("#", "$SYS/x", False), ("a/b", "a/b/c", False), ("+/+", "a/b", True), ("+", "a/b", False),
-])
+@pytest.mark.parametrize(
+    "flt,topic,expected",
+    [
+        ("a/+/c", "a/b/c", True),
+        ("a/+/c", "a/b/d", False),
+        ("a/#", "a", True),
+        ("a/#", "a/b/c", True),
+        ("#", "$SYS/x", False),
+        ("a/b", "a/b/c", False),
+        ("+/+", "a/b", True),
+        ("+", "a/b", False),
+    ],
+)
 def test_topic_matching(flt, topic, expected):
     assert topic_matches(flt, topic) is expected
 

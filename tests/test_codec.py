@@ -9,8 +9,9 @@ from hypothesis.extra import numpy as hnp
 from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.errors import Rejected
 
-arrays = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
-                    elements=st.floats(-1e6, 1e6, width=32))
+arrays = hnp.arrays(
+    np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5), elements=st.floats(-1e6, 1e6, width=32)
+)
 
 
 @settings(max_examples=50, deadline=None)
@@ -18,7 +19,7 @@ arrays = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_sid
 def test_float32_round_trip_is_exact(weights):
     blob = encode_model(weights)
     out = decode_model(blob, [w.shape for w in weights])
-    assert all(np.array_equal(a, b) for a, b in zip(weights, out))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, out, strict=True))
     assert model_digest(blob) == model_digest(encode_model(out))
 
 

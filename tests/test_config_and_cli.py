@@ -21,12 +21,15 @@ def test_config_round_trip_and_relative_paths(tmp_path):
     assert loaded.shard == 3 and loaded.key == str(tmp_path / "k.key")
 
 
-@pytest.mark.parametrize("text,message", [
-    ('key="k"\ngenesis="g"\nchain_dir="c"\nshard="three"', "shard must be int"),
-    ('key="k"\ngenesis="g"\nchain_dir="c"\ncolour="red"', "unknown key"),
-    ('key="k"\ngenesis="g"', "missing key"),
-    ('key = = "k"', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('key="k"\ngenesis="g"\nchain_dir="c"\nshard="three"', "shard must be int"),
+        ('key="k"\ngenesis="g"\nchain_dir="c"\ncolour="red"', "unknown key"),
+        ('key="k"\ngenesis="g"', "missing key"),
+        ('key = = "k"', "not valid TOML"),
+    ],
+)
 def test_bad_configs_name_what_is_wrong(tmp_path, text, message):
     (tmp_path / "bad.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
@@ -48,8 +51,16 @@ def test_help_does_not_import_tensorflow():
     code = "import sys; from bpcv.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
-    for sub in (["demo"], ["broker", "run"], ["coordinator"], ["agent"], ["request"], ["keys", "new"],
-                ["chain", "show"], ["chain", "verify"]):
+    for sub in (
+        ["demo"],
+        ["broker", "run"],
+        ["coordinator"],
+        ["agent"],
+        ["request"],
+        ["keys", "new"],
+        ["chain", "show"],
+        ["chain", "verify"],
+    ):
         assert run_cli(*sub, "--help").returncode == 0
 
 

@@ -7,8 +7,15 @@ import struct
 import numpy as np
 import pytest
 
-from bpcv.data import (load_cifar10, load_dataset, load_mnist_files, make_shard, partition_dirichlet,
-                       partition_iid, read_idx)
+from bpcv.data import (
+    load_cifar10,
+    load_dataset,
+    load_mnist_files,
+    make_shard,
+    partition_dirichlet,
+    partition_iid,
+    read_idx,
+)
 from bpcv.errors import ConfigError
 
 
@@ -30,8 +37,9 @@ def test_mnist_from_official_idx_files_and_keras_npz(tmp_path):
     ds = load_mnist_files(tmp_path)
     assert ds.x_train.shape == (20, 28, 28, 1) and np.allclose(ds.x_train[..., 0] * 255, x_tr)
     assert list(ds.y_test) == list(y_te)
-    np.savez(tmp_path / "mnist.npz", x_train=x_tr.astype(np.uint8), y_train=y_tr, x_test=x_te.astype(np.uint8),
-             y_test=y_te)
+    np.savez(
+        tmp_path / "mnist.npz", x_train=x_tr.astype(np.uint8), y_train=y_tr, x_test=x_te.astype(np.uint8), y_test=y_te
+    )
     npz = load_mnist_files(tmp_path / "mnist.npz")
     assert np.array_equal(npz.x_train, ds.x_train)
 
@@ -47,8 +55,10 @@ def test_cifar10_from_official_python_batches(tmp_path):
     rng = np.random.default_rng(1)
     for name, n in [("data_batch_1", 6), ("data_batch_2", 4), ("test_batch", 3)]:
         with open(tmp_path / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": rng.integers(0, 10, n).tolist()}, f)
+            pickle.dump(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()},
+                f,
+            )
     ds = load_cifar10(tmp_path)
     assert ds.x_train.shape == (10, 32, 32, 3) and ds.x_test.shape == (3, 32, 32, 3)
     with open(tmp_path / "data_batch_1", "rb") as f:

@@ -13,15 +13,22 @@ MALLORY = Identity.generate("mallory")
 REGISTRY = Registry.from_body({"alice": {"key": ALICE.public_key.hex(), "role": "agent"}})
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(body=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
-       blobs=st.lists(st.binary(max_size=64), max_size=3), round_no=st.integers(0, 10**6))
+@given(
+    body=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    blobs=st.lists(st.binary(max_size=64), max_size=3),
+    round_no=st.integers(0, 10**6),
+)
 def test_seal_then_open_round_trips(body, blobs, round_no):
     env = seal(ALICE, "vote", "task-1", round_no, body, blobs)
     opened = open_envelope(env.raw, REGISTRY)

@@ -8,7 +8,7 @@ from ledger import schema
 from ledger.backends.lmdb import LmdbStore
 from ledger.backends.memory import MemoryStore
 from ledger.block import build_block, decode_block, merkle_root
-from ledger.errors import InvalidBlock, UnknownParent
+from ledger.errors import CorruptStore, InvalidBlock, UnknownParent
 from ledger.inspect import verify_replica
 from ledger.replica import Replica, verify_store
 from tests.helpers import honest_scores, make_consortium, round_block
@@ -49,8 +49,9 @@ def test_merkle_root_commits_to_order_and_content():
 def chain_of(c, replica, rounds):
     agents = list(c.agents)
     for r in range(1, rounds + 1):
-        block = round_block(c, replica.height + 1, replica.head_hash, r, honest_scores(agents, bad=agents[-1]),
-                            include_task=(r == 1))
+        block = round_block(
+            c, replica.height + 1, replica.head_hash, r, honest_scores(agents, bad=agents[-1]), include_task=(r == 1)
+        )
         assert replica.append(block.raw) is not None
     return replica
 
@@ -88,7 +89,9 @@ def test_block_rules_reject_unlisted_votes_wrong_round_and_foreign_signers():
     with pytest.raises(InvalidBlock):
         replica.append(wrong_round.raw)
     forged_result = seal(c.agents["node-01"], "result", "t1", 1, {})
-    foreign = build_block(c.agents[good.proposer], 1, good.prev_hash, "t1", 1, list(good.txs[:-1]) + [forged_result.raw])
+    foreign = build_block(
+        c.agents[good.proposer], 1, good.prev_hash, "t1", 1, list(good.txs[:-1]) + [forged_result.raw]
+    )
     with pytest.raises(InvalidBlock, match="may not send"):
         replica.append(foreign.raw)
     replica.append(good.raw)
@@ -125,5 +128,5 @@ def test_verify_store_on_memory_and_decode_of_garbage():
     replica = chain_of(c, Replica.open(None, c.genesis.raw), 2)
     report = verify_store(replica.store)
     assert report.blocks == 3 and report.head_hash == replica.head_hash
-    with pytest.raises(Exception):
+    with pytest.raises(CorruptStore):
         decode_block(b"BPBK\x01garbage")

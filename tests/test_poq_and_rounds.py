@@ -46,8 +46,7 @@ def test_worst_is_excluded_eliminated_and_fastest_standby_admitted():
 
 def test_missing_update_is_dropped_invalid_is_eliminated_and_min_nodes_is_kept():
     votes = {"a": {"b": 0.9}, "b": {"a": 0.8}}
-    out = decide_round(["a", "b", "c", "x"], ["a", "b"], {"x": "non-finite"}, votes, [], "accuracy", "mean",
-                       4, 2, 10.0)
+    out = decide_round(["a", "b", "c", "x"], ["a", "b"], {"x": "non-finite"}, votes, [], "accuracy", "mean", 4, 2, 10.0)
     assert out.dropped == ["c"] and out.invalid == {"x": "non-finite"}
     assert out.excluded == ["a"] and out.eliminated is None  # only 2 left: excluded, not eliminated
     assert out.next_roster == ["a", "b"]

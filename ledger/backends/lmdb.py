@@ -25,8 +25,16 @@ class LmdbStore(BlockStore):
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
         try:
-            self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, readonly=readonly,
-                                  max_dbs=0, lock=not readonly, metasync=True, sync=True)
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                subdir=True,
+                readonly=readonly,
+                max_dbs=0,
+                lock=not readonly,
+                metasync=True,
+                sync=True,
+            )
         except lmdb.Error as exc:
             raise CorruptStore(f"{self.path}: cannot open LMDB replica: {exc}") from exc
 

@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -23,8 +22,23 @@ pytestmark = pytest.mark.integration
 
 
 def demo(out: Path, broker, *args: str, timeout: float = 420) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "bpcv.cli", "demo", "--broker", broker.url(), "--out", str(out), "--epochs", "1",
-           "--update-timeout", "60", "--vote-timeout", "30", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bpcv.cli",
+        "demo",
+        "--broker",
+        broker.url(),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--update-timeout",
+        "60",
+        "--vote-timeout",
+        "30",
+        *args,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -35,8 +49,9 @@ def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
 
 
 def verify_cli(path: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "bpcv.cli", "chain", "verify", path], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "bpcv.cli", "chain", "verify", path], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.split(" head ")[1].split(",")[0]
 
@@ -47,8 +62,9 @@ class Injector:
     def __init__(self, broker) -> None:
         self.captured: tuple[str, bytes] | None = None
         self.sent: list[str] = []
-        self.bus = Bus("injector", broker, self.on_message, ["bpcv/v1/tasks/+/round/+/vote/+",
-                                                             "bpcv/v1/tasks/+/round/+/manifest"])
+        self.bus = Bus(
+            "injector", broker, self.on_message, ["bpcv/v1/tasks/+/round/+/vote/+", "bpcv/v1/tasks/+/round/+/manifest"]
+        )
         self.lock = threading.Lock()
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -74,8 +90,22 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     injector = Injector(mosquitto)
     injector.bus.connect()
     out = tmp_path / "run"
-    proc = demo(out, mosquitto, "--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "3",
-                "--malicious", "1", "--behaviour", "random-weights")
+    proc = demo(
+        out,
+        mosquitto,
+        "--agents",
+        "5",
+        "--standby",
+        "1",
+        "--processes",
+        "5",
+        "--rounds",
+        "3",
+        "--malicious",
+        "1",
+        "--behaviour",
+        "random-weights",
+    )
     text = finish(proc)
     injector.bus.close()
     assert proc.returncode == 0, text
@@ -98,15 +128,22 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
 
 def test_task_survives_an_agent_killed_mid_round(mosquitto, tmp_path):
     out = tmp_path / "run"
-    proc = demo(out, mosquitto, "--agents", "4", "--standby", "0", "--processes", "4", "--rounds", "3",
-                "--min-nodes", "2")
+    proc = demo(
+        out, mosquitto, "--agents", "4", "--standby", "0", "--processes", "4", "--rounds", "3", "--min-nodes", "2"
+    )
     victim = "node-03"
     seen_round_2 = threading.Event()
-    watcher = Bus("watcher", mosquitto, lambda t, p: seen_round_2.set() if t.endswith("/round/2/global") else None,
-                  ["bpcv/v1/tasks/+/round/+/global"])
+    watcher = Bus(
+        "watcher",
+        mosquitto,
+        lambda t, p: seen_round_2.set() if t.endswith("/round/2/global") else None,
+        ["bpcv/v1/tasks/+/round/+/global"],
+    )
     watcher.connect()
     assert seen_round_2.wait(timeout=300), "round 2 never started"
-    killed = [p for p in psutil.process_iter(["cmdline"]) if any(f"{victim}.toml" in a for a in (p.info["cmdline"] or []))]
+    killed = [
+        p for p in psutil.process_iter(["cmdline"]) if any(f"{victim}.toml" in a for a in (p.info["cmdline"] or []))
+    ]
     assert len(killed) == 1
     killed[0].kill()
     watcher.close()

@@ -1,0 +1,21 @@
+"""How a model is scored: accuracy for classification, mean absolute error for regression."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def score(predictions: np.ndarray, labels: np.ndarray, metric: str) -> float:
+    """Accuracy (``predictions`` are class scores) or MAE (``predictions`` are values)."""
+    if len(labels) == 0:
+        raise ValueError("cannot score on an empty validation set")
+    if metric == "accuracy":
+        return float(np.mean(np.argmax(predictions, axis=1) == labels))
+    if metric == "mae":
+        return float(np.mean(np.abs(predictions.reshape(-1) - labels.reshape(-1))))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def predict(model, x: np.ndarray, batch: int = 4096) -> np.ndarray:  # noqa: ANN001 - a Keras model
+    """Model outputs for ``x`` in batches, without Keras' fit/evaluate overhead."""
+    return np.concatenate([model(x[i : i + batch], training=False).numpy() for i in range(0, len(x), batch)])
