@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,14 +295,10 @@ def _run(demo: Demo, started: float) -> int:
     demo.say("waiting for agents and coordinator to come online (TensorFlow loads in each process)…")
     deadline = time.monotonic() + 180
     while not expected <= online:
-        if time.monotonic() > deadline:
-            raise BpcvError(f"not online after 180s: {sorted(expected - online)} (see {demo.out / 'logs'})")
-        _check_alive(demo)
-        try:
-            topic, payload = demo.messages.get(timeout=0.5)
-        except queue.Empty:
+        message = _next_message(demo, deadline, lambda: f"not online after 180s: {sorted(expected - online)}")
+        if message is None:
             continue
-        levels = topics.parse(topic)
+        levels, payload = topics.parse(message[0]), message[1]
         if levels[0] == "nodes" and payload == b"online":
             online.add(levels[1])
     from coordinator.requester import post_task
@@ -311,14 +308,10 @@ def _run(demo: Demo, started: float) -> int:
     pending: dict[str, Any] | None = None
     chain_height = 0
     while coordinator.poll() is None:
-        if time.monotonic() - started > o.timeout:
-            raise BpcvError(f"demo timed out after {o.timeout:.0f}s")
-        _check_alive(demo)
-        try:
-            topic, payload = demo.messages.get(timeout=0.5)
-        except queue.Empty:
+        message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
+        if message is None:
             continue
-        levels = topics.parse(topic)
+        levels, payload = topics.parse(message[0]), message[1]
         if levels[0] == "chain":
             from ledger.block import decode_block
 
@@ -336,6 +329,17 @@ def _run(demo: Demo, started: float) -> int:
         demo.say(_round_line(pending, chain_height, "no block yet"))
     bus.close()
     return _finish(demo, nodes, coordinator.returncode, started)
+
+
+def _next_message(demo: Demo, deadline: float, why: Callable[[], str]) -> tuple[str, bytes] | None:
+    """The next message within half a second, or None; raises once ``deadline`` (monotonic) has passed."""
+    if time.monotonic() > deadline:
+        raise BpcvError(f"{why()} (see {demo.out / 'logs'})")
+    _check_alive(demo)
+    try:
+        return demo.messages.get(timeout=0.5)
+    except queue.Empty:
+        return None
 
 
 def _check_alive(demo: Demo) -> None:

@@ -107,6 +107,15 @@ def round_ts(ts: float) -> float:
     return round(float(ts), 3)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (canonical JSON has no NaN or Infinity)")
+
+
+def load_json(data: bytes) -> Any:
+    """Parse received JSON strictly: NaN and Infinity are refused (ValueError)."""
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
 def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     """Parse ``raw`` into an Envelope, checking structure only (not the signature).
 
@@ -124,8 +133,8 @@ def decode(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope:
     if hlen > MAX_HEADER_BYTES or pos + hlen + 2 > end_blobs:
         raise Rejected("malformed", "header length out of range")
     try:
-        header = json.loads(raw[pos : pos + hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = load_json(raw[pos : pos + hlen])
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise Rejected("malformed", f"header is not JSON: {exc}") from exc
     pos += hlen
     if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):

@@ -11,8 +11,9 @@ import logging
 from collections import Counter, OrderedDict
 
 from bpcv.envelope import DEFAULT_MAX_BYTES, Envelope, open_envelope
-from bpcv.errors import Rejected
+from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Registry
+from bpcv.task import TaskSpec
 
 log = logging.getLogger(__name__)
 MAX_REMEMBERED_NONCES = 100_000
@@ -56,6 +57,17 @@ class Intake:
             return env
         except Rejected as exc:
             self.reject(exc, topic)
+            return None
+
+    def open_task(self, raw: bytes, topic: str) -> tuple[Envelope, TaskSpec] | None:
+        """A requester's signed task and its parsed spec, or None after logging and counting why not."""
+        env = self.open(raw, ("requester",), topic)
+        if env is None:
+            return None
+        try:
+            return env, TaskSpec.from_body(env.body)
+        except BpcvError as exc:
+            self.reject(Rejected("bad-task", str(exc)), topic)
             return None
 
     def reject(self, exc: Rejected, topic: str) -> None:

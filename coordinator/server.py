@@ -198,14 +198,10 @@ class Coordinator:
                 if levels[0] == "chain":
                     self._on_block(payload)
                 elif levels[0] == "tasks" and len(levels) == 2 and payload:
-                    env = self.intake.open(payload, ("requester",), topic)
-                    if env is None:
+                    opened = self.intake.open_task(payload, topic)
+                    if opened is None:
                         continue
-                    try:
-                        task = TaskSpec.from_body(env.body)
-                    except BpcvError as exc:
-                        self.intake.reject(Rejected("bad-task", str(exc)), topic)
-                        continue
+                    task = opened[1]
                     if task.coordinator != self.node_id or (self.config.task and task.task_id != self.config.task):
                         continue
                     if any(t == task.task_id for t, _ in self.replica.state.rounds):

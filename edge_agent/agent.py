@@ -125,14 +125,10 @@ class Agent:
     def on_task(self, topic: str, payload: bytes) -> None:
         if not payload or self.task is not None:
             return
-        env = self.intake.open(payload, ("requester",), topic)
-        if env is None:
+        opened = self.intake.open_task(payload, topic)
+        if opened is None:
             return
-        try:
-            task = TaskSpec.from_body(env.body)
-        except BpcvError as exc:
-            self.intake.reject(Rejected("bad-task", str(exc)), topic)
-            return
+        task = opened[1]
         if task.dataset != self.config.dataset:
             log.info(
                 "%s: task %s needs %s data, this agent has %s; not answering",

@@ -18,13 +18,12 @@ carried up unchanged, the root of no transactions is SHA-256 of nothing).
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpcv.envelope import SIGNATURE_BYTES, canonical_json, round_ts
+from bpcv.envelope import SIGNATURE_BYTES, canonical_json, load_json, round_ts
 from bpcv.identity import Identity
 from ledger.errors import CorruptStore
 
@@ -112,7 +111,7 @@ def decode_block(raw: bytes) -> Block:
         (hlen,) = struct.unpack_from(">I", raw, 5)
         pos = 9
         header_bytes = raw[pos : pos + hlen]
-        header = json.loads(header_bytes)
+        header = load_json(header_bytes)
         if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
             raise CorruptStore("block header fields wrong")
         pos += hlen
