@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from bpcv.errors import ConfigError
@@ -22,7 +21,7 @@ def mosquitto_binary() -> str | None:
 
 
 def render_mosquitto_conf(host: str, port: int, max_packet: int = DEFAULT_MAX_PACKET) -> str:
-    template = resources.files("broker").joinpath("mosquitto.conf.template").read_text()
+    template = (Path(__file__).parent / "mosquitto.conf.template").read_text()
     return template.format(host=host, port=port, max_packet=max_packet)
 
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import lmdb
 import pytest
@@ -93,3 +94,27 @@ def test_keys_new_refuses_to_overwrite(tmp_path):
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     again = run_cli("keys", "new", "node-9", "--out", str(key))
     assert again.returncode == 2 and "refusing" in again.stderr
+
+
+@pytest.mark.parametrize("kind", ["--embedded", "--mosquitto"])
+def test_broker_run_serves_from_any_folder(tmp_path, kind):
+    from bpcv.mqtt import BrokerAddress, Bus
+    from broker.runner import free_port, wait_for_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "broker", "run", kind, "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port)
+        got = []
+        bus = Bus("probe", BrokerAddress("127.0.0.1", port), lambda t, p: got.append(p), ["probe/#"])
+        bus.connect()
+        assert bus.publish("probe/x", b"hello")
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [b"hello"]
+        bus.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
