@@ -39,9 +39,13 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
         layers.append(tf.keras.layers.Flatten())
     else:
         layers.append(tf.keras.layers.Flatten())
-        layers += [tf.keras.layers.Dense(w, activation="relu") for w in widths]
-    activation = "softmax" if num_classes > 1 else None
-    layers.append(tf.keras.layers.Dense(num_classes, activation=activation))
+        for width in widths:
+            layers += [tf.keras.layers.Dense(width), tf.keras.layers.Activation("relu")]
+    # Dense layers stay linear with the activation as its own layer: the weights are the same, and
+    # DP training can reach each layer's pre-activation output (for per-example gradient norms).
+    layers.append(tf.keras.layers.Dense(num_classes))
+    if num_classes > 1:
+        layers.append(tf.keras.layers.Activation("softmax"))
     return tf.keras.Sequential(layers)
 
 

@@ -1,12 +1,17 @@
 """Local training and peer scoring with TensorFlow (imported lazily).
 
-One Trainer per process serves every agent of a pool in turn: weights are set before each job,
-so the compiled model is shared and only built once per task.
+One Trainer per process, task and privacy setting serves every agent of a pool with those settings:
+weights are set before each job, so the compiled model is shared and only built once.
+Without DP it trains with shuffled mini-batches; with DP (GD-DP) every step samples each record
+with probability q = batch_size / n (Poisson sampling, which the privacy accounting assumes).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,36 +23,115 @@ from bpcv.task import TaskSpec
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The mechanism, clip norm (L1 for Laplace, L2 for Gaussian) and noise multiplier of GD-DP."""
+
+    mechanism: str
+    clip: float
+    noise_multiplier: float
+
+
+def steps_per_round(num_samples: int, task: TaskSpec) -> int:
+    """Optimizer steps one round of local training takes."""
+    return task.local_epochs * math.ceil(num_samples / task.batch_size)
+
+
+def poisson_batches(x: np.ndarray, y: np.ndarray, sampling_rate: float, steps: int,
+                    rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` batches, each holding every record independently with probability ``sampling_rate``."""
+    for _ in range(steps):
+        idx = np.flatnonzero(rng.random(len(y)) < sampling_rate)
+        yield x[idx], y[idx]
+
+
 class Trainer:
     """Builds the task's model once and runs training / evaluation jobs on it."""
 
-    def __init__(self, task: TaskSpec, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, task: TaskSpec, input_shape: tuple[int, ...], num_classes: int,
+                 privacy: PrivacySettings | None = None, dp_path: str = "auto") -> None:
+        """``dp_path``: ``ghost`` (Dense models), ``jacobian`` (any model), ``auto`` (ghost when it can),
+        or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit)."""
         self.task = task
+        self.privacy = privacy if privacy and privacy.mechanism != "off" else None
         self.model = build_model(task.model, input_shape, num_classes, seed=0)
-        self.model.compile(optimizer=self.make_optimizer(), loss=self._loss())
+        self.loss = self._loss()
+        self.optimizer = self.make_optimizer()
+        self.model.compile(optimizer=self.optimizer, loss=self.loss)
         self.shapes = [tuple(w.shape) for w in self.model.get_weights()]
+        self._dp_step = None
+        if self.privacy is not None and dp_path != "library-loop":
+            self._dp_step = self._make_dp_step(input_shape, dp_path)
+
+    def _make_dp_step(self, input_shape: tuple[int, ...], dp_path: str) -> Any:
+        import tensorflow as tf
+
+        from edge_agent.privacy.optimizer import supports_ghost_clipping
+
+        ghost = supports_ghost_clipping(self.model) if dp_path == "auto" else dp_path == "ghost"
+        if ghost and not supports_ghost_clipping(self.model):
+            raise ValueError(f"model {self.task.model} has layers ghost clipping cannot handle")
+        self.dp_path = "ghost" if ghost else "jacobian"
+        label = tf.TensorSpec((None,), tf.int64) if self.task.category == "classification" else (
+            tf.TensorSpec((None,), tf.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32), label])
+        def step(x: Any, y: Any) -> None:
+            self.optimizer.dp_step(self.model, self.loss, x, y, ghost)
+
+        return step
 
     def _loss(self) -> Any:
         import tensorflow as tf
 
+        # DP needs the per-example losses: the optimizer differentiates each one.
+        reduction = tf.keras.losses.Reduction.NONE if self.privacy else tf.keras.losses.Reduction.AUTO
         if self.task.category == "classification":
-            return tf.keras.losses.SparseCategoricalCrossentropy()
-        return tf.keras.losses.MeanSquaredError()
+            return tf.keras.losses.SparseCategoricalCrossentropy(reduction=reduction)
+        return tf.keras.losses.MeanSquaredError(reduction=reduction)
 
     def make_optimizer(self) -> Any:
-        """The local optimizer: plain SGD here; the seam where the GD-DP optimizer plugs in."""
+        """Plain SGD, or DP-SGD whose query is the Laplace or Gaussian mechanism."""
         import tensorflow as tf
 
-        return tf.keras.optimizers.legacy.SGD(learning_rate=self.task.learning_rate)
+        if self.privacy is None:
+            return tf.keras.optimizers.legacy.SGD(learning_rate=self.task.learning_rate)
+        from edge_agent.privacy.optimizer import VectorizedDPSGD
 
-    def train(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, seed: int) -> list[np.ndarray]:
-        """Train from ``weights`` for the task's local epochs; return the new weights."""
+        p = self.privacy
+        if p.mechanism == "laplace":
+            from edge_agent.privacy.laplace_query import LaplaceSumQuery
+
+            query: Any = LaplaceSumQuery(p.clip, p.noise_multiplier)
+        else:
+            from edge_agent.privacy.gaussian_query import GaussianBatchSumQuery
+
+            query = GaussianBatchSumQuery(p.clip, p.noise_multiplier)
+        return VectorizedDPSGD(query, expected_batch_size=self.task.batch_size, learning_rate=self.task.learning_rate)
+
+    def train(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, seed: int) -> tuple[list[np.ndarray], int]:
+        """Train from ``weights`` for the task's local epochs; return the new weights and the steps taken."""
         import tensorflow as tf
 
         tf.keras.utils.set_random_seed(seed)
         self.model.set_weights(weights)
-        self.model.fit(x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0, shuffle=True)
-        return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()]
+        steps = steps_per_round(len(y), self.task)
+        if self.privacy is None:
+            self.model.fit(x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0,
+                           shuffle=True)
+            return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
+        rate = min(1.0, self.task.batch_size / len(y))
+        batches = poisson_batches(x, y, rate, steps, np.random.default_rng(seed))
+        if self._dp_step is not None:
+            for xb, yb in batches:
+                self._dp_step(tf.constant(xb), tf.constant(yb))
+        else:  # tensorflow-privacy's own loop, through Keras fit
+            dataset = tf.data.Dataset.from_generator(
+                lambda: batches,
+                output_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+                                  tf.TensorSpec((None,), tf.as_dtype(y.dtype))))
+            self.model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
 
     def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
         """Score ``weights`` on (x, y) with the task's metric."""

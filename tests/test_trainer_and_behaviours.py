@@ -24,7 +24,7 @@ def test_local_training_improves_validation_accuracy(trainer_and_data):
     trainer, shard = trainer_and_data
     initial = trainer.model.get_weights()
     before = trainer.evaluate(initial, shard.x_val, shard.y_val)
-    trained = trainer.train(initial, shard.x_train, shard.y_train, seed=1)
+    trained, steps = trainer.train(initial, shard.x_train, shard.y_train, seed=1)
     after = trainer.evaluate(trained, shard.x_val, shard.y_val)
     assert before < 0.3 and after > 0.75
     assert [w.shape for w in trained] == [tuple(s) for s in trainer.shapes]
@@ -34,7 +34,7 @@ def test_label_flip_training_scores_badly_on_honest_validation_data(trainer_and_
     trainer, shard = trainer_and_data
     flipped = behaviours.training_labels("label-flip", shard.y_train, 10)
     assert np.all(flipped == 9 - shard.y_train)
-    weights = trainer.train(trainer.model.get_weights(), shard.x_train, flipped, seed=1)
+    weights, _ = trainer.train(trainer.model.get_weights(), shard.x_train, flipped, seed=1)
     assert trainer.evaluate(weights, shard.x_val, shard.y_val) < 0.2
 
 

@@ -1,0 +1,8 @@
+"""GD-DP: differentially private local training.
+
+Vocabulary (as in tensorflow-privacy): a *record* is one training example's gradient; a *sample* is
+the batch of records of one optimizer step; a *query* clips every record, sums the sample and adds
+noise. The mechanism (``laplace_query``, ``gaussian_query``) is separate from the optimizer
+(``optimizer``), and the privacy spent is counted explicitly (``accountant``), because the optimizer
+discards the DP events.
+"""

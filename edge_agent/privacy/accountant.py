@@ -1,0 +1,90 @@
+"""Privacy accounting with dp-accounting, per agent and per task.
+
+Each local step samples every record independently with probability q (Poisson sampling) and runs
+the mechanism with noise multiplier m. Over k steps:
+- Laplace with delta = 0 (pure DP): one step is (1/m)-DP; Poisson sampling amplifies it to
+  log(1 + q (e^(1/m) - 1)); k steps compose to k times that. (dp-accounting's PLD accountant
+  cannot give delta = 0: its tail truncation makes epsilon infinite there.)
+- Laplace with delta > 0: dp-accounting's PLD accountant on the Poisson-sampled Laplace event.
+- Gaussian (delta > 0 required): dp-accounting's RDP accountant on the Poisson-sampled Gaussian event.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import dp_accounting
+from dp_accounting import pld, rdp
+
+from bpcv.errors import ConfigError
+
+MECHANISMS = ("laplace", "gaussian", "off")
+
+
+def step_event(mechanism: str, noise_multiplier: float, sampling_rate: float) -> dp_accounting.DpEvent:
+    inner = (dp_accounting.LaplaceDpEvent(noise_multiplier) if mechanism == "laplace"
+             else dp_accounting.GaussianDpEvent(noise_multiplier))
+    return dp_accounting.PoissonSampledDpEvent(sampling_rate, inner)
+
+
+def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
+    """The epsilon spent after ``steps`` Poisson-sampled steps (infinite for mechanism ``off``)."""
+    if steps <= 0:
+        return 0.0
+    if mechanism == "off" or noise_multiplier <= 0:
+        return math.inf
+    if mechanism == "laplace" and delta == 0:
+        per_step = math.log1p(sampling_rate * math.expm1(1.0 / noise_multiplier))
+        return steps * per_step
+    if mechanism == "gaussian" and delta <= 0:
+        raise ConfigError("the Gaussian mechanism needs delta > 0")
+    accountant = pld.PLDAccountant() if mechanism == "laplace" else rdp.RdpAccountant()
+    accountant.compose(step_event(mechanism, noise_multiplier, sampling_rate), steps)
+    return float(accountant.get_epsilon(delta))
+
+
+def calibrate_noise_multiplier(mechanism: str, target_epsilon: float, sampling_rate: float, steps: int,
+                               delta: float, tolerance: float = 0.01) -> float:
+    """The smallest noise multiplier (within ``tolerance`` relative) whose epsilon after ``steps`` is at
+    most ``target_epsilon``."""
+    if target_epsilon <= 0:
+        raise ConfigError("the privacy budget epsilon must be > 0")
+    low, high = 1e-3, 1.0
+    while epsilon_for(mechanism, high, sampling_rate, steps, delta) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e6:
+            raise ConfigError(f"no noise multiplier reaches epsilon {target_epsilon} in {steps} steps")
+    while high / low > 1 + tolerance:
+        mid = math.sqrt(low * high)
+        if epsilon_for(mechanism, mid, sampling_rate, steps, delta) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+@dataclass
+class PrivacyAccountant:
+    """One agent's running account for one task: what was spent, and whether the next round fits."""
+
+    mechanism: str
+    noise_multiplier: float
+    sampling_rate: float
+    delta: float
+    budget: float
+    steps: int = 0
+
+    @property
+    def epsilon_spent(self) -> float:
+        return epsilon_for(self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps, self.delta)
+
+    def can_afford(self, more_steps: int) -> bool:
+        """Whether ``more_steps`` steps keep the total within the budget."""
+        after = epsilon_for(self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps + more_steps,
+                            self.delta)
+        return after <= self.budget * (1 + 1e-9)
+
+    def spend(self, steps: int) -> float:
+        self.steps += steps
+        return self.epsilon_spent

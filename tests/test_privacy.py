@@ -1,0 +1,136 @@
+"""GD-DP: the Laplace query, the fast clipping paths, the noise distribution, and the accountant."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import tensorflow as tf  # noqa: E402
+
+from dp_accounting import pld, rdp  # noqa: E402
+
+from bpcv.models import build_model  # noqa: E402
+from edge_agent.privacy.accountant import (  # noqa: E402
+    PrivacyAccountant,
+    calibrate_noise_multiplier,
+    epsilon_for,
+    step_event,
+)
+from edge_agent.privacy.gaussian_query import GaussianBatchSumQuery  # noqa: E402
+from edge_agent.privacy.laplace_query import LaplaceSumQuery  # noqa: E402
+from edge_agent.privacy.optimizer import VectorizedDPSGD, supports_ghost_clipping  # noqa: E402
+
+
+def np_clip_l1(record, c):
+    norm = sum(np.abs(t).sum() for t in record)
+    return [t * min(1.0, c / norm) for t in record]
+
+
+def test_zero_noise_query_returns_exactly_the_sum_of_clipped_records():
+    rng = np.random.default_rng(0)
+    records = [[rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)] for _ in range(7)]
+    query = LaplaceSumQuery(l1_norm_clip=1.5, noise_multiplier=0.0)
+    state = query.initial_global_state()
+    params = query.derive_sample_params(state)
+    sample = query.initial_sample_state(records[0])
+    for record in records:
+        sample = query.accumulate_record(params, sample, record)
+    result, _, _ = query.get_noised_result(sample, state)
+    expected = [sum(np_clip_l1(r, 1.5)[i] for r in records) for i in range(2)]
+    for got, want in zip(result, expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, (4, 5), elements=st.floats(-1e3, 1e3, width=32)),
+       st.floats(0.01, 100.0))
+def test_every_clipped_record_has_l1_norm_at_most_c(record, clip):
+    query = LaplaceSumQuery(clip, 1.0)
+    clipped = query.preprocess_record(tf.constant(clip, tf.float32), [tf.constant(record)])
+    norm = float(tf.reduce_sum(tf.abs(clipped[0])))
+    assert norm <= clip * (1 + 1e-5)
+    if np.abs(record).sum() <= clip:
+        np.testing.assert_allclose(clipped[0].numpy(), record)  # small records pass unchanged
+
+
+def test_laplace_noise_fits_the_stated_scale_ks():
+    query = LaplaceSumQuery(l1_norm_clip=0.5, noise_multiplier=2.0, seed=1234)
+    state = query.initial_global_state()
+    noised, _, event = query.get_noised_result([tf.zeros(20000)], state)
+    sample = noised[0].numpy()
+    scale = 0.5 * 2.0
+    assert scipy.stats.kstest(sample, scipy.stats.laplace(scale=scale).cdf).pvalue > 0.01
+    assert scipy.stats.kstest(sample, scipy.stats.laplace(scale=1.2 * scale).cdf).pvalue < 1e-4  # the test can fail
+    assert scipy.stats.kstest(sample, scipy.stats.norm(scale=scale * math.sqrt(2)).cdf).pvalue < 1e-4
+    assert event.noise_multiplier == 2.0
+
+
+def test_laplace_sampler_stays_finite_at_the_edge_of_the_uniform_grid():
+    from edge_agent.privacy.laplace_query import laplace_from_uniform
+
+    u = tf.constant([-0.5, -0.5 + 2**-25, 0.0, 0.5 - 2**-24], tf.float32)
+    noise = laplace_from_uniform(u, tf.constant(2.0)).numpy()
+    assert np.all(np.isfinite(noise)) and noise[2] == 0.0
+    assert abs(noise[0]) == pytest.approx(2.0 * 24 * math.log(2), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def small_batch():
+    rng = np.random.default_rng(3)
+    model = build_model("mlp:16,8", (6, 6, 1), 4, seed=0)
+    x = tf.constant(rng.random((12, 6, 6, 1)), tf.float32)
+    y = tf.constant(rng.integers(0, 4, 12), tf.int64)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction="none")
+    return model, loss_fn, x, y
+
+
+@pytest.mark.parametrize("query", [LaplaceSumQuery(0.7, 0.0), GaussianBatchSumQuery(0.7, 0.0)],
+                         ids=["laplace-l1", "gaussian-l2"])
+def test_ghost_jacobian_and_library_loop_give_the_same_clipped_sums(small_batch, query):
+    model, loss_fn, x, y = small_batch
+    assert supports_ghost_clipping(model)
+    opt = VectorizedDPSGD(query, expected_batch_size=12, learning_rate=0.1)
+    ghost = opt.clipped_sum_ghost(model, loss_fn, x, y)
+    jac = opt.clipped_sum_jacobian(model, loss_fn, x, y)
+    with tf.GradientTape() as tape:
+        losses = loss_fn(y, model(x, training=True))
+    library = [g * 12 for g, _ in opt._compute_gradients(losses, model.trainable_variables, tape=tape)]
+    for g, j, lib in zip(ghost, jac, library, strict=True):
+        np.testing.assert_allclose(g.numpy(), j.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(g.numpy(), lib.numpy(), rtol=1e-4, atol=1e-6)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in ghost) > 0
+
+
+def test_accountant_matches_dp_accounting_called_directly():
+    q, m, steps, delta = 0.01, 1.3, 1000, 1e-5
+    direct = pld.PLDAccountant()
+    direct.compose(step_event("laplace", m, q), steps)
+    assert epsilon_for("laplace", m, q, steps, delta) == pytest.approx(direct.get_epsilon(delta))
+    direct = rdp.RdpAccountant()
+    direct.compose(step_event("gaussian", m, q), steps)
+    assert epsilon_for("gaussian", m, q, steps, delta) == pytest.approx(direct.get_epsilon(delta))
+    pure = epsilon_for("laplace", m, q, steps, 0.0)
+    assert pure == pytest.approx(steps * math.log1p(q * math.expm1(1 / m)))
+    assert pure >= epsilon_for("laplace", m, q, steps, 1e-9)  # pure DP is the more conservative statement
+
+
+def test_calibration_meets_the_target():
+    for mechanism, delta in (("laplace", 0.0), ("laplace", 1e-5), ("gaussian", 1e-5)):
+        m = calibrate_noise_multiplier(mechanism, 5.0, 0.02, 500, delta)
+        assert epsilon_for(mechanism, m, 0.02, 500, delta) <= 5.0
+        assert epsilon_for(mechanism, m * 0.97, 0.02, 500, delta) > 5.0
+
+
+def test_budget_stop_happens_at_the_right_round():
+    per_round, q, m = 100, 0.01, 2.0
+    budget = epsilon_for("laplace", m, q, 3 * per_round, 0.0) * 1.001  # exactly three rounds fit
+    acc = PrivacyAccountant("laplace", m, q, 0.0, budget)
+    rounds = 0
+    while acc.can_afford(per_round):
+        acc.spend(per_round)
+        rounds += 1
+    assert rounds == 3 and acc.epsilon_spent <= budget
