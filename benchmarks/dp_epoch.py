@@ -46,8 +46,9 @@ def main() -> None:
         "laplace_jacobian": (laplace, "jacobian"),
         "laplace_tf_privacy_loop": (laplace, "library-loop"),
     }
-    trainers = {name: Trainer(task, ds.input_shape, 10, privacy, dp_path=path)
-                for name, (privacy, path) in configs.items()}
+    trainers = {
+        name: Trainer(task, ds.input_shape, 10, privacy, dp_path=path) for name, (privacy, path) in configs.items()
+    }
     weights = trainers["no_dp"].model.get_weights()
     for trainer in trainers.values():  # warm-up: trace the graphs
         trainer.train(weights, x[:256], y[:256], seed=0)

@@ -31,6 +31,11 @@ class AgentConfig:
     val_fraction: float = 0.1
     behaviour: str = "honest"
     join_delay_s: float = 0.0
+    dp: str = "off"  # GD-DP mechanism: laplace | gaussian | off
+    epsilon: float = 10.0  # this agent's total privacy budget for a task
+    delta: float = -1.0  # < 0: the mechanism's default (0 for Laplace, 1e-5 for Gaussian)
+    noise_multiplier: float = 0.0  # 0: calibrated from the budget over the task's planned rounds
+    clip: float = 0.0  # 0: the mechanism's default (L1 100 for Laplace, L2 1.0 for Gaussian)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,15 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
     p.add_argument("--min-nodes", type=int, default=None, help="never eliminate below this (default active // 2)")
+    p.add_argument(
+        "--dp",
+        default="off",
+        choices=["off", "laplace", "gaussian"],
+        help="GD-DP mechanism for every agent (default off: see docs/DECISIONS.md, Privacy)",
+    )
+    p.add_argument("--epsilon", type=float, default=10.0, help="each agent's total privacy budget (default 10)")
+    p.add_argument("--delta", type=float, default=-1.0, help="delta (default: 0 for Laplace, 1e-5 for Gaussian)")
+    p.add_argument("--clip", type=float, default=0.0, help="clip norm (default: L1 100 Laplace, L2 1.0 Gaussian)")
     p.add_argument("--update-timeout", type=float, default=300.0, help="seconds to wait for updates per round")
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
     p.add_argument("--seed", type=int, default=0)
@@ -86,6 +95,10 @@ class DemoOptions:
     timeout: float
     update_timeout_s: float
     vote_timeout_s: float
+    dp: str = "off"
+    epsilon: float = 10.0
+    delta: float = -1.0
+    clip: float = 0.0
     log_level: str = "INFO"
 
     @classmethod
@@ -121,6 +134,10 @@ class DemoOptions:
             a.timeout,
             a.update_timeout,
             a.vote_timeout,
+            a.dp,
+            a.epsilon,
+            a.delta,
+            a.clip,
             a.log_level,
         )
 
@@ -202,6 +219,10 @@ class Demo:
                 seed=o.seed,
                 behaviour=behaviour,
                 join_delay_s=STANDBY_JOIN_DELAY_S if standby else 0.0,
+                dp=o.dp,
+                epsilon=o.epsilon,
+                delta=o.delta,
+                clip=o.clip,
             )
             path = self.out / "configs" / f"{node_id}.toml"
             write_config(cfg, path)
@@ -258,6 +279,7 @@ def _run(demo: Demo, started: float) -> int:
     demo.say(
         f"{o.agents} agents ({active} active, {o.standby} standby"
         + (f", {o.malicious} malicious: {o.behaviour}" if o.malicious else "")
+        + (f", GD-DP {o.dp} with epsilon budget {o.epsilon} each" if o.dp != "off" else ", no DP")
         + f") in {o.processes} processes"
     )
     coordinator = demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
@@ -413,6 +435,9 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
                 "behaviour": n.behaviour,
                 "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
                 "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0),
+                "mechanism": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("mechanism", "off"),
+                "epsilon_budget": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("epsilon_budget"),
+                "epsilon_spent": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("epsilon_spent"),
             }
             for n in nodes
         ],
@@ -426,7 +451,12 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         f"in {summary['duration_s']}s"
     )
     for n in summary["nodes"]:
-        demo.say(f"  {n['id']:<8} {n['behaviour']:<15} {n['status']:<10} reward {n['reward']:.2f}")
+        privacy = (
+            f" | {n['mechanism']} epsilon {n['epsilon_spent']:.3f} of {n['epsilon_budget']}"
+            if n["mechanism"] not in ("off", None) and n["epsilon_spent"] is not None
+            else ""
+        )
+        demo.say(f"  {n['id']:<8} {n['behaviour']:<15} {n['status']:<10} reward {n['reward']:.2f}{privacy}")
     ok = all_valid and len(heads) == 1 and coordinator_rc == 0 and not summary["error"]
     head = next(iter(heads)) if len(heads) == 1 else None
     demo.say(

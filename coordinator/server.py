@@ -75,6 +75,8 @@ class Coordinator:
         self.votes: dict[str, Envelope] = {}
         self.shapes: list[tuple[int, ...]] = []
         self.block_rejections: Counter[str] = Counter()
+        self.left: dict[str, str] = {}  # node -> reason it left the task (e.g. privacy budget spent)
+        self.privacy: dict[str, dict[str, Any]] = {}  # node -> privacy claims at join + epsilon spent
 
     # message pump
     def _pump(self, done: Callable[[], bool], timeout: float) -> bool:
@@ -126,6 +128,9 @@ class Coordinator:
     def _on_join(self, topic: str, node: str, payload: bytes) -> None:
         assert self.task is not None
         env = self.intake.open(payload, ("agent",), topic, task=self.task.task_id, topic_sender=node)
+        if env is not None and env.type == "leave":
+            self._on_leave(node, env)
+            return
         if env is None or node in self.joins:
             return
         samples = env.body.get("num_samples")
@@ -133,6 +138,19 @@ class Coordinator:
             self.intake.reject(Rejected("malformed", f"join of {node} without a positive sample count"), topic)
             return
         self.joins[node] = (time.monotonic(), samples)
+        claims = env.body.get("privacy")
+        self.privacy[node] = dict(claims) if isinstance(claims, dict) else {"mechanism": "unknown"}
+
+    def _on_leave(self, node: str, env: Envelope) -> None:
+        """A node stops contributing (e.g. its privacy budget is spent): leaving, not misbehaving."""
+        reason = str(env.body.get("reason", "unspecified"))[:100]
+        self.left[node] = reason
+        self._record_epsilon(node, env.body.get("epsilon_spent"))
+        log.info("%s left the task: %s", node, reason)
+
+    def _record_epsilon(self, node: str, value: object) -> None:
+        if isinstance(value, (int, float)) and node in self.privacy:
+            self.privacy[node]["epsilon_spent"] = float(value)
 
     def _on_update(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
         assert self.task is not None
@@ -156,6 +174,7 @@ class Coordinator:
             self.intake.reject(exc, topic)
             return
         self.valid[node] = (env.body["digest"], weights)
+        self._record_epsilon(node, env.body.get("epsilon_spent"))
 
     def _on_vote(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
         assert self.task is not None
@@ -268,7 +287,10 @@ class Coordinator:
             result = seal(self.identity, "result", task.task_id, round_no, body)
             self.bus.publish(self.topics.result(task.task_id, round_no), result.raw)
             for node in outcome.dropped:
-                status[node] = "dropped"
+                status[node] = "left" if node in self.left else "dropped"
+            for node in self.left:
+                if status.get(node) == "standby":
+                    status[node] = "left"
             for node in list(outcome.invalid) + ([outcome.eliminated] if outcome.eliminated else []):
                 status[node] = "eliminated"
             for node in outcome.admitted:
@@ -292,6 +314,7 @@ class Coordinator:
                 "eliminated_reason": outcome.eliminated_reason,
                 "invalid": outcome.invalid,
                 "dropped": outcome.dropped,
+                "left": sorted(n for n in outcome.dropped if n in self.left),
                 "admitted": outcome.admitted,
                 "aggregated": outcome.aggregated,
                 "excluded": outcome.excluded,
@@ -330,7 +353,14 @@ class Coordinator:
         summary[f"final_{task.metric}"] = summary["rounds"][-1][task.metric] if summary["rounds"] else None
         summary["final_model_digest"] = final_digest
         summary["nodes"] = {
-            n: {"status": status[n], "reward": rewards[n], "num_samples": self.joins[n][1]} for n in sorted(status)
+            n: {
+                "status": status[n],
+                "reward": rewards[n],
+                "num_samples": self.joins[n][1],
+                "left_because": self.left.get(n),
+                "privacy": self.privacy.get(n, {}),
+            }
+            for n in sorted(status)
         }
         return self._finish(summary, started)
 
@@ -349,7 +379,10 @@ class Coordinator:
         body = {"roster": self.roster, "assignment": assignment, "model_digest": model_digest(blob)}
         env = seal(self.identity, "global", task.task_id, round_no, body, [blob])
         self.bus.publish(self.topics.global_model(task.task_id, round_no), env.raw)
-        self._pump(lambda: all(n in self.valid or n in self.invalid for n in self.roster), task.update_timeout_s)
+        self._pump(
+            lambda: all(n in self.valid or n in self.invalid or n in self.left for n in self.roster),
+            task.update_timeout_s,
+        )
         self.manifest = {n: d for n, (d, _) in sorted(self.valid.items())}
         env = seal(self.identity, "manifest", task.task_id, round_no, {"updates": self.manifest})
         self.bus.publish(self.topics.manifest(task.task_id, round_no), env.raw)
@@ -360,7 +393,7 @@ class Coordinator:
             list(self.valid),
             self.invalid,
             scores,
-            standby,
+            [n for n in standby if n not in self.left],
             task.metric,
             task.quality_rule,
             task.nodes,
@@ -375,6 +408,7 @@ class Coordinator:
         assert self.task is not None
         body = asdict(outcome)
         body["quality"] = {n: round(q, 6) for n, q in outcome.quality.items()}
+        body["epsilon_spent"] = {n: self.privacy.get(n, {}).get("epsilon_spent") for n in self.valid}
         body.update(
             {
                 "votes": sorted(v.digest for v in self.votes.values()),

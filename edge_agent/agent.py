@@ -28,14 +28,15 @@ from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from edge_agent import behaviours
-from edge_agent.trainer import Trainer
+from edge_agent.privacy.plan import PrivacyPlan, plan_privacy
+from edge_agent.trainer import PrivacySettings, Trainer
 from ledger.block import build_block
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
 
 log = logging.getLogger(__name__)
 Job = tuple[Callable[..., None], tuple[Any, ...]]
-TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int], Trainer]
+TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
 PENDING_VOTE_WAIT_S = 10.0
 
 
@@ -76,6 +77,7 @@ class Agent:
         self.shard: Shard | None = None
         self.trainer: Trainer | None = None
         self.num_classes = 0
+        self.privacy: PrivacyPlan | None = None
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
@@ -151,15 +153,26 @@ class Agent:
         except BpcvError as exc:
             log.error("%s: cannot answer task %s: local data unusable: %s", self.node_id, task.task_id, exc)
             return
+        try:
+            self.privacy = plan_privacy(self.config, task, self.shard.num_samples)
+        except BpcvError as exc:
+            log.error("%s: cannot answer task %s: %s", self.node_id, task.task_id, exc)
+            return
         self.num_classes = dataset.num_classes
-        self.trainer = self._trainers(task, dataset.input_shape, dataset.num_classes)
+        self.trainer = self._trainers(
+            task, dataset.input_shape, dataset.num_classes, self.privacy.settings if self.privacy else None
+        )
         self.task, self.task_raw = task, payload
         self.bus.subscribe(self.topics.round_wildcard(task.task_id))
         self._later(self.config.join_delay_s, self.join)
 
     def join(self) -> None:
         assert self.task is not None and self.shard is not None
-        body = {"num_samples": self.shard.num_samples, "dataset": self.config.dataset}
+        body = {
+            "num_samples": self.shard.num_samples,
+            "dataset": self.config.dataset,
+            "privacy": self.privacy.claims() if self.privacy else {"mechanism": "off"},
+        }
         env = seal(self.identity, "join", self.task.task_id, 0, body)
         self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
         self.status = "joined"
@@ -196,25 +209,60 @@ class Agent:
         self.votes = {r: v for r, v in self.votes.items() if r >= round_no}
         self.pending_manifest = self.pending_result = None
         if self.node_id not in self.roster:
-            if self.status not in ("eliminated", "done"):
+            if self.status not in ("eliminated", "done", "left"):
                 self.status = "standby"
+            return
+        if self.status == "left":
+            return
+        if self.privacy is not None and not self.privacy.accountant.can_afford(self.privacy.steps_per_round):
+            self.leave(round_no, "privacy-budget-spent")
             return
         self.status = "active"
         local = None
         if behaviours.trains(self.behaviour):
             labels = behaviours.training_labels(self.behaviour, self.shard.y_train, self.num_classes)
-            local = self.trainer.train(
-                global_weights,
-                self.shard.x_train,
-                labels,
-                seed=zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31,
-            )
+            seed = zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31
+            local, steps = self.trainer.train(global_weights, self.shard.x_train, labels, seed=seed)
+            if self.privacy is not None:
+                self.privacy.accountant.spend(steps)
         weights = behaviours.shape_update(self.behaviour, global_weights, local, self.rng)
         blob = encode_model(weights)
-        body = {"digest": model_digest(blob), "num_samples": self.shard.num_samples, "epsilon_spent": None}
+        body = {
+            "digest": model_digest(blob),
+            "num_samples": self.shard.num_samples,
+            "epsilon_spent": self.epsilon_spent(),
+        }
         update = seal(self.identity, "update", self.task.task_id, round_no, body, [blob])
         self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), update.raw)
-        log.info("%s: round %d update sent (%d bytes)", self.node_id, round_no, len(update.raw))
+        log.info(
+            "%s: round %d update sent (%d bytes, epsilon spent %s)",
+            self.node_id,
+            round_no,
+            len(update.raw),
+            body["epsilon_spent"],
+        )
+
+    def epsilon_spent(self) -> float | None:
+        """The privacy spent on this task so far (None without DP: no guarantee to state)."""
+        return round(self.privacy.accountant.epsilon_spent, 6) if self.privacy is not None else None
+
+    def leave(self, round_no: int, reason: str) -> None:
+        """Stop contributing to the task and say so, signed, on the join topic and the status topic."""
+        assert self.task is not None
+        body = {"reason": reason, "epsilon_spent": self.epsilon_spent()}
+        env = seal(self.identity, "leave", self.task.task_id, round_no, body)
+        self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
+        self.bus.publish(self.topics.status(self.node_id), f"left:{reason}".encode(), retain=True)
+        self.status = "left"
+        log.warning(
+            "%s: leaving task %s before round %d: %s (epsilon spent %s of budget %s)",
+            self.node_id,
+            self.task.task_id,
+            round_no,
+            reason,
+            body["epsilon_spent"],
+            self.config.epsilon,
+        )
 
     def on_update(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         if sender == self.node_id or not self._in_window(topic, round_no):
@@ -271,7 +319,7 @@ class Agent:
             scores[peer] = round(self.trainer.evaluate(weights, self.shard.x_val, self.shard.y_val), 6)
             digests[peer] = listed[peer]
         scores = behaviours.shape_scores(self.behaviour, scores, higher_is_better(self.task.metric))
-        body = {"metric": self.task.metric, "scores": scores, "digests": digests}
+        body = {"metric": self.task.metric, "scores": scores, "digests": digests, "epsilon_spent": self.epsilon_spent()}
         vote = seal(self.identity, "vote", self.task.task_id, self.round, body)
         self.votes.setdefault(self.round, {})[vote.digest] = vote.raw
         self.bus.publish(self.topics.vote(self.task.task_id, self.round, self.node_id), vote.raw)

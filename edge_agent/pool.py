@@ -17,7 +17,7 @@ from bpcv.config import AgentConfig
 from bpcv.models import configure_tensorflow
 from bpcv.task import TaskSpec
 from edge_agent.agent import Agent, Job
-from edge_agent.trainer import Trainer
+from edge_agent.trainer import PrivacySettings, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,17 @@ class AgentPool:
     def __init__(self, configs: Sequence[AgentConfig], threads: int | None = None) -> None:
         configure_tensorflow(threads or max(1, (os.cpu_count() or 2) // 2))
         self.jobs: queue.Queue[Job] = queue.Queue()
-        self._trainers: dict[tuple[str, tuple[int, ...]], Trainer] = {}
+        self._trainers: dict[tuple[str, tuple[int, ...], PrivacySettings | None], Trainer] = {}
         self.agents = [Agent(c, self.jobs, self.trainer_for) for c in configs]
         self._stop = threading.Event()
 
-    def trainer_for(self, task: TaskSpec, input_shape: tuple[int, ...], num_classes: int) -> Trainer:
-        """One compiled model per task and input shape, shared by the pool's agents."""
-        key = (task.task_id, input_shape)
+    def trainer_for(
+        self, task: TaskSpec, input_shape: tuple[int, ...], num_classes: int, privacy: PrivacySettings | None
+    ) -> Trainer:
+        """One compiled model per task, input shape and privacy setting, shared by the pool's agents."""
+        key = (task.task_id, input_shape, privacy)
         if key not in self._trainers:
-            self._trainers[key] = Trainer(task, input_shape, num_classes)
+            self._trainers[key] = Trainer(task, input_shape, num_classes, privacy)
         return self._trainers[key]
 
     def run(self) -> None:

@@ -37,8 +37,9 @@ def steps_per_round(num_samples: int, task: TaskSpec) -> int:
     return task.local_epochs * math.ceil(num_samples / task.batch_size)
 
 
-def poisson_batches(x: np.ndarray, y: np.ndarray, sampling_rate: float, steps: int,
-                    rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def poisson_batches(
+    x: np.ndarray, y: np.ndarray, sampling_rate: float, steps: int, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``steps`` batches, each holding every record independently with probability ``sampling_rate``."""
     for _ in range(steps):
         idx = np.flatnonzero(rng.random(len(y)) < sampling_rate)
@@ -48,8 +49,14 @@ def poisson_batches(x: np.ndarray, y: np.ndarray, sampling_rate: float, steps: i
 class Trainer:
     """Builds the task's model once and runs training / evaluation jobs on it."""
 
-    def __init__(self, task: TaskSpec, input_shape: tuple[int, ...], num_classes: int,
-                 privacy: PrivacySettings | None = None, dp_path: str = "auto") -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        privacy: PrivacySettings | None = None,
+        dp_path: str = "auto",
+    ) -> None:
         """``dp_path``: ``ghost`` (Dense models), ``jacobian`` (any model), ``auto`` (ghost when it can),
         or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit)."""
         self.task = task
@@ -72,8 +79,11 @@ class Trainer:
         if ghost and not supports_ghost_clipping(self.model):
             raise ValueError(f"model {self.task.model} has layers ghost clipping cannot handle")
         self.dp_path = "ghost" if ghost else "jacobian"
-        label = tf.TensorSpec((None,), tf.int64) if self.task.category == "classification" else (
-            tf.TensorSpec((None,), tf.float32))
+        label = (
+            tf.TensorSpec((None,), tf.int64)
+            if self.task.category == "classification"
+            else (tf.TensorSpec((None,), tf.float32))
+        )
 
         @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32), label])
         def step(x: Any, y: Any) -> None:
@@ -117,8 +127,9 @@ class Trainer:
         self.model.set_weights(weights)
         steps = steps_per_round(len(y), self.task)
         if self.privacy is None:
-            self.model.fit(x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0,
-                           shuffle=True)
+            self.model.fit(
+                x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0, shuffle=True
+            )
             return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
         rate = min(1.0, self.task.batch_size / len(y))
         batches = poisson_batches(x, y, rate, steps, np.random.default_rng(seed))
@@ -128,8 +139,11 @@ class Trainer:
         else:  # tensorflow-privacy's own loop, through Keras fit
             dataset = tf.data.Dataset.from_generator(
                 lambda: batches,
-                output_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.float32),
-                                  tf.TensorSpec((None,), tf.as_dtype(y.dtype))))
+                output_signature=(
+                    tf.TensorSpec((None, *x.shape[1:]), tf.float32),
+                    tf.TensorSpec((None,), tf.as_dtype(y.dtype)),
+                ),
+            )
             self.model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
         return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
 

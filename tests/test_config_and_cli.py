@@ -102,8 +102,12 @@ def test_broker_run_serves_from_any_folder(tmp_path, kind):
     from broker.runner import free_port, wait_for_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bpcv.cli", "broker", "run", kind, "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bpcv.cli", "broker", "run", kind, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port("127.0.0.1", port)
         got = []

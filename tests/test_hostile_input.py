@@ -21,15 +21,6 @@ SHAPES = [(3, 2), (2,)]
 TOPICS = Topics()
 
 
-@pytest.fixture()
-def consortium(tmp_path):
-    c = make_consortium(n_agents=3)
-    (tmp_path / "genesis.bin").write_bytes(c.genesis.raw)
-    for ident in [c.coordinator, *c.agents.values()]:
-        ident.save(tmp_path / f"{ident.node_id}.key")
-    return c, tmp_path
-
-
 def update_env(ident: Identity, round_no: int, weights, task="t1"):
     blob = encode_model(weights)
     return seal(ident, "update", task, round_no, {"digest": model_digest(blob), "num_samples": 10}, [blob])
@@ -46,8 +37,14 @@ def vote_with_infinity(ident: Identity) -> bytes:
 
 def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     c, tmp = consortium
-    coord = Coordinator(CoordinatorConfig(key=str(tmp / "coordinator.key"), genesis=str(tmp / "genesis.bin"),
-                                          chain_dir=str(tmp / "coord-chain"), run_dir=str(tmp / "run")))
+    coord = Coordinator(
+        CoordinatorConfig(
+            key=str(tmp / "coordinator.key"),
+            genesis=str(tmp / "genesis.bin"),
+            chain_dir=str(tmp / "coord-chain"),
+            run_dir=str(tmp / "run"),
+        )
+    )
     coord.task, coord.round, coord.shapes = c.task, 1, SHAPES
     coord.roster = ["node-01", "node-02", "node-03"]
     good = [np.ones(s, np.float32) for s in SHAPES]
@@ -75,8 +72,17 @@ def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     assert coord.invalid == {"node-01": "non-finite", "node-02": "wrong-shape"}
     assert list(coord.valid) == ["node-03"] and coord.votes == {}
     assert dict(coord.intake.rejected) == {
-        "malformed": 2, "oversize": 1, "non-finite": 1, "bad-signature": 1, "wrong-round": 1, "wrong-shape": 1,
-        "sender-mismatch": 1, "early-vote": 1, "vote-off-manifest": 1, "invalid-block": 1}
+        "malformed": 2,
+        "oversize": 1,
+        "non-finite": 1,
+        "bad-signature": 1,
+        "wrong-round": 1,
+        "wrong-shape": 1,
+        "sender-mismatch": 1,
+        "early-vote": 1,
+        "vote-off-manifest": 1,
+        "invalid-block": 1,
+    }
     assert coord.replica.height == 0
     coord.close()
 
@@ -93,19 +99,39 @@ class FakeTrainer:
 def test_agent_refuses_bad_messages_on_every_topic(consortium):
     c, tmp = consortium
     jobs: queue.Queue = queue.Queue()
-    agent = Agent(AgentConfig(key=str(tmp / "node-01.key"), genesis=str(tmp / "genesis.bin"),
-                              chain_dir=str(tmp / "a-chain"), num_shards=40), jobs, lambda *a: FakeTrainer())
+    agent = Agent(
+        AgentConfig(
+            key=str(tmp / "node-01.key"),
+            genesis=str(tmp / "genesis.bin"),
+            chain_dir=str(tmp / "a-chain"),
+            num_shards=40,
+        ),
+        jobs,
+        lambda *a: FakeTrainer(),
+    )
     agent.handle(TOPICS.task("t1"), b"not an envelope")
     agent.handle(TOPICS.task("t1"), seal(c.agents["node-02"], "task", "t1", 0, c.task.to_body()).raw)  # wrong role
     agent.handle(TOPICS.task("t1"), c.task_env.raw)
     assert agent.task is not None and agent.task.task_id == "t1"
     garbage = b"\xff" * 100
-    for topic in (TOPICS.global_model("t1", 1), TOPICS.update("t1", 1, "node-02"), TOPICS.manifest("t1", 1),
-                  TOPICS.vote("t1", 1, "node-02"), TOPICS.result("t1", 1), TOPICS.block("main"),
-                  "bpcv/v1/tasks/t1/round/notanumber/vote/node-02"):
+    for topic in (
+        TOPICS.global_model("t1", 1),
+        TOPICS.update("t1", 1, "node-02"),
+        TOPICS.manifest("t1", 1),
+        TOPICS.vote("t1", 1, "node-02"),
+        TOPICS.result("t1", 1),
+        TOPICS.block("main"),
+        "bpcv/v1/tasks/t1/round/notanumber/vote/node-02",
+    ):
         agent.handle(topic, garbage)
-    forged_global = seal(Identity("coordinator", Identity.generate("x").signing_key), "global", "t1", 1,
-                         {"roster": ["node-01"], "model_digest": "00"}, [encode_model([np.ones(s) for s in SHAPES])])
+    forged_global = seal(
+        Identity("coordinator", Identity.generate("x").signing_key),
+        "global",
+        "t1",
+        1,
+        {"roster": ["node-01"], "model_digest": "00"},
+        [encode_model([np.ones(s) for s in SHAPES])],
+    )
     agent.handle(TOPICS.global_model("t1", 1), forged_global.raw)
     assert agent.round == 0 and agent.status == "idle" and agent.replica.height == 0
     assert agent.intake.rejected["malformed"] == 7 and agent.intake.rejected["bad-signature"] == 1

@@ -46,8 +46,7 @@ def test_zero_noise_query_returns_exactly_the_sum_of_clipped_records():
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float32, (4, 5), elements=st.floats(-1e3, 1e3, width=32)),
-       st.floats(0.01, 100.0))
+@given(hnp.arrays(np.float32, (4, 5), elements=st.floats(-1e3, 1e3, width=32)), st.floats(0.01, 100.0))
 def test_every_clipped_record_has_l1_norm_at_most_c(record, clip):
     query = LaplaceSumQuery(clip, 1.0)
     clipped = query.preprocess_record(tf.constant(clip, tf.float32), [tf.constant(record)])
@@ -88,8 +87,9 @@ def small_batch():
     return model, loss_fn, x, y
 
 
-@pytest.mark.parametrize("query", [LaplaceSumQuery(0.7, 0.0), GaussianBatchSumQuery(0.7, 0.0)],
-                         ids=["laplace-l1", "gaussian-l2"])
+@pytest.mark.parametrize(
+    "query", [LaplaceSumQuery(0.7, 0.0), GaussianBatchSumQuery(0.7, 0.0)], ids=["laplace-l1", "gaussian-l2"]
+)
 def test_ghost_jacobian_and_library_loop_give_the_same_clipped_sums(small_batch, query):
     model, loss_fn, x, y = small_batch
     assert supports_ghost_clipping(model)

@@ -23,8 +23,11 @@ MECHANISMS = ("laplace", "gaussian", "off")
 
 
 def step_event(mechanism: str, noise_multiplier: float, sampling_rate: float) -> dp_accounting.DpEvent:
-    inner = (dp_accounting.LaplaceDpEvent(noise_multiplier) if mechanism == "laplace"
-             else dp_accounting.GaussianDpEvent(noise_multiplier))
+    inner = (
+        dp_accounting.LaplaceDpEvent(noise_multiplier)
+        if mechanism == "laplace"
+        else dp_accounting.GaussianDpEvent(noise_multiplier)
+    )
     return dp_accounting.PoissonSampledDpEvent(sampling_rate, inner)
 
 
@@ -44,8 +47,9 @@ def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, s
     return float(accountant.get_epsilon(delta))
 
 
-def calibrate_noise_multiplier(mechanism: str, target_epsilon: float, sampling_rate: float, steps: int,
-                               delta: float, tolerance: float = 0.01) -> float:
+def calibrate_noise_multiplier(
+    mechanism: str, target_epsilon: float, sampling_rate: float, steps: int, delta: float, tolerance: float = 0.01
+) -> float:
     """The smallest noise multiplier (within ``tolerance`` relative) whose epsilon after ``steps`` is at
     most ``target_epsilon``."""
     if target_epsilon <= 0:
@@ -81,8 +85,9 @@ class PrivacyAccountant:
 
     def can_afford(self, more_steps: int) -> bool:
         """Whether ``more_steps`` steps keep the total within the budget."""
-        after = epsilon_for(self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps + more_steps,
-                            self.delta)
+        after = epsilon_for(
+            self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps + more_steps, self.delta
+        )
         return after <= self.budget * (1 + 1e-9)
 
     def spend(self, steps: int) -> float:

@@ -15,8 +15,7 @@ class GaussianBatchSumQuery(GaussianSumQuery):
 
     def preprocess_batch(self, params: tf.Tensor, per_example: list[tf.Tensor]) -> list[tf.Tensor]:
         """Sum of records each clipped to L2 norm ``params`` (records stacked on axis 0)."""
-        squares = tf.add_n([tf.reduce_sum(tf.square(tf.reshape(t, [tf.shape(t)[0], -1])), axis=1)
-                            for t in per_example])
+        squares = tf.add_n([tf.reduce_sum(tf.square(tf.reshape(t, [tf.shape(t)[0], -1])), axis=1) for t in per_example])
         factors = tf.minimum(1.0, params / tf.maximum(tf.sqrt(squares), 1e-12))
         return [tf.tensordot(factors, t, axes=1) for t in per_example]
 

@@ -46,15 +46,21 @@ class LaplaceSumQuery(dp_query.SumAggregationDPQuery):
             raise ValueError("l1_norm_clip must be > 0 and noise_multiplier >= 0")
         self._l1_norm_clip = float(l1_norm_clip)
         self._noise_multiplier = float(noise_multiplier)
-        self._rng = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+        self._rng = (
+            tf.random.Generator.from_seed(seed)
+            if seed is not None
+            else tf.random.Generator.from_non_deterministic_state()
+        )
 
     @property
     def noise_multiplier(self) -> float:
         return self._noise_multiplier
 
     def initial_global_state(self) -> Any:
-        return self._GlobalState(tf.constant(self._l1_norm_clip, tf.float32),
-                                 tf.constant(self._l1_norm_clip * self._noise_multiplier, tf.float32))
+        return self._GlobalState(
+            tf.constant(self._l1_norm_clip, tf.float32),
+            tf.constant(self._l1_norm_clip * self._noise_multiplier, tf.float32),
+        )
 
     def derive_sample_params(self, global_state: Any) -> tf.Tensor:
         return global_state.l1_norm_clip
@@ -90,6 +96,9 @@ class LaplaceSumQuery(dp_query.SumAggregationDPQuery):
             return v + tf.cast(self.laplace_noise(tf.shape(v), global_state.noise_scale), v.dtype)
 
         result = tf.nest.map_structure(add_noise, sample_state)
-        event = dp_accounting.LaplaceDpEvent(self._noise_multiplier) if self._noise_multiplier else (
-            dp_accounting.NonPrivateDpEvent())
+        event = (
+            dp_accounting.LaplaceDpEvent(self._noise_multiplier)
+            if self._noise_multiplier
+            else (dp_accounting.NonPrivateDpEvent())
+        )
         return result, global_state, event

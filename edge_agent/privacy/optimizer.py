@@ -24,8 +24,12 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import make_keras_generic_optimizer_class
 
 _GenericDPSGD = make_keras_generic_optimizer_class(tf.keras.optimizers.legacy.SGD)
-PASS_THROUGH_LAYERS = (tf.keras.layers.Flatten, tf.keras.layers.Activation, tf.keras.layers.InputLayer,
-                       tf.keras.layers.Reshape)
+PASS_THROUGH_LAYERS = (
+    tf.keras.layers.Flatten,
+    tf.keras.layers.Activation,
+    tf.keras.layers.InputLayer,
+    tf.keras.layers.Reshape,
+)
 
 
 def supports_ghost_clipping(model: Any) -> bool:
@@ -41,6 +45,8 @@ def supports_ghost_clipping(model: Any) -> bool:
 
 class VectorizedDPSGD(_GenericDPSGD):  # type: ignore[misc, valid-type]
     """DP-SGD whose ``dp_sum_query`` clips, sums and noises; see the module docstring for the paths."""
+
+    _global_state: Any  # the query's state, set by tensorflow-privacy's constructor
 
     def __init__(self, dp_sum_query: Any, expected_batch_size: float, **kwargs: Any) -> None:
         super().__init__(dp_sum_query, num_microbatches=None, **kwargs)

@@ -46,14 +46,27 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     mechanism, budget, delta, clip = parse_config(text)
     ds = load_dataset("mnist")
     shards = [make_shard(ds, i, args.agents, "iid", seed=args.seed) for i in range(args.agents)]
-    task = TaskSpec(task_id="exp", coordinator="c", model=args.model, local_epochs=args.epochs,
-                    batch_size=args.batch, learning_rate=args.lr)
+    task = TaskSpec(
+        task_id="exp",
+        coordinator="c",
+        model=args.model,
+        local_epochs=args.epochs,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+    )
     privacy, noise = None, 0.0
     if mechanism != "off":
         # one noise multiplier for all agents: the largest any agent needs (smaller shard, larger q)
-        noise = max(calibrate_noise_multiplier(mechanism, budget, min(1.0, args.batch / s.num_samples),
-                                               args.rounds * steps_per_round(s.num_samples, task), delta)
-                    for s in shards[:1] + shards[-1:])
+        noise = max(
+            calibrate_noise_multiplier(
+                mechanism,
+                budget,
+                min(1.0, args.batch / s.num_samples),
+                args.rounds * steps_per_round(s.num_samples, task),
+                delta,
+            )
+            for s in shards[:1] + shards[-1:]
+        )
         privacy = PrivacySettings(mechanism, clip, noise)
     trainer = Trainer(task, ds.input_shape, ds.num_classes, privacy)
     weights = trainer.model.get_weights()
@@ -62,19 +75,42 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     for round_no in range(1, args.rounds + 1):
         updates = []
         for i, shard in enumerate(shards):
-            w, taken = trainer.train(weights, shard.x_train, shard.y_train, seed=args.seed * 100003 + round_no * 1009 + i)
+            w, taken = trainer.train(
+                weights, shard.x_train, shard.y_train, seed=args.seed * 100003 + round_no * 1009 + i
+            )
             updates.append(w)
         steps += taken
         weights = fedavg(updates, [s.num_samples for s in shards])
         trainer.model.set_weights(weights)
         accuracy = score(predict(trainer.model, ds.x_test), ds.y_test, "accuracy")
-        spent = max(epsilon_for(mechanism, noise, min(1.0, args.batch / s.num_samples), steps, delta)
-                    for s in shards[:1] + shards[-1:]) if privacy else math.inf
+        spent = (
+            max(
+                epsilon_for(mechanism, noise, min(1.0, args.batch / s.num_samples), steps, delta)
+                for s in shards[:1] + shards[-1:]
+            )
+            if privacy
+            else math.inf
+        )
         with out_csv.open("a", newline="") as f:
-            csv.writer(f).writerow([text, mechanism, budget, delta, clip, round(noise, 5), round_no,
-                                    round(accuracy, 5), round(spent, 4), round(time.monotonic() - started, 1)])
-        print(f"{text:<24} round {round_no:>3} accuracy {accuracy:.4f} epsilon {spent:.3f} "
-              f"(noise multiplier {noise:.4f})", flush=True)
+            csv.writer(f).writerow(
+                [
+                    text,
+                    mechanism,
+                    budget,
+                    delta,
+                    clip,
+                    round(noise, 5),
+                    round_no,
+                    round(accuracy, 5),
+                    round(spent, 4),
+                    round(time.monotonic() - started, 1),
+                ]
+            )
+        print(
+            f"{text:<24} round {round_no:>3} accuracy {accuracy:.4f} epsilon {spent:.3f} "
+            f"(noise multiplier {noise:.4f})",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -105,8 +141,9 @@ def main() -> None:
             counts[row["config"]] = counts.get(row["config"], 0) + 1
         done = {c for c, n in counts.items() if n >= args.rounds}
     else:
-        out_csv.write_text("config,mechanism,epsilon_budget,delta,clip,noise_multiplier,round,accuracy,"
-                           "epsilon_spent,elapsed_s\n")
+        out_csv.write_text(
+            "config,mechanism,epsilon_budget,delta,clip,noise_multiplier,round,accuracy,epsilon_spent,elapsed_s\n"
+        )
     np.random.seed(args.seed)
     for text in args.config:
         if text in done:

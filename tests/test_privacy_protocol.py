@@ -1,0 +1,101 @@
+"""The privacy budget in the protocol: an agent stops at the right round and says so, signed; the
+coordinator records it as leaving (not misbehaving) and never admits it. TensorFlow is stubbed here;
+real DP training runs in test_privacy and in a live demo (docs/PRIVACY.md)."""
+
+import queue
+
+import numpy as np
+
+from bpcv.codec import encode_model, model_digest
+from bpcv.config import AgentConfig, CoordinatorConfig
+from bpcv.envelope import seal
+from bpcv.topics import Topics
+from coordinator.server import Coordinator
+from edge_agent.agent import Agent
+from edge_agent.privacy.accountant import epsilon_for
+from edge_agent.trainer import steps_per_round
+
+SHAPES = [(3, 2), (2,)]
+TOPICS = Topics()
+
+
+class StepCountingTrainer:
+    shapes = SHAPES
+
+    def __init__(self, task):
+        self.task = task
+
+    def train(self, weights, x, y, seed):
+        return [w + 0.01 for w in weights], steps_per_round(len(y), self.task)
+
+    def evaluate(self, weights, x, y):
+        return 0.9
+
+
+def global_env(c, round_no, roster):
+    blob = encode_model([np.zeros(s, np.float32) for s in SHAPES])
+    return seal(
+        c.coordinator,
+        "global",
+        "t1",
+        round_no,
+        {"roster": roster, "assignment": {}, "model_digest": model_digest(blob)},
+        [blob],
+    )
+
+
+def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(consortium):
+    c, tmp = consortium
+    noise, shards = 2.0, 40
+    config = AgentConfig(
+        key=str(tmp / "node-01.key"),
+        genesis=str(tmp / "genesis.bin"),
+        chain_dir=str(tmp / "chain"),
+        num_shards=shards,
+        dp="laplace",
+        noise_multiplier=noise,
+    )
+    probe = Agent(config, queue.Queue(), lambda task, *a: StepCountingTrainer(task))
+    probe.handle(TOPICS.task("t1"), c.task_env.raw)
+    per_round, rate = probe.privacy.steps_per_round, probe.privacy.accountant.sampling_rate
+    probe.replica.close()
+    budget = epsilon_for("laplace", noise, rate, 2 * per_round, 0.0) * 1.0001  # two rounds fit, not three
+
+    agent = Agent(
+        AgentConfig(**{**config.__dict__, "epsilon": budget, "chain_dir": str(tmp / "chain2")}),
+        queue.Queue(),
+        lambda task, *a: StepCountingTrainer(task),
+    )
+    agent.handle(TOPICS.task("t1"), c.task_env.raw)
+    spent = []
+    for round_no in (1, 2, 3, 4):
+        agent.handle(TOPICS.global_model("t1", round_no), global_env(c, round_no, ["node-01", "node-02"]).raw)
+        spent.append((agent.status, agent.epsilon_spent()))
+    assert [s for s, _ in spent] == ["active", "active", "left", "left"]
+    assert spent[1][1] <= budget and spent[2][1] == spent[1][1]  # nothing spent after leaving
+    assert agent.privacy.accountant.steps == 2 * per_round
+    agent.replica.close()
+
+
+def test_coordinator_treats_a_leave_as_leaving_not_misbehaving(consortium):
+    c, tmp = consortium
+    coord = Coordinator(
+        CoordinatorConfig(
+            key=str(tmp / "coordinator.key"),
+            genesis=str(tmp / "genesis.bin"),
+            chain_dir=str(tmp / "cc"),
+            run_dir=str(tmp / "run"),
+        )
+    )
+    coord.task, coord.round, coord.shapes = c.task, 1, SHAPES
+    coord.roster = ["node-01", "node-02"]
+    coord.joins = {n: (0.0, 100) for n in c.agents}
+    coord.privacy = {n: {"mechanism": "laplace", "epsilon_budget": 1.0} for n in c.agents}
+    leave = seal(c.agents["node-02"], "leave", "t1", 1, {"reason": "privacy-budget-spent", "epsilon_spent": 0.98})
+    coord._dispatch(TOPICS.join("t1", "node-02"), leave.raw)
+    forged = seal(c.agents["node-01"], "leave", "t1", 1, {"reason": "x"})
+    coord._dispatch(TOPICS.join("t1", "node-03"), forged.raw)  # node-01 cannot make node-03 leave
+    assert coord.left == {"node-02": "privacy-budget-spent"}
+    assert coord.privacy["node-02"]["epsilon_spent"] == 0.98
+    assert coord.intake.rejected["sender-mismatch"] == 1 and "node-02" not in coord.invalid
+    coord.close()
