@@ -6,7 +6,6 @@ import queue
 import struct
 
 import numpy as np
-import pytest
 
 from bpcv.codec import encode_model, model_digest
 from bpcv.config import AgentConfig, CoordinatorConfig
@@ -15,7 +14,6 @@ from bpcv.identity import Identity
 from bpcv.topics import Topics
 from coordinator.server import Coordinator
 from edge_agent.agent import Agent
-from tests.helpers import make_consortium
 
 SHAPES = [(3, 2), (2,)]
 TOPICS = Topics()
