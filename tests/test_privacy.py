@@ -118,6 +118,15 @@ def test_accountant_matches_dp_accounting_called_directly():
     assert pure >= epsilon_for("laplace", m, q, steps, 1e-9)  # pure DP is the more conservative statement
 
 
+def test_pure_laplace_epsilon_is_stable_for_tiny_noise():
+    from edge_agent.privacy.accountant import amplified_pure_epsilon
+
+    for eps0 in (0.3, 1.0, 2.0, 30.0):
+        assert amplified_pure_epsilon(eps0, 0.05) == pytest.approx(math.log1p(0.05 * math.expm1(eps0)))
+    assert amplified_pure_epsilon(1000.0, 0.05) == pytest.approx(1000.0 + math.log(0.05))  # no overflow
+    assert calibrate_noise_multiplier("laplace", 1e7, 0.02, 3000, 0.0) > 0
+
+
 def test_calibration_meets_the_target():
     for mechanism, delta in (("laplace", 0.0), ("laplace", 1e-5), ("gaussian", 1e-5)):
         m = calibrate_noise_multiplier(mechanism, 5.0, 0.02, 500, delta)

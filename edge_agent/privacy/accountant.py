@@ -31,6 +31,14 @@ def step_event(mechanism: str, noise_multiplier: float, sampling_rate: float) ->
     return dp_accounting.PoissonSampledDpEvent(sampling_rate, inner)
 
 
+def amplified_pure_epsilon(epsilon: float, sampling_rate: float) -> float:
+    """log(1 + q (e^epsilon - 1)): a pure epsilon-DP step under Poisson sampling with rate q.
+    For large epsilon it is computed as epsilon + log(q + (1 - q) e^-epsilon), which cannot overflow."""
+    if epsilon <= 1.0:
+        return math.log1p(sampling_rate * math.expm1(epsilon))
+    return epsilon + math.log(sampling_rate + (1.0 - sampling_rate) * math.exp(-epsilon))
+
+
 def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
     """The epsilon spent after ``steps`` Poisson-sampled steps (infinite for mechanism ``off``)."""
     if steps <= 0:
@@ -38,8 +46,7 @@ def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, s
     if mechanism == "off" or noise_multiplier <= 0:
         return math.inf
     if mechanism == "laplace" and delta == 0:
-        per_step = math.log1p(sampling_rate * math.expm1(1.0 / noise_multiplier))
-        return steps * per_step
+        return steps * amplified_pure_epsilon(1.0 / noise_multiplier, sampling_rate)
     if mechanism == "gaussian" and delta <= 0:
         raise ConfigError("the Gaussian mechanism needs delta > 0")
     accountant = pld.PLDAccountant() if mechanism == "laplace" else rdp.RdpAccountant()

@@ -157,3 +157,23 @@ def test_task_survives_an_agent_killed_mid_round(mosquitto, tmp_path):
     assert all(h["valid"] for h in heads.values())
     assert len({h["head_hash"] for h in alive.values()}) == 1 and all(h["height"] == 3 for h in alive.values())
     assert heads[victim]["height"] < 3  # it stopped listening; catching up is range sync (issue #4)
+
+
+def test_live_task_with_gaussian_dp_records_privacy_spent(mosquitto, tmp_path):
+    out = tmp_path / "run"
+    proc = demo(out, mosquitto, "--agents", "4", "--standby", "1", "--processes", "2", "--rounds", "2",
+                "--dp", "gaussian", "--epsilon", "4")
+    text = finish(proc)
+    assert proc.returncode == 0, text
+    summary = json.loads((out / "summary.json").read_text())
+    trained = [n for n in summary["nodes"] if n["epsilon_spent"] is not None]
+    assert trained and all(n["mechanism"] == "gaussian" and n["epsilon_budget"] == 4.0 for n in summary["nodes"])
+    assert all(0 < n["epsilon_spent"] <= 4.0 for n in trained)
+    from bpcv.envelope import decode as decode_env
+    from ledger.backends.lmdb import LmdbStore
+    from ledger.block import decode_block
+
+    with LmdbStore(summary["replicas"][0], readonly=True) as store:
+        votes = [decode_env(tx) for h in (1, 2) for tx in decode_block(store.get(h)).txs]
+    eps_on_chain = [v.body["epsilon_spent"] for v in votes if v.type == "vote"]
+    assert eps_on_chain and all(0 < e <= 4.0 for e in eps_on_chain)
