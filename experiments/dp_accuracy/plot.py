@@ -1,15 +1,15 @@
 """Plot results.csv (from run.py, one or more files) like the paper's Figures 4-5, and print the gaps.
 
-    .venv/bin/python experiments/dp_accuracy/plot.py experiments/dp_accuracy/results.csv [more.csv ...]
+    .venv/bin/python experiments/dp_accuracy/plot.py [--note "batch 32, lr 0.2"] results.csv [more.csv ...]
 
-Writes accuracy.png beside the first CSV and prints a Markdown table: accuracy at rounds 20, 40 and
+Writes accuracy<suffix>.png beside the first CSV (results-X.csv gives accuracy-X.png) and prints a
+Markdown table: accuracy at rounds 20, 40 and
 the last round for every configuration, the gap to no DP in points, and each agent's total epsilon.
 """
 
 from __future__ import annotations
 
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,14 +38,20 @@ def accuracy_at(rows: list[dict[str, str]], round_no: int) -> float | None:
 
 
 def main() -> None:
-    paths = [Path(p) for p in sys.argv[1:]] or [Path("experiments/dp_accuracy/results.csv")]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--note", default="", help="training settings for the title")
+    parser.add_argument("csv", nargs="*", default=["experiments/dp_accuracy/results.csv"])
+    args = parser.parse_args()
+    paths = [Path(p) for p in args.csv]
     runs = load(paths)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
     order = sorted(runs, key=lambda k: (runs[k][-1]["mechanism"] != "off", runs[k][-1]["mechanism"],
                                         float(runs[k][-1]["epsilon_budget"])))
     for config in order:
@@ -57,19 +63,21 @@ def main() -> None:
     ax.set_xlabel("federated round")
     ax.set_ylabel("global model accuracy on the MNIST test set (10,000 images)")
     agents = "30"
-    ax.set_title(f"GD-DP vs no DP: MNIST, {agents} IID agents, mlp:128, 1 local epoch per round\n"
+    note = f", {args.note}" if args.note else ""
+    ax.set_title(f"GD-DP vs no DP: MNIST, {agents} IID agents, mlp:128, 1 local epoch per round{note}\n"
                  "ε is each agent's total over the whole run (dp-accounting; Poisson-sampled steps)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
-    out = paths[0].parent / "accuracy.png"
+    out = paths[0].parent / ("accuracy" + paths[0].stem.removeprefix("results") + ".png")
     fig.savefig(out)
     print(f"wrote {out}\n")
 
     base = runs.get("off")
-    print("| configuration | total ε per agent | round 20 | round 40 | last round | gap at 20 / 40 / last (points) |")
-    print("|---|---|---|---|---|---|")
+    print("| configuration | total ε per agent | round 20 | round 40 | last round | best (round) "
+          "| gap at 20 / 40 / last (points) |")
+    print("|---|---|---|---|---|---|---|")
     for config in order:
         rows = runs[config]
         last = int(rows[-1]["round"])
@@ -81,7 +89,9 @@ def main() -> None:
                               for a, b in zip(accs, base_accs, strict=True))
         eps = "∞ (no DP)" if rows[-1]["mechanism"] == "off" else f"{float(rows[-1]['epsilon_spent']):.3g}"
         cells = " | ".join(f"{a:.4f}" if a is not None else "–" for a in accs)
-        print(f"| {config} | {eps} | {cells} (round {last}) | {gaps} |")
+        best = max(rows, key=lambda r: float(r["accuracy"]))
+        print(f"| {config} | {eps} | {cells} (round {last}) | {float(best['accuracy']):.4f} ({best['round']}) "
+              f"| {gaps} |")
 
 
 if __name__ == "__main__":
