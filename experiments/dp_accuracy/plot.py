@@ -56,8 +56,10 @@ def main() -> None:
                                         float(runs[k][-1]["epsilon_budget"])))
     for config in order:
         rows = runs[config]
+        mechanism = rows[-1]["mechanism"]
         ax.plot([int(r["round"]) for r in rows], [float(r["accuracy"]) for r in rows], label=label(rows),
-                linewidth=2.2 if rows[-1]["mechanism"] == "off" else 1.5)
+                linewidth=2.4 if mechanism == "off" else 1.5, linestyle="--" if mechanism == "laplace" else "-",
+                color="black" if mechanism == "off" else None)
     for x in (20, 40):
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("federated round")
