@@ -68,3 +68,21 @@ def round_block(
 def honest_scores(agents: list[str], bad: str | None = None) -> dict[str, dict[str, float]]:
     """Every agent scores every other 0.9, except ``bad`` who scores 0.1."""
     return {v: {t: (0.1 if t == bad else 0.9) - 0.01 * i for i, t in enumerate(agents) if t != v} for v in agents}
+
+
+def offline_coordinator(c: Consortium, tmp, roster: list[str], shapes, chain: str = "coord-chain"):
+    """A real Coordinator for ``c``'s task in round 1, not connected to any broker (messages are fed
+    to its ``_dispatch``). ``tmp`` holds the keys and genesis written by the ``consortium`` fixture."""
+    from bpcv.config import CoordinatorConfig
+    from coordinator.server import Coordinator
+
+    coord = Coordinator(
+        CoordinatorConfig(
+            key=str(tmp / "coordinator.key"),
+            genesis=str(tmp / "genesis.bin"),
+            chain_dir=str(tmp / chain),
+            run_dir=str(tmp / "run"),
+        )
+    )
+    coord.task, coord.round, coord.shapes, coord.roster = c.task, 1, shapes, list(roster)
+    return coord

@@ -8,12 +8,12 @@ import struct
 import numpy as np
 
 from bpcv.codec import encode_model, model_digest
-from bpcv.config import AgentConfig, CoordinatorConfig
+from bpcv.config import AgentConfig
 from bpcv.envelope import seal
 from bpcv.identity import Identity
 from bpcv.topics import Topics
-from coordinator.server import Coordinator
 from edge_agent.agent import Agent
+from tests.helpers import offline_coordinator
 
 SHAPES = [(3, 2), (2,)]
 TOPICS = Topics()
@@ -35,16 +35,7 @@ def vote_with_infinity(ident: Identity) -> bytes:
 
 def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     c, tmp = consortium
-    coord = Coordinator(
-        CoordinatorConfig(
-            key=str(tmp / "coordinator.key"),
-            genesis=str(tmp / "genesis.bin"),
-            chain_dir=str(tmp / "coord-chain"),
-            run_dir=str(tmp / "run"),
-        )
-    )
-    coord.task, coord.round, coord.shapes = c.task, 1, SHAPES
-    coord.roster = ["node-01", "node-02", "node-03"]
+    coord = offline_coordinator(c, tmp, ["node-01", "node-02", "node-03"], SHAPES, chain="coord-chain")
     good = [np.ones(s, np.float32) for s in SHAPES]
     n1, n2, n3 = (c.agents[n] for n in coord.roster)
     impostor = Identity("node-02", Identity.generate("x").signing_key)

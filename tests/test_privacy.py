@@ -5,13 +5,11 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+import tensorflow as tf  # noqa: E402
+from dp_accounting import pld, rdp  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import tensorflow as tf  # noqa: E402
-
-from dp_accounting import pld, rdp  # noqa: E402
 
 from bpcv.models import build_model  # noqa: E402
 from edge_agent.privacy.accountant import (  # noqa: E402

@@ -7,13 +7,13 @@ import queue
 import numpy as np
 
 from bpcv.codec import encode_model, model_digest
-from bpcv.config import AgentConfig, CoordinatorConfig
+from bpcv.config import AgentConfig
 from bpcv.envelope import seal
 from bpcv.topics import Topics
-from coordinator.server import Coordinator
 from edge_agent.agent import Agent
 from edge_agent.privacy.accountant import epsilon_for
 from edge_agent.trainer import steps_per_round
+from tests.helpers import offline_coordinator
 
 SHAPES = [(3, 2), (2,)]
 TOPICS = Topics()
@@ -79,16 +79,7 @@ def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(co
 
 def test_coordinator_treats_a_leave_as_leaving_not_misbehaving(consortium):
     c, tmp = consortium
-    coord = Coordinator(
-        CoordinatorConfig(
-            key=str(tmp / "coordinator.key"),
-            genesis=str(tmp / "genesis.bin"),
-            chain_dir=str(tmp / "cc"),
-            run_dir=str(tmp / "run"),
-        )
-    )
-    coord.task, coord.round, coord.shapes = c.task, 1, SHAPES
-    coord.roster = ["node-01", "node-02"]
+    coord = offline_coordinator(c, tmp, ["node-01", "node-02"], SHAPES, chain="cc")
     coord.joins = {n: (0.0, 100) for n in c.agents}
     coord.privacy = {n: {"mechanism": "laplace", "epsilon_budget": 1.0} for n in c.agents}
     leave = seal(c.agents["node-02"], "leave", "t1", 1, {"reason": "privacy-budget-spent", "epsilon_spent": 0.98})

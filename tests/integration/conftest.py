@@ -2,8 +2,8 @@
 
 import pytest
 
-from broker.runner import free_port, mosquitto_binary, start_broker_process
 from bpcv.mqtt import BrokerAddress
+from broker.runner import free_port, mosquitto_binary, start_broker_process
 
 
 @pytest.fixture()

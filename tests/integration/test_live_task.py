@@ -161,8 +161,22 @@ def test_task_survives_an_agent_killed_mid_round(mosquitto, tmp_path):
 
 def test_live_task_with_gaussian_dp_records_privacy_spent(mosquitto, tmp_path):
     out = tmp_path / "run"
-    proc = demo(out, mosquitto, "--agents", "4", "--standby", "1", "--processes", "2", "--rounds", "2",
-                "--dp", "gaussian", "--epsilon", "4")
+    proc = demo(
+        out,
+        mosquitto,
+        "--agents",
+        "4",
+        "--standby",
+        "1",
+        "--processes",
+        "2",
+        "--rounds",
+        "2",
+        "--dp",
+        "gaussian",
+        "--epsilon",
+        "4",
+    )
     text = finish(proc)
     assert proc.returncode == 0, text
     summary = json.loads((out / "summary.json").read_text())
