@@ -160,6 +160,20 @@ def cmd_chain_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chain_audit(args: argparse.Namespace) -> int:
+    from ledger.audit import audit_task, format_audit
+    from ledger.errors import InvalidBlock
+
+    try:
+        report = audit_task(args.dir, args.task)
+    except InvalidBlock as exc:
+        print(f"refusing to audit {args.dir}: the replica does not verify: {exc}", file=sys.stderr)
+        return 2
+    for line in format_audit(report):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bpcv.topics import DEFAULT_BASE
 
@@ -237,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify = chain.add_parser("verify", help="re-verify a whole replica (exit 0 valid, 2 invalid)")
     verify.add_argument("dir", help="replica folder (LMDB)")
     verify.set_defaults(func=cmd_chain_verify)
+    audit = chain.add_parser("audit", help="who voted what on whom, rankings, eliminations, rewards, privacy")
+    audit.add_argument("dir", help="replica folder (LMDB)")
+    audit.add_argument("--task", required=True, help="task id")
+    audit.set_defaults(func=cmd_chain_audit)
     return parser
 
 
@@ -250,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -87,6 +87,31 @@ def test_chain_verify_and_show_on_a_real_replica_then_tampered(tmp_path):
     assert run_cli("chain", "verify", str(tmp_path / "nothing")).returncode == 2
 
 
+def test_chain_audit_reports_votes_rankings_and_refuses_a_tampered_replica(tmp_path):
+    c = make_consortium()
+    path = tmp_path / "chain"
+    replica = Replica.open(path, c.genesis.raw)
+    for r in (1, 2):
+        scores = honest_scores(list(c.agents), bad="node-04")
+        replica.append(round_block(c, r, replica.head_hash, r, scores, r == 1).raw)
+    replica.close()
+    done = run_cli("chain", "audit", str(path), "--task", "t1")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "round 1 (block 1, proposer node-01)" in text and "round 2 (block 2" in text
+    assert "eliminated: node-04 (lowest quality)" in text
+    assert "0.0700" in text  # every voter scored node-04 at 0.1 - 0.01 * 3 (tests.helpers.honest_scores)
+    assert run_cli("chain", "audit", str(path), "--task", "nope").stdout.startswith("task nope: nothing recorded")
+    env = lmdb.open(str(path))
+    with env.begin(write=True) as txn:
+        raw = bytearray(txn.get(schema.block_key(1)))
+        raw[-5] ^= 0x01
+        txn.put(schema.block_key(1), bytes(raw))
+    env.close()
+    refused = run_cli("chain", "audit", str(path), "--task", "t1")
+    assert refused.returncode == 2 and "does not verify" in refused.stderr
+
+
 def test_keys_new_refuses_to_overwrite(tmp_path):
     key = tmp_path / "n.key"
     first = run_cli("keys", "new", "node-9", "--out", str(key))
