@@ -91,9 +91,24 @@ def main() -> None:
         "ratio_to_no_dp": {k: round(v / medians["no_dp"], 2) for k, v in medians.items()},
         "all_seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "benchmark_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "agent_process_peak_rss_mb": float(subprocess.run(
-            [sys.executable, __file__, "--agent-rss", "--samples", str(args.samples), "--model", args.model,
-             "--threads", str(args.threads)], capture_output=True, text=True, check=True).stdout.split()[-1]),
+        "agent_process_peak_rss_mb": float(
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--agent-rss",
+                    "--samples",
+                    str(args.samples),
+                    "--model",
+                    args.model,
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[-1]
+        ),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

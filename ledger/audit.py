@@ -69,34 +69,43 @@ def format_audit(a: TaskAudit) -> list[str]:
     if not a.rounds:
         return [f"task {a.task}: nothing recorded on this chain"]
     s = a.spec
-    lines = [f"task {a.task}: {s.get('category')} on {s.get('dataset')} with {s.get('model')}, "
-             f"coordinator {s.get('coordinator')}, reward {s.get('reward_per_round')} per round, "
-             f"quality rule {s.get('quality_rule')}", f"chain head {a.head_hash} (replica verified)"]
+    lines = [
+        f"task {a.task}: {s.get('category')} on {s.get('dataset')} with {s.get('model')}, "
+        f"coordinator {s.get('coordinator')}, reward {s.get('reward_per_round')} per round, "
+        f"quality rule {s.get('quality_rule')}",
+        f"chain head {a.head_hash} (replica verified)",
+    ]
     totals: dict[str, float] = {}
     for r in a.rounds:
         res = r.result
-        lines.append(f"\nround {r.round} (block {r.height}, proposer {r.proposer}): "
-                     f"{res.get('metric')} {res.get('value')}")
+        lines.append(
+            f"\nround {r.round} (block {r.height}, proposer {r.proposer}): {res.get('metric')} {res.get('value')}"
+        )
         targets = sorted({t for scores in r.votes.values() for t in scores})
         width = max([8, *(len(n) for n in [*targets, *r.votes])])
         lines.append(f"  votes, row scored column:\n  {'':>{width}}  " + " ".join(f"{t:>{width}}" for t in targets))
         for voter in sorted(r.votes):
-            cells = " ".join(f"{r.votes[voter][t]:>{width}.4f}" if t in r.votes[voter] else f"{'-':>{width}}"
-                             for t in targets)
+            cells = " ".join(
+                f"{r.votes[voter][t]:>{width}.4f}" if t in r.votes[voter] else f"{'-':>{width}}" for t in targets
+            )
             lines.append(f"  {voter:>{width}}: {cells}")
         quality = res.get("quality", {})
         lines.append("  ranking: " + ", ".join(f"{n} ({quality.get(n, 0):.4f})" for n in res.get("ranking", [])))
         removed = [f"{res['eliminated']} (lowest quality)"] if res.get("eliminated") else []
         removed += [f"{n} ({why})" for n, why in sorted(res.get("invalid", {}).items())]
-        lines.append(f"  eliminated: {', '.join(removed) or '-'} | admitted: {', '.join(res.get('admitted', [])) or '-'}"
-                     f" | dropped: {', '.join(res.get('dropped', [])) or '-'}")
+        lines.append(
+            f"  eliminated: {', '.join(removed) or '-'} | admitted: {', '.join(res.get('admitted', [])) or '-'}"
+            f" | dropped: {', '.join(res.get('dropped', [])) or '-'}"
+        )
         rewards = res.get("rewards", {})
         for node, amount in rewards.items():
             totals[node] = totals.get(node, 0.0) + amount
         lines.append("  rewards: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(rewards.items())))
         eps = {n: e for n, e in r.epsilon_signed.items() if e is not None}
-        lines.append("  privacy spent (signed by each voter): "
-                     + (", ".join(f"{n} ε={e:.4g}" for n, e in sorted(eps.items())) or "no DP"))
+        lines.append(
+            "  privacy spent (signed by each voter): "
+            + (", ".join(f"{n} ε={e:.4g}" for n, e in sorted(eps.items())) or "no DP")
+        )
     lines.append("\nrewards in total: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(totals.items())))
     lines.append(f"final model digest: {a.final_model_digest or '(task not finished on this chain)'}")
     return lines
