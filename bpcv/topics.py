@@ -57,6 +57,17 @@ class Topics:
     def block(self, chain: str) -> str:
         return f"{self.base}/chain/{chain}/block"
 
+    def sync_request(self, chain: str, node: str) -> str:
+        """Where ``node`` asks for blocks it is missing (signed request)."""
+        return f"{self.base}/chain/{chain}/sync/{node}"
+
+    def all_sync_requests(self, chain: str) -> str:
+        return f"{self.base}/chain/{chain}/sync/+"
+
+    def sync_blocks(self, chain: str, node: str) -> str:
+        """Where the blocks answering ``node``'s request are sent, in height order."""
+        return f"{self.base}/chain/{chain}/sync/{node}/blocks"
+
     def status(self, node: str) -> str:
         """Retained online/offline status, also the last will."""
         return f"{self.base}/nodes/{node}/status"

@@ -35,6 +35,7 @@ from coordinator.aggregate import fedavg
 from coordinator.rounds import RoundOutcome, decide_round
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
+from ledger.sync import blocks_from
 from ledger.validate import vote_scores
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ class Coordinator:
             self.node_id,
             BrokerAddress.parse(config.broker),
             lambda t, p: self._inbox.put((t, p)),
-            [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+            [
+                self.topics.all_tasks(),
+                self.topics.block(self.replica.state.chain_id),
+                self.topics.all_sync_requests(self.replica.state.chain_id),
+            ],
             status_topic=self.topics.status(self.node_id),
         )
         # per-task state
@@ -99,7 +104,7 @@ class Coordinator:
     def _dispatch(self, topic: str, payload: bytes) -> None:
         levels = self.topics.parse(topic)
         if levels[0] == "chain":
-            self._on_block(payload)
+            self._on_chain(topic, levels, payload)
             return
         if self.task is None or levels[0] != "tasks" or len(levels) < 4 or levels[1] != self.task.task_id:
             return
@@ -115,6 +120,26 @@ class Coordinator:
                 self._on_update(topic, round_no, levels[5], payload)
             elif levels[4] == "vote":
                 self._on_vote(topic, round_no, levels[5], payload)
+
+    def _on_chain(self, topic: str, levels: tuple[str, ...], payload: bytes) -> None:
+        if len(levels) == 3 and levels[2] == "block":
+            self._on_block(payload)
+        elif len(levels) == 4 and levels[2] == "sync":
+            self._on_sync_request(topic, levels[3], payload)
+
+    def _on_sync_request(self, topic: str, node: str, payload: bytes) -> None:
+        """Answer a replica that is behind with the blocks it asks for (it re-verifies each one)."""
+        env = self.intake.open(payload, ("agent", "coordinator", "requester", "admin"), topic, topic_sender=node)
+        if env is None:
+            return
+        start = env.body.get("from")
+        if not isinstance(start, int) or start < 1:
+            self.intake.reject(Rejected("malformed", f"sync request from {node} without a valid 'from'"), topic)
+            return
+        blocks = blocks_from(self.replica, start)
+        for raw in blocks:
+            self.bus.publish(self.topics.sync_blocks(self.replica.state.chain_id, node), raw, wait=None)
+        log.info("sync: sent %d blocks from height %d to %s", len(blocks), start, node)
 
     def _on_block(self, payload: bytes) -> None:
         try:
@@ -215,7 +240,7 @@ class Coordinator:
                 topic, payload = self._inbox.get()
                 levels = self.topics.parse(topic)
                 if levels[0] == "chain":
-                    self._on_block(payload)
+                    self._on_chain(topic, levels, payload)
                 elif levels[0] == "tasks" and len(levels) == 2 and payload:
                     opened = self.intake.open_task(payload, topic)
                     if opened is None:

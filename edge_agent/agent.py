@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ from bpcv.topics import Topics
 from edge_agent import behaviours
 from edge_agent.privacy.plan import PrivacyPlan, plan_privacy
 from edge_agent.trainer import PrivacySettings, Trainer
-from ledger.block import build_block
+from ledger.block import block_height, build_block
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 Job = tuple[Callable[..., None], tuple[Any, ...]]
 TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
 PENDING_VOTE_WAIT_S = 10.0
+SYNC_INTERVAL_S = 5.0
+MAX_FUTURE_BLOCKS = 64
 
 
 class Agent:
@@ -60,7 +63,11 @@ class Agent:
             self.node_id,
             BrokerAddress.parse(config.broker),
             self._enqueue,
-            [self.topics.all_tasks(), self.topics.block(self.replica.state.chain_id)],
+            [
+                self.topics.all_tasks(),
+                self.topics.block(self.replica.state.chain_id),
+                self.topics.sync_blocks(self.replica.state.chain_id, self.node_id),
+            ],
             status_topic=self.topics.status(self.node_id),
         )
         self.rng = np.random.default_rng(zlib.crc32(self.node_id.encode()) + config.seed)
@@ -78,6 +85,8 @@ class Agent:
         self.trainer: Trainer | None = None
         self.num_classes = 0
         self.privacy: PrivacyPlan | None = None
+        self._last_sync_request = -SYNC_INTERVAL_S
+        self._future_blocks: dict[int, bytes] = {}  # blocks beyond the head, waiting for the gap to fill
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
@@ -90,6 +99,7 @@ class Agent:
 
     def start(self) -> None:
         self.bus.connect()
+        self.request_sync()
         log.info("%s: online (behaviour %s, chain height %d)", self.node_id, self.behaviour, self.replica.height)
 
     def stop(self) -> None:
@@ -100,7 +110,10 @@ class Agent:
         """Dispatch one message by its topic."""
         levels = self.topics.parse(topic)
         if levels[0] == "chain":
-            self.on_block(payload)
+            if len(levels) == 3 and levels[2] == "block":
+                self.on_block(payload)
+            elif len(levels) == 5 and levels[2:] == ("sync", self.node_id, "blocks"):
+                self.on_block(payload, synced=True)
         elif levels[0] == "tasks" and len(levels) == 2:
             self.on_task(topic, payload)
         elif self.task is None or levels[1] != self.task.task_id:
@@ -394,15 +407,36 @@ class Agent:
         log.info("%s: proposed block %d for round %d", self.node_id, block.height, result.round)
 
     # the chain
-    def on_block(self, payload: bytes) -> None:
+    def request_sync(self) -> None:
+        """Ask for the blocks after this replica's head (at most once every SYNC_INTERVAL_S)."""
+        now = time.monotonic()
+        if now - self._last_sync_request < SYNC_INTERVAL_S:
+            return
+        self._last_sync_request = now
+        chain = self.replica.state.chain_id
+        env = seal(self.identity, "sync", "", 0, {"from": self.replica.height + 1})
+        self.bus.publish(self.topics.sync_request(chain, self.node_id), env.raw, wait=None)
+        log.info("%s: asked for blocks from height %d", self.node_id, self.replica.height + 1)
+
+    def on_block(self, payload: bytes, synced: bool = False) -> None:
+        """Verify and append a block. A block beyond the head means this replica is behind: it is kept
+        (bounded) until the gap is filled by range sync, and then appended in order."""
         try:
             block = self.replica.append(payload)
         except UnknownParent as exc:
-            log.warning("%s: block out of order: %s", self.node_id, exc)
-            self.intake.rejected["block-out-of-order"] += 1
+            height = block_height(payload)
+            if height is not None and height > self.replica.height and len(self._future_blocks) < MAX_FUTURE_BLOCKS:
+                self._future_blocks[height] = payload
+            if not synced:
+                log.warning("%s: block beyond the head (%s): syncing", self.node_id, exc)
+                self.request_sync()
             return
         except LedgerError as exc:
             self.intake.reject(Rejected("invalid-block", str(exc)), "block")
             return
         if block is not None:
-            log.debug("%s: appended block %d", self.node_id, block.height)
+            log.debug("%s: appended block %d%s", self.node_id, block.height, " (sync)" if synced else "")
+            next_block = self._future_blocks.pop(self.replica.height + 1, None)
+            self._future_blocks = {h: b for h, b in self._future_blocks.items() if h > self.replica.height}
+            if next_block is not None:
+                self.on_block(next_block, synced=True)

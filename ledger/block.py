@@ -143,3 +143,11 @@ def decode_block(raw: bytes) -> Block:
         )
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
         raise CorruptStore(f"block does not decode: {exc}") from exc
+
+
+def block_height(raw: bytes) -> int | None:
+    """The height a block claims, or None if it does not decode (the block is still verified later)."""
+    try:
+        return decode_block(raw).height
+    except CorruptStore:
+        return None
