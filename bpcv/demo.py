@@ -230,13 +230,13 @@ class Demo:
         return nodes, genesis, address, requester
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.out / "logs" / f"{name}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with open(self.out / "logs" / f"{name}.log", "wb") as log:  # the child keeps its own handle
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.procs.append(proc)
         return proc
 

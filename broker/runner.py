@@ -46,22 +46,19 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
 def start_broker_process(kind: str, host: str, port: int, workdir: Path) -> subprocess.Popen:
     """Start ``mosquitto`` or ``embedded`` as a child process and wait until it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
-    log = open(workdir / f"broker-{kind}.log", "wb")
     if kind == "mosquitto":
         binary = mosquitto_binary()
         if binary is None:
             raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
         conf = workdir / "mosquitto.conf"
         conf.write_text(render_mosquitto_conf(host, port))
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        command = [binary, "-c", str(conf)]
     elif kind == "embedded":
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded", "--host", host, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded", "--host", host, "--port", str(port)]
     else:
         raise ConfigError(f"unknown broker kind {kind!r}")
+    with open(workdir / f"broker-{kind}.log", "wb") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(host, port)
     except ConfigError:

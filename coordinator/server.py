@@ -177,12 +177,17 @@ class Coordinator:
         if isinstance(value, (int, float)) and node in self.privacy:
             self.privacy[node]["epsilon_spent"] = float(value)
 
-    def _on_update(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
+    def _open_round_message(self, topic: str, round_no: int, node: str, payload: bytes) -> Envelope | None:
+        """An agent's signed message for the current round, published on its own topic; else None."""
         assert self.task is not None
         env = self.intake.open(
             payload, ("agent",), topic, task=self.task.task_id, round_no=self.round, topic_sender=node
         )
-        if env is None or round_no != self.round:
+        return env if env is not None and round_no == self.round else None
+
+    def _on_update(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
+        env = self._open_round_message(topic, round_no, node, payload)
+        if env is None:
             return
         if node not in self.roster:
             self.intake.reject(Rejected("not-in-roster", f"update from {node}"), topic)
@@ -202,11 +207,8 @@ class Coordinator:
         self._record_epsilon(node, env.body.get("epsilon_spent"))
 
     def _on_vote(self, topic: str, round_no: int, node: str, payload: bytes) -> None:
-        assert self.task is not None
-        env = self.intake.open(
-            payload, ("agent",), topic, task=self.task.task_id, round_no=self.round, topic_sender=node
-        )
-        if env is None or round_no != self.round:
+        env = self._open_round_message(topic, round_no, node, payload)
+        if env is None:
             return
         try:
             if node not in self.valid:

@@ -36,7 +36,7 @@ from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
 
 log = logging.getLogger(__name__)
-Job = tuple[Callable[..., None], tuple[Any, ...]]
+Job = tuple[Callable[..., object], tuple[Any, ...]]
 TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
 PENDING_VOTE_WAIT_S = 10.0
 SYNC_INTERVAL_S = 5.0
@@ -92,10 +92,15 @@ class Agent:
     def _enqueue(self, topic: str, payload: bytes) -> None:
         self._jobs.put((self.handle, (topic, payload)))
 
-    def _later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+    def _later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
         timer = threading.Timer(delay, lambda: self._jobs.put((fn, args)))
         timer.daemon = True
         timer.start()
+
+    def _now_or_later(self, attempt: Callable[[bool], bool]) -> None:
+        """Run ``attempt`` now; if it is still waiting for messages, run it once more, as final, later."""
+        if not attempt(False):
+            self._later(PENDING_VOTE_WAIT_S, attempt, True)
 
     def start(self) -> None:
         self.bus.connect()
@@ -302,22 +307,21 @@ class Agent:
         if env is None or self.node_id not in self.roster or self.status != "active":
             return
         self.pending_manifest = env
-        self._try_vote(final=False)
-        if self.pending_manifest is not None:
-            self._later(PENDING_VOTE_WAIT_S, self._try_vote, True)
+        self._now_or_later(self._try_vote)
 
-    def _try_vote(self, final: bool) -> None:
-        """Score the assigned peers once all their updates are here (or, when ``final``, with what is here)."""
+    def _try_vote(self, final: bool) -> bool:
+        """Score the assigned peers once all their updates are here (or, when ``final``, with what is here).
+        Returns False while it is still waiting for updates."""
         manifest = self.pending_manifest
         if manifest is None or manifest.round != self.round:
-            return
+            return self.pending_manifest is None
         assert self.task is not None and self.trainer is not None and self.shard is not None
         listed: dict[str, str] = manifest.body.get("updates", {})
         peers = [p for p in self.assignment.get(self.node_id, []) if p in listed and p != self.node_id]
         received = self.updates.get(self.round, {})
         missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
         if missing and not final:
-            return
+            return self.pending_manifest is None
         self.pending_manifest = None
         scores: dict[str, float] = {}
         digests: dict[str, str] = {}
@@ -343,6 +347,7 @@ class Agent:
             len(scores),
             f" ({len(missing)} updates missing)" if missing else "",
         )
+        return True
 
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         if sender == self.node_id or not self._in_window(topic, round_no):
@@ -369,15 +374,14 @@ class Agent:
             self.status = "done" if self.status != "eliminated" else self.status
         if body.get("proposer") == self.node_id:
             self.pending_result = env
-            self._try_propose(final=False)
-            if self.pending_result is not None:
-                self._later(PENDING_VOTE_WAIT_S, self._try_propose, True)
+            self._now_or_later(self._try_propose)
 
-    def _try_propose(self, final: bool) -> None:
-        """As the round's PoQ winner, pack the round's transactions into the next block."""
+    def _try_propose(self, final: bool) -> bool:
+        """As the round's PoQ winner, pack the round's transactions into the next block.
+        Returns False while it is still waiting for the listed votes."""
         result = self.pending_result
         if result is None:
-            return
+            return self.pending_result is None
         assert self.task is not None
         listed = list(result.body.get("votes", []))
         votes = self.votes.get(result.round, {})
@@ -391,7 +395,7 @@ class Agent:
                     len(missing),
                 )
                 self.pending_result = None
-            return
+            return self.pending_result is None
         self.pending_result = None
         txs = [] if self.task.task_id in self.replica.state.tasks else [self.task_raw]
         txs += [votes[d] for d in sorted(listed)] + [result.raw]
@@ -402,9 +406,10 @@ class Agent:
             self.replica.append(block.raw)
         except LedgerError as exc:
             log.error("%s: own block for round %d does not validate: %s", self.node_id, result.round, exc)
-            return
+            return self.pending_result is None
         self.bus.publish(self.topics.block(self.replica.state.chain_id), block.raw)
         log.info("%s: proposed block %d for round %d", self.node_id, block.height, result.round)
+        return True
 
     # the chain
     def request_sync(self) -> None:
