@@ -71,6 +71,12 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=0.0, help="clip norm (default: L1 100 Laplace, L2 1.0 Gaussian)")
     p.add_argument("--update-timeout", type=float, default=300.0, help="seconds to wait for updates per round")
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
+    p.add_argument(
+        "--block-timeout",
+        type=float,
+        default=15.0,
+        help="seconds the next-ranked node waits for the PoQ winner's block before standing in",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
 
@@ -95,6 +101,7 @@ class DemoOptions:
     timeout: float
     update_timeout_s: float
     vote_timeout_s: float
+    block_timeout_s: float
     dp: str = "off"
     epsilon: float = 10.0
     delta: float = -1.0
@@ -134,6 +141,7 @@ class DemoOptions:
             a.timeout,
             a.update_timeout,
             a.vote_timeout,
+            a.block_timeout,
             a.dp,
             a.epsilon,
             a.delta,
@@ -304,6 +312,7 @@ def _run(demo: Demo, started: float) -> int:
         join_window_s=STANDBY_JOIN_DELAY_S + 2.0,
         update_timeout_s=o.update_timeout_s,
         vote_timeout_s=o.vote_timeout_s,
+        block_timeout_s=o.block_timeout_s,
     )
     bus = Bus(
         requester.node_id,
@@ -340,12 +349,15 @@ def _run(demo: Demo, started: float) -> int:
             block = decode_block(payload)
             chain_height = max(chain_height, block.height)
             if pending is not None and block.round == pending["round"]:
-                demo.say(_round_line(pending, chain_height, f"block #{block.height} by {block.proposer}"))
+                stand_in = f", standing in at PoQ rank {block.rank}" if block.rank else ""
+                demo.say(_round_line(pending, chain_height, f"block #{block.height} by {block.proposer}{stand_in}"))
                 pending = None
         elif levels[0] == "tasks" and levels[-1] == "result":
+            env = decode(payload)
+            if env.type != "result":  # the round's reward and final-model records share the topic
+                continue
             if pending is not None:
                 demo.say(_round_line(pending, chain_height, "no block"))
-            env = decode(payload)
             pending = {"round": env.round, **env.body}
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))

@@ -81,7 +81,7 @@ class Member:
 
 
 class Registry:
-    """The consortium members known from the genesis: id -> public key and role."""
+    """The consortium members: those of the genesis, then those admitted by admin-signed registrations."""
 
     def __init__(self, members: dict[str, Member]) -> None:
         self._members = dict(members)
@@ -99,6 +99,19 @@ class Registry:
 
     def get(self, node_id: str) -> Member | None:
         return self._members.get(node_id)
+
+    def add(self, member: Member) -> None:
+        """Admit a new member (a registration on the chain); an id is never reassigned."""
+        check_node_id(member.node_id)
+        if member.node_id in self._members:
+            raise ConfigError(f"member {member.node_id} is already registered")
+        if member.role not in ROLES:
+            raise ConfigError(f"member {member.node_id}: unknown role {member.role!r}")
+        self._members[member.node_id] = member
+
+    def replace_with(self, other: Registry) -> None:
+        """Take ``other``'s members, keeping this object (holders of it see the change)."""
+        self._members = dict(other._members)
 
     def ids(self, role: str | None = None) -> list[str]:
         return sorted(m.node_id for m in self._members.values() if role is None or m.role == role)

@@ -36,7 +36,8 @@ class TaskSpec:
     join_window_s: float = 2.0
     update_timeout_s: float = 300.0
     vote_timeout_s: float = 120.0
-    block_timeout_s: float = 30.0
+    block_timeout_s: float = 15.0  # how long the node at PoQ rank k waits before it proposes, times k
+    proposer_fallbacks: int = 2  # how many next-ranked nodes stand in for a silent PoQ winner
 
     @property
     def metric(self) -> str:
@@ -85,3 +86,5 @@ class TaskSpec:
                 raise ConfigError(f"task: {name} must be > 0")
         if self.reward_per_round < 0:
             raise ConfigError("task: reward_per_round must be >= 0")
+        if not isinstance(self.proposer_fallbacks, int) or self.proposer_fallbacks < 0:
+            raise ConfigError(f"task: proposer_fallbacks must be an integer >= 0, not {self.proposer_fallbacks!r}")

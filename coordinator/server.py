@@ -81,6 +81,8 @@ class Coordinator:
         self.shapes: list[tuple[int, ...]] = []
         self.block_rejections: Counter[str] = Counter()
         self.left: dict[str, str] = {}  # node -> reason it left the task (e.g. privacy budget spent)
+        self.dropped: set[str] = set()  # nodes that missed a round (crashed, lost the network)
+        self.rejoined: list[str] = []  # dropped nodes that joined again, to go back to standby
         self.privacy: dict[str, dict[str, Any]] = {}  # node -> privacy claims at join + epsilon spent
 
     # message pump
@@ -156,7 +158,12 @@ class Coordinator:
         if env is not None and env.type == "leave":
             self._on_leave(node, env)
             return
-        if env is None or node in self.joins:
+        if env is None:
+            return
+        if node in self.joins:
+            if node in self.dropped and node not in self.rejoined:
+                self.rejoined.append(node)
+                log.info("%s joined again after dropping out: back to standby", node)
             return
         samples = env.body.get("num_samples")
         if not isinstance(samples, int) or samples < 1:
@@ -295,6 +302,11 @@ class Coordinator:
         better = higher_is_better(task.metric)
         final_digest = None
         for round_no in range(1, task.rounds + 1):
+            for node in self.rejoined:
+                self.dropped.discard(node)
+                standby.append(node)
+                status[node] = "standby"
+            self.rejoined.clear()
             outcome, blob = self._run_round(round_no, weights, standby)
             if outcome.aggregated:
                 weights = fedavg(
@@ -310,9 +322,8 @@ class Coordinator:
             global_blob = encode_model(weights)
             if final:
                 final_digest = model_digest(global_blob)
-            body = self._result_body(outcome, metric_value, model_digest(global_blob), final, final_digest)
-            result = seal(self.identity, "result", task.task_id, round_no, body)
-            self.bus.publish(self.topics.result(task.task_id, round_no), result.raw)
+            self._publish_result(round_no, outcome, metric_value, model_digest(global_blob), final)
+            self.dropped.update(n for n in outcome.dropped if n not in self.left)
             for node in outcome.dropped:
                 status[node] = "left" if node in self.left else "dropped"
             for node in self.left:
@@ -324,15 +335,13 @@ class Coordinator:
                 status[node] = "active"
             for node, amount in outcome.rewards.items():
                 rewards[node] = round(rewards[node] + amount, 6)
+            wait_s = task.block_timeout_s * (task.proposer_fallbacks + 1)
             if outcome.proposer is not None:
-                self._wait_for_block(task.task_id, round_no, task.block_timeout_s)
-            on_chain = self.replica.has_round(task.task_id, round_no)
-            if not on_chain:
+                self._wait_for_block(task.task_id, round_no, wait_s)
+            block = self.replica.round_block(task.task_id, round_no)
+            if block is None:
                 log.warning(
-                    "round %d: no valid block from proposer %s within %.0fs",
-                    round_no,
-                    outcome.proposer,
-                    task.block_timeout_s,
+                    "round %d: no valid block from the PoQ winner or its stand-ins within %.0fs", round_no, wait_s
                 )
             row = {
                 "round": round_no,
@@ -348,7 +357,9 @@ class Coordinator:
                 "ranking": outcome.ranking,
                 "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
                 "proposer": outcome.proposer,
-                "on_chain": on_chain,
+                "block_proposer": block.proposer if block else None,
+                "block_rank": block.rank if block else None,
+                "on_chain": block is not None,
                 "chain_height": self.replica.height,
                 "rewards": outcome.rewards,
                 "elapsed_s": round(time.monotonic() - started, 2),
@@ -361,7 +372,7 @@ class Coordinator:
                 metric_value,
                 outcome.eliminated or "-",
                 ",".join(outcome.admitted) or "-",
-                outcome.proposer or "-",
+                f"{block.proposer} (rank {block.rank})" if block else "-",
                 self.replica.height,
             )
             self.roster = outcome.next_roster
@@ -410,6 +421,10 @@ class Coordinator:
             lambda: all(n in self.valid or n in self.invalid or n in self.left for n in self.roster),
             task.update_timeout_s,
         )
+        for node in sorted(set(self.valid) & self.equivocators()):  # proven to sign two blocks at one height
+            del self.valid[node]
+            self.invalid[node] = "equivocation"
+            self.intake.reject(Rejected("equivocation", f"update of {node}, who equivocated"), "update")
         self.manifest = {n: d for n, (d, _) in sorted(self.valid.items())}
         env = seal(self.identity, "manifest", task.task_id, round_no, {"updates": self.manifest})
         self.bus.publish(self.topics.manifest(task.task_id, round_no), env.raw)
@@ -429,24 +444,38 @@ class Coordinator:
         )
         return outcome, blob
 
-    def _result_body(
-        self, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool, final_digest: str | None
-    ) -> dict[str, Any]:
+    def equivocators(self) -> set[str]:
+        """Nodes this replica saw sign two blocks at one height, and nodes the chain excluded for it."""
+        return set(self.replica.equivocations) | self.replica.state.excluded
+
+    def _publish_result(
+        self, round_no: int, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool
+    ) -> None:
+        """The round's records (reward split; final model on the last round), then the result listing them."""
         assert self.task is not None
-        body = asdict(outcome)
-        body["quality"] = {n: round(q, 6) for n, q in outcome.quality.items()}
-        body["epsilon_spent"] = {n: self.privacy.get(n, {}).get("epsilon_spent") for n in self.valid}
-        body.update(
+        task_id = self.task.task_id
+        records = [seal(self.identity, "reward", task_id, round_no, {"rewards": outcome.rewards})]
+        if final:
+            body = {"model_digest": global_digest, "metric": self.task.metric, "value": round(metric_value, 6)}
+            records.append(seal(self.identity, "final", task_id, round_no, body))
+        result_body = asdict(outcome)
+        del result_body["rewards"]  # recorded in the reward transaction
+        result_body.update(
             {
+                "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
+                "epsilon_spent": {n: self.privacy.get(n, {}).get("epsilon_spent") for n in self.valid},
                 "votes": sorted(v.digest for v in self.votes.values()),
+                "records": sorted(r.digest for r in records),
                 "metric": self.task.metric,
                 "value": round(metric_value, 6),
                 "global_digest": global_digest,
                 "final": final,
-                "final_model_digest": final_digest,
             }
         )
-        return body
+        topic = self.topics.result(task_id, round_no)
+        for record in records:
+            self.bus.publish(topic, record.raw)
+        self.bus.publish(topic, seal(self.identity, "result", task_id, round_no, result_body).raw)
 
     def _finish(self, summary: dict[str, Any], started: float | None) -> dict[str, Any]:
         summary["rejected"] = dict(self.intake.rejected + self.block_rejections)

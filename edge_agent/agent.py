@@ -7,7 +7,9 @@ a time, so training and scoring never block the MQTT network loop.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 import zlib
@@ -31,15 +33,17 @@ from bpcv.topics import Topics
 from edge_agent import behaviours
 from edge_agent.privacy.plan import PrivacyPlan, plan_privacy
 from edge_agent.trainer import PrivacySettings, Trainer
-from ledger.block import block_height, build_block
+from ledger.block import Block, block_height, build_block
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
+from ledger.validate import eligible_proposers
 
 log = logging.getLogger(__name__)
 Job = tuple[Callable[..., object], tuple[Any, ...]]
 TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
 PENDING_VOTE_WAIT_S = 10.0
 SYNC_INTERVAL_S = 5.0
+SYNC_OVERLAP = 4  # a sync asks for a few blocks below the head too, so a fork below it is seen
 MAX_FUTURE_BLOCKS = 64
 
 
@@ -78,9 +82,10 @@ class Agent:
         self.roster: list[str] = []
         self.assignment: dict[str, list[str]] = {}
         self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> node -> (digest, blob)
-        self.votes: dict[int, dict[str, bytes]] = {}  # round -> vote digest -> raw envelope
+        # round -> digest -> raw envelope, for every transaction a round block may need (votes, records)
+        self.round_txs: dict[int, dict[str, bytes]] = {}
         self.pending_manifest: Envelope | None = None
-        self.pending_result: Envelope | None = None
+        self.pending_results: dict[int, tuple[Envelope, int]] = {}  # round -> (result, my PoQ rank)
         self.shard: Shard | None = None
         self.trainer: Trainer | None = None
         self.num_classes = 0
@@ -224,8 +229,9 @@ class Agent:
         self.roster = list(env.body.get("roster", []))
         self.assignment = dict(env.body.get("assignment", {}))
         self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
-        self.votes = {r: v for r, v in self.votes.items() if r >= round_no}
-        self.pending_manifest = self.pending_result = None
+        self.round_txs = {r: v for r, v in self.round_txs.items() if r >= round_no}
+        self.pending_results = {r: p for r, p in self.pending_results.items() if r >= round_no - 1}
+        self.pending_manifest = None
         if self.node_id not in self.roster:
             if self.status not in ("eliminated", "done", "left"):
                 self.status = "standby"
@@ -338,7 +344,7 @@ class Agent:
         scores = behaviours.shape_scores(self.behaviour, scores, higher_is_better(self.task.metric))
         body = {"metric": self.task.metric, "scores": scores, "digests": digests, "epsilon_spent": self.epsilon_spent()}
         vote = seal(self.identity, "vote", self.task.task_id, self.round, body)
-        self.votes.setdefault(self.round, {})[vote.digest] = vote.raw
+        self.round_txs.setdefault(self.round, {})[vote.digest] = vote.raw
         self.bus.publish(self.topics.vote(self.task.task_id, self.round, self.node_id), vote.raw)
         log.info(
             "%s: round %d vote sent for %d peers%s",
@@ -358,58 +364,107 @@ class Agent:
         )
         if env is None:
             return
-        self.votes.setdefault(round_no, {})[env.digest] = payload
-        if self.pending_result is not None:
-            self._try_propose(final=False)
+        self._keep_round_tx(round_no, env.digest, payload)
+
+    def _keep_round_tx(self, round_no: int, digest: str, raw: bytes) -> None:
+        self.round_txs.setdefault(round_no, {})[digest] = raw
+        if round_no in self.pending_results:
+            self._try_propose(round_no, final=False)
 
     def on_result(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
         env = self._from_coordinator(topic, round_no, payload)
         if env is None:
             return
+        if env.type in ("reward", "final"):  # the round's records, published just before its result
+            self._keep_round_tx(round_no, env.digest, payload)
+            return
+        if env.type != "result":
+            return
+        assert self.task is not None
         body = env.body
         if body.get("eliminated") == self.node_id or self.node_id in body.get("invalid", {}):
             self.status = "eliminated"
             log.info("%s: eliminated in round %d", self.node_id, round_no)
         if body.get("final"):
             self.status = "done" if self.status != "eliminated" else self.status
-        if body.get("proposer") == self.node_id:
-            self.pending_result = env
-            self._now_or_later(self._try_propose)
+        eligible = eligible_proposers(list(body.get("ranking", [])), self.replica.state.excluded)
+        if self.node_id not in eligible[: self.task.proposer_fallbacks + 1]:
+            return
+        rank = eligible.index(self.node_id)
+        if rank == 0:
+            self._start_proposal(env, rank)
+        else:  # stand in for a silent proposer after ``rank`` timeouts, unless the block came meanwhile
+            self._later(rank * self.task.block_timeout_s, self._start_proposal, env, rank)
 
-    def _try_propose(self, final: bool) -> bool:
-        """As the round's PoQ winner, pack the round's transactions into the next block.
-        Returns False while it is still waiting for the listed votes."""
-        result = self.pending_result
-        if result is None:
-            return self.pending_result is None
+    def _start_proposal(self, result: Envelope, rank: int) -> None:
         assert self.task is not None
-        listed = list(result.body.get("votes", []))
-        votes = self.votes.get(result.round, {})
-        missing = [d for d in listed if d not in votes]
+        if self.replica.has_round(self.task.task_id, result.round):
+            return
+        self.pending_results[result.round] = (result, rank)
+        self._now_or_later(lambda final: self._try_propose(result.round, final))
+
+    def _try_propose(self, round_no: int, final: bool) -> bool:
+        """As the node at PoQ place ``rank``, pack the round's transactions into the next block.
+        Returns False while it is still waiting for the listed votes and records."""
+        assert self.task is not None
+        if round_no not in self.pending_results:
+            return True
+        if self.replica.has_round(self.task.task_id, round_no):
+            del self.pending_results[round_no]
+            return True
+        result, rank = self.pending_results[round_no]
+        votes, records = list(result.body.get("votes", [])), list(result.body.get("records", []))
+        have = self.round_txs.get(round_no, {})
+        missing = [d for d in votes + records if d not in have]
+        if missing and not final:
+            return False
+        del self.pending_results[round_no]
         if missing:
-            if final:
-                log.error(
-                    "%s: cannot propose round %d: %d listed votes never arrived",
-                    self.node_id,
-                    result.round,
-                    len(missing),
-                )
-                self.pending_result = None
-            return self.pending_result is None
-        self.pending_result = None
+            log.error(
+                "%s: cannot propose round %d: %d listed transactions never arrived",
+                self.node_id,
+                round_no,
+                len(missing),
+            )
+            return True
+        if rank == 0 and self.behaviour == "dies-at-proposal":
+            log.warning("%s: dying at proposal time (behaviour dies-at-proposal)", self.node_id)
+            os.kill(os.getpid(), signal.SIGKILL)
         txs = [] if self.task.task_id in self.replica.state.tasks else [self.task_raw]
-        txs += [votes[d] for d in sorted(listed)] + [result.raw]
+        txs += [have[d] for d in sorted(votes)] + [result.raw] + [have[d] for d in sorted(records)]
+        txs += [
+            seal(self.identity, "evidence", self.task.task_id, round_no, e.evidence_body()).raw
+            for e in self.replica.pending_evidence()
+        ]
+        self._propose(round_no, rank, txs)
+        return True
+
+    def _propose(self, round_no: int, rank: int, txs: list[bytes]) -> None:
+        """Sign a block of ``txs`` on this replica's head, append it here and publish it."""
+        assert self.task is not None
         block = build_block(
-            self.identity, self.replica.height + 1, self.replica.head_hash, self.task.task_id, result.round, txs
+            self.identity, self.replica.height + 1, self.replica.head_hash, self.task.task_id, round_no, txs, rank=rank
         )
         try:
             self.replica.append(block.raw)
         except LedgerError as exc:
-            log.error("%s: own block for round %d does not validate: %s", self.node_id, result.round, exc)
-            return self.pending_result is None
-        self.bus.publish(self.topics.block(self.replica.state.chain_id), block.raw)
-        log.info("%s: proposed block %d for round %d", self.node_id, block.height, result.round)
-        return True
+            log.error("%s: own block for round %d does not validate: %s", self.node_id, round_no, exc)
+            return
+        topic = self.topics.block(self.replica.state.chain_id)
+        self.bus.publish(topic, block.raw)
+        log.info("%s: proposed block %d for round %d (PoQ rank %d)", self.node_id, block.height, round_no, rank)
+        if self.behaviour == "equivocate":
+            twin = build_block(
+                self.identity, block.height, block.prev_hash, block.task, round_no, txs, ts=block.ts + 0.001, rank=rank
+            )
+            self.bus.publish(topic, twin.raw)
+            log.warning("%s: equivocated: a second block %s… at height %d", self.node_id, twin.hash[:12], twin.height)
+
+    def _repropose_orphans(self, orphaned: tuple[Block, ...]) -> None:
+        """Blocks of mine that a fork switch left off the main chain, for rounds it lacks: propose again."""
+        for block in orphaned:
+            if block.proposer == self.node_id and not self.replica.has_round(block.task, block.round):
+                self._propose(block.round, block.rank, list(block.txs))
 
     # the chain
     def request_sync(self) -> None:
@@ -419,15 +474,16 @@ class Agent:
             return
         self._last_sync_request = now
         chain = self.replica.state.chain_id
-        env = seal(self.identity, "sync", "", 0, {"from": self.replica.height + 1})
+        start = max(1, self.replica.height + 1 - SYNC_OVERLAP)
+        env = seal(self.identity, "sync", "", 0, {"from": start})
         self.bus.publish(self.topics.sync_request(chain, self.node_id), env.raw, wait=None)
-        log.info("%s: asked for blocks from height %d", self.node_id, self.replica.height + 1)
+        log.info("%s: asked for blocks from height %d", self.node_id, start)
 
     def on_block(self, payload: bytes, synced: bool = False) -> None:
         """Verify and append a block. A block beyond the head means this replica is behind: it is kept
         (bounded) until the gap is filled by range sync, and then appended in order."""
         try:
-            block = self.replica.append(payload)
+            appended = self.replica.append(payload)
         except UnknownParent as exc:
             height = block_height(payload)
             if height is not None and height > self.replica.height and len(self._future_blocks) < MAX_FUTURE_BLOCKS:
@@ -439,8 +495,9 @@ class Agent:
         except LedgerError as exc:
             self.intake.reject(Rejected("invalid-block", str(exc)), "block")
             return
-        if block is not None:
-            log.debug("%s: appended block %d%s", self.node_id, block.height, " (sync)" if synced else "")
+        if appended is not None:
+            log.debug("%s: block %d %s%s", self.node_id, appended.block.height, appended.status, " (sync)" * synced)
+            self._repropose_orphans(appended.orphaned)
             next_block = self._future_blocks.pop(self.replica.height + 1, None)
             self._future_blocks = {h: b for h, b in self._future_blocks.items() if h > self.replica.height}
             if next_block is not None:

@@ -4,14 +4,27 @@
 - ``label-flip``: trains on labels mapped y -> (C - 1 - y);
 - ``sign-flip``: sends the global model pushed against its own update (g - 4 (w - g));
 - ``free-ride``: sends the global model back unchanged, without training;
-- ``lying-voter``: trains honestly but reverses its scores of others.
+- ``lying-voter``: trains honestly but reverses its scores of others;
+- ``equivocate``: trains honestly, but as a block proposer signs and publishes two different blocks
+  for one height (caught as equivocation and excluded);
+- ``dies-at-proposal``: trains honestly, but its process is SIGKILLed the moment it should publish
+  the round's block as PoQ winner (the next-ranked node must stand in).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BEHAVIOURS = ("honest", "random-weights", "label-flip", "sign-flip", "free-ride", "lying-voter")
+BEHAVIOURS = (
+    "honest",
+    "random-weights",
+    "label-flip",
+    "sign-flip",
+    "free-ride",
+    "lying-voter",
+    "equivocate",
+    "dies-at-proposal",
+)
 SIGN_FLIP_SCALE = 4.0
 
 

@@ -25,6 +25,10 @@ class RoundRecord:
     votes: dict[str, dict[str, float]] = field(default_factory=dict)
     epsilon_signed: dict[str, float | None] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
+    rank: int = 0
+    rewards: dict[str, float] = field(default_factory=dict)
+    final_model_digest: str | None = None
+    evidence: list[str] = field(default_factory=list)  # proposers this block excludes for equivocation
 
 
 @dataclass
@@ -36,7 +40,7 @@ class TaskAudit:
 
     @property
     def final_model_digest(self) -> str | None:
-        finals = [r.result.get("final_model_digest") for r in self.rounds if r.result.get("final")]
+        finals = [r.final_model_digest for r in self.rounds if r.final_model_digest]
         return finals[-1] if finals else None
 
 
@@ -50,7 +54,7 @@ def audit_task(path: Path | str, task: str) -> TaskAudit:
             block = decode_block(store.get(height) or b"")
             if block.task != task:
                 continue
-            record = RoundRecord(block.round, height, block.proposer)
+            record = RoundRecord(block.round, height, block.proposer, rank=block.rank)
             for raw in block.txs:
                 env = decode(raw)
                 if env.type == "task":
@@ -60,6 +64,12 @@ def audit_task(path: Path | str, task: str) -> TaskAudit:
                     record.epsilon_signed[env.sender] = env.body.get("epsilon_spent")
                 elif env.type == "result":
                     record.result = env.body
+                elif env.type == "reward":
+                    record.rewards = dict(env.body.get("rewards", {}))
+                elif env.type == "final":
+                    record.final_model_digest = env.body.get("model_digest")
+                elif env.type == "evidence":
+                    record.evidence.append(str(env.body.get("accused")))
             rounds.append(record)
     return TaskAudit(task, spec, sorted(rounds, key=lambda r: r.round), report.head_hash)
 
@@ -78,8 +88,10 @@ def format_audit(a: TaskAudit) -> list[str]:
     totals: dict[str, float] = {}
     for r in a.rounds:
         res = r.result
+        stand_in = f", standing in at PoQ rank {r.rank}" if r.rank else ""
         lines.append(
-            f"\nround {r.round} (block {r.height}, proposer {r.proposer}): {res.get('metric')} {res.get('value')}"
+            f"\nround {r.round} (block {r.height}, proposer {r.proposer}{stand_in}): "
+            f"{res.get('metric')} {res.get('value')}"
         )
         targets = sorted({t for scores in r.votes.values() for t in scores})
         width = max([8, *(len(n) for n in [*targets, *r.votes])])
@@ -97,7 +109,9 @@ def format_audit(a: TaskAudit) -> list[str]:
             f"  eliminated: {', '.join(removed) or '-'} | admitted: {', '.join(res.get('admitted', [])) or '-'}"
             f" | dropped: {', '.join(res.get('dropped', [])) or '-'}"
         )
-        rewards = res.get("rewards", {})
+        if r.evidence:
+            lines.append("  equivocation evidence, proposer excluded: " + ", ".join(r.evidence))
+        rewards = r.rewards
         for node, amount in rewards.items():
             totals[node] = totals.get(node, 0.0) + amount
         lines.append("  rewards: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(rewards.items())))

@@ -5,7 +5,7 @@ Byte layout (integers big-endian; see docs/PROTOCOL.md)::
     magic   4 bytes  b"BPBK"
     version 1 byte   1
     hlen    4 bytes
-    header  hlen     canonical JSON: {"height","merkle_root","prev_hash","proposer","round","task","ts","tx_count"}
+    header  hlen     canonical JSON, keys: height merkle_root prev_hash proposer rank round task ts tx_count
     ntx     4 bytes
     txs     ntx x (4-byte length + a signed envelope, byte for byte as its sender signed it)
     sig     64 bytes Ed25519 signature by the proposer over the header bytes
@@ -30,7 +30,7 @@ from ledger.errors import CorruptStore
 MAGIC = b"BPBK"
 VERSION = 1
 ZERO_HASH = "00" * 32
-HEADER_FIELDS = ("height", "merkle_root", "prev_hash", "proposer", "round", "task", "ts", "tx_count")
+HEADER_FIELDS = ("height", "merkle_root", "prev_hash", "proposer", "rank", "round", "task", "ts", "tx_count")
 
 
 def merkle_root(txs: list[bytes]) -> str:
@@ -55,6 +55,7 @@ class Block:
     task: str
     round: int
     proposer: str
+    rank: int
     ts: float
     merkle_root: str
     txs: tuple[bytes, ...]
@@ -68,14 +69,22 @@ class Block:
 
 
 def build_block(
-    proposer: Identity, height: int, prev_hash: str, task: str, round_no: int, txs: list[bytes], ts: float | None = None
+    proposer: Identity,
+    height: int,
+    prev_hash: str,
+    task: str,
+    round_no: int,
+    txs: list[bytes],
+    ts: float | None = None,
+    rank: int = 0,
 ) -> Block:
-    """Assemble and sign a block."""
+    """Assemble and sign a block. ``rank`` is the proposer's place in the round's PoQ ranking (0: the winner)."""
     header: dict[str, Any] = {
         "height": height,
         "merkle_root": merkle_root(txs),
         "prev_hash": prev_hash,
         "proposer": proposer.node_id,
+        "rank": rank,
         "round": round_no,
         "task": task,
         "ts": round_ts(time.time() if ts is None else ts),
@@ -94,6 +103,7 @@ def build_block(
         task,
         round_no,
         proposer.node_id,
+        rank,
         header["ts"],
         header["merkle_root"],
         tuple(txs),
@@ -101,6 +111,17 @@ def build_block(
         signature,
         raw,
     )
+
+
+def decode_header(header_bytes: bytes) -> dict[str, Any]:
+    """The fields of a block header; raises CorruptStore when they are not exactly HEADER_FIELDS."""
+    try:
+        header = load_json(header_bytes)
+    except ValueError as exc:
+        raise CorruptStore(f"block header does not decode: {exc}") from exc
+    if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
+        raise CorruptStore("block header fields wrong")
+    return header
 
 
 def decode_block(raw: bytes) -> Block:
@@ -111,9 +132,7 @@ def decode_block(raw: bytes) -> Block:
         (hlen,) = struct.unpack_from(">I", raw, 5)
         pos = 9
         header_bytes = raw[pos : pos + hlen]
-        header = load_json(header_bytes)
-        if not isinstance(header, dict) or sorted(header) != list(HEADER_FIELDS):
-            raise CorruptStore("block header fields wrong")
+        header = decode_header(header_bytes)
         pos += hlen
         (ntx,) = struct.unpack_from(">I", raw, pos)
         pos += 4
@@ -134,6 +153,7 @@ def decode_block(raw: bytes) -> Block:
             str(header["task"]),
             int(header["round"]),
             str(header["proposer"]),
+            int(header["rank"]),
             float(header["ts"]),
             str(header["merkle_root"]),
             tuple(txs),

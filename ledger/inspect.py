@@ -29,8 +29,9 @@ def describe_blocks(path: Path | str) -> Iterator[str]:
             raw = store.get(height)
             block = decode_block(raw or b"")
             when = dt.datetime.fromtimestamp(block.ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-            title = "genesis" if height == 0 else f"task {block.task} round {block.round}"
-            yield f"#{height} {block.hash[:16]}… {title} | proposer {block.proposer} | {when} | {len(block.txs)} tx"
+            title = "genesis" if height == 0 else f"task {block.task} round {block.round}" if block.task else "members"
+            proposer = block.proposer + (f" (rank {block.rank})" if block.rank else "")
+            yield f"#{height} {block.hash[:16]}… {title} | proposer {proposer} | {when} | {len(block.txs)} tx"
             for tx in block.txs:
                 env = decode(tx)
                 yield "    " + _describe_tx(env.type, env.sender, env.body)
@@ -51,6 +52,15 @@ def _describe_tx(kind: str, sender: str, body: dict) -> str:
         return (
             f"result by {sender}: {body.get('metric')} {body.get('value')}, ranking {body.get('ranking')}, "
             f"eliminated {body.get('eliminated')}, admitted {body.get('admitted')}"
-            + (f", FINAL model {body.get('final_model_digest', '')[:16]}…" if body.get("final") else "")
+            + (", FINAL" if body.get("final") else "")
         )
+    if kind == "reward":
+        return f"reward by {sender}: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(body.get("rewards", {}).items()))
+    if kind == "final":
+        digest = str(body.get("model_digest"))[:16]
+        return f"final model by {sender}: digest {digest}…, {body.get('metric')} {body.get('value')}"
+    if kind == "evidence":
+        return f"equivocation evidence by {sender}: {body.get('accused')} signed two blocks at one height"
+    if kind == "register":
+        return f"registration by {sender}: {body.get('node')} as {body.get('role')}"
     return f"{kind} by {sender}"

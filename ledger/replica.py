@@ -1,4 +1,10 @@
-"""A chain replica: a block store plus the validated state; every block is re-verified before it is stored."""
+"""A chain replica: a block store plus the validated state; every block is re-verified before it is stored.
+
+Fork choice (docs/PROTOCOL.md): of two valid branches from a common block, the longer one wins; at
+equal length, the one whose first block has the lower proposer rank, then the lower block hash.
+A block on the losing branch is kept as a side block, so the main chain is a function of the set
+of blocks a replica has, whatever order they came in; the height never goes down.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpcv.identity import verify_signature
 from ledger.backends.lmdb import LmdbStore
 from ledger.backends.memory import MemoryStore
 from ledger.block import Block, decode_block
 from ledger.errors import CorruptStore, InvalidBlock, LedgerError, UnknownParent
 from ledger.store import BlockStore
-from ledger.validate import ChainState, apply_round_block, validate_genesis, validate_round_block
+from ledger.validate import ChainState, apply_block, validate_block, validate_genesis
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +32,33 @@ class VerifyReport:
     blocks: int
 
 
-def _decode_at(store: BlockStore, height: int) -> Block:
-    raw = store.get(height)
+@dataclass(frozen=True)
+class Appended:
+    """What ``Replica.append`` did with a new valid block."""
+
+    block: Block
+    status: str  # "head": extends the main chain; "side": kept on a losing branch; "reorg": its branch won
+    orphaned: tuple[Block, ...] = ()  # main-chain blocks a reorg moved to the side
+
+
+@dataclass(frozen=True)
+class Equivocation:
+    """Two different blocks signed by one proposer at one height on one parent."""
+
+    accused: str
+    first: Block
+    second: Block
+
+    def evidence_body(self) -> dict[str, object]:
+        """The body of an ``evidence`` transaction (checked by ``ledger.validate.validate_evidence``)."""
+        return {
+            "accused": self.accused,
+            "headers": [self.first.header_bytes.hex(), self.second.header_bytes.hex()],
+            "signatures": [self.first.signature.hex(), self.second.signature.hex()],
+        }
+
+
+def _decode(raw: bytes | None, height: int | None) -> Block:
     if raw is None:
         raise InvalidBlock(height, "missing from the store")
     try:
@@ -35,26 +67,33 @@ def _decode_at(store: BlockStore, height: int) -> Block:
         raise InvalidBlock(height, str(exc)) from exc
 
 
-def replay(store: BlockStore) -> ChainState:
-    """Re-verify every stored block from genesis; raises InvalidBlock naming the first bad height."""
+def replay(store: BlockStore, upto: int | None = None) -> ChainState:
+    """Re-verify stored blocks 0..``upto`` (default: the head); raises InvalidBlock naming the first bad height."""
     head = store.head()
     if head is None:
         raise InvalidBlock(None, "the replica is empty (no genesis)")
-    state = validate_genesis(_decode_at(store, 0))
-    for height in range(1, head[0] + 1):
-        block = _decode_at(store, height)
-        task, _ = validate_round_block(block, state)
-        apply_round_block(state, block, task)
-    if state.head_hash != head[1]:
+    state = validate_genesis(_decode(store.get(0), 0))
+    last = head[0] if upto is None else upto
+    for height in range(1, last + 1):
+        block = _decode(store.get(height), height)
+        apply_block(state, block, validate_block(block, state))
+    if upto is None and state.head_hash != head[1]:
         raise InvalidBlock(head[0], "the stored head hash does not match the last block")
     return state
 
 
 def verify_store(store: BlockStore) -> VerifyReport:
-    """Full verification of a store, for ``bpcv chain verify``."""
+    """Full verification of a store's main chain, for ``bpcv chain verify``."""
     state = replay(store)
     genesis = decode_block(store.get(0) or b"")
     return VerifyReport(state.height, state.head_hash, genesis.hash, state.height + 1)
+
+
+def preferred(branch: list[Block], main: list[Block]) -> bool:
+    """Fork choice between two branches from one common block: does ``branch`` beat ``main``?"""
+    if len(branch) != len(main):
+        return len(branch) > len(main)
+    return (branch[0].rank, branch[0].hash) < (main[0].rank, main[0].hash)
 
 
 class Replica:
@@ -62,6 +101,7 @@ class Replica:
 
     def __init__(self, store: BlockStore, genesis_raw: bytes | None = None) -> None:
         self.store = store
+        self.equivocations: dict[str, Equivocation] = {}
         if store.head() is None:
             if genesis_raw is None:
                 raise LedgerError("empty replica and no genesis given")
@@ -89,27 +129,89 @@ class Replica:
     def has_round(self, task: str, round_no: int) -> bool:
         return (task, round_no) in self.state.rounds
 
-    def append(self, raw: bytes) -> Block | None:
-        """Verify and store a block. Returns None for a block already held (a duplicate).
+    def block_at(self, height: int) -> Block:
+        return _decode(self.store.get(height), height)
 
-        Raises InvalidBlock for a bad block, UnknownParent for one that does not extend the head.
+    def round_block(self, task: str, round_no: int) -> Block | None:
+        """The main-chain block recording ``round_no`` of ``task`` (searched from the head down)."""
+        if not self.has_round(task, round_no):
+            return None
+        for height in range(self.height, 0, -1):
+            block = self.block_at(height)
+            if (block.task, block.round) == (task, round_no):
+                return block
+        return None
+
+    def knows(self, block_hash: str) -> bool:
+        return self.store.height_of(block_hash) is not None or self.store.get_side(block_hash) is not None
+
+    def append(self, raw: bytes) -> Appended | None:
+        """Verify and store a block; None for a block already held.
+
+        Raises InvalidBlock for a bad block, UnknownParent for one whose parent this replica lacks.
         """
         try:
             block = decode_block(raw)
         except CorruptStore as exc:
             raise InvalidBlock(None, str(exc)) from exc
-        if self.store.height_of(block.hash) is not None:
+        if self.knows(block.hash):
             return None
-        if block.height != self.state.height + 1:
-            raise UnknownParent(f"block at height {block.height} does not extend head {self.state.height}")
-        task, _ = validate_round_block(block, self.state)
-        self.store.append(block.height, block.hash, block.raw)
-        apply_round_block(self.state, block, task)
-        return block
+        if block.prev_hash == self.state.head_hash:
+            effects = validate_block(block, self.state)
+            self.store.append(block.height, block.hash, block.raw)
+            apply_block(self.state, block, effects)
+            return Appended(block, "head")
+        return self._append_fork(block)
+
+    def _append_fork(self, block: Block) -> Appended:
+        branch = [block]
+        while (parent := self.store.get_side(branch[0].prev_hash)) is not None:
+            branch.insert(0, decode_block(parent))
+        fork_height = self.store.height_of(branch[0].prev_hash)
+        if fork_height is None:
+            raise UnknownParent(f"block at height {block.height}: parent {block.prev_hash[:16]}… is unknown here")
+        self._check_equivocation(block)
+        state = replay(self.store, upto=fork_height)
+        for b in branch:
+            apply_block(state, b, validate_block(b, state))
+        main = [self.block_at(h) for h in range(fork_height + 1, self.height + 1)]
+        if not preferred(branch, main):
+            self.store.put_side(block.hash, block.raw)
+            log.info("block %d (%s…) kept on a side branch", block.height, block.hash[:12])
+            return Appended(block, "side")
+        self.store.switch(fork_height + 1, [(b.hash, b.raw) for b in main], [(b.hash, b.raw) for b in branch])
+        self.state.registry.replace_with(state.registry)
+        state.registry = self.state.registry  # holders of the registry object keep seeing the chain's members
+        self.state = state
+        log.warning("fork: switched to a branch from height %d, %d block(s) orphaned", fork_height + 1, len(main))
+        return Appended(block, "reorg", tuple(main))
+
+    def _check_equivocation(self, block: Block) -> None:
+        """Record proof when ``block`` and a block we hold have one proposer, one height, one parent."""
+        siblings = [decode_block(raw) for _, raw in self.store.side_blocks()]
+        main_at = self.store.get(block.height)
+        if main_at is not None:
+            siblings.append(decode_block(main_at))
+        member = self.state.registry.get(block.proposer)
+        for other in siblings:
+            if (
+                member is not None
+                and other.proposer == block.proposer
+                and other.prev_hash == block.prev_hash
+                and other.hash != block.hash
+                and verify_signature(member.public_key, block.header_bytes, block.signature)
+                and verify_signature(member.public_key, other.header_bytes, other.signature)
+            ):
+                self.equivocations.setdefault(block.proposer, Equivocation(block.proposer, other, block))
+                log.warning("equivocation: %s signed two blocks at height %d", block.proposer, block.height)
+
+    def pending_evidence(self) -> list[Equivocation]:
+        """Equivocations seen here whose proposer the chain has not excluded yet."""
+        return [e for n, e in sorted(self.equivocations.items()) if n not in self.state.excluded]
 
     def blocks(self) -> Iterator[Block]:
         for height in range(self.state.height + 1):
-            yield _decode_at(self.store, height)
+            yield self.block_at(height)
 
     def close(self) -> None:
         self.store.close()

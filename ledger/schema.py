@@ -3,15 +3,22 @@
 import struct
 
 HEAD = b"meta:head"
+SIDE_PREFIX = b"side:"
 
 
 def block_key(height: int) -> bytes:
-    """Blocks by height; big-endian so LMDB's key order is height order."""
+    """Main-chain blocks by height; big-endian so LMDB's key order is height order."""
     return b"blk:" + struct.pack(">Q", height)
 
 
 def hash_key(block_hash: str) -> bytes:
+    """Main-chain block hash -> its height (8 bytes, big-endian)."""
     return b"hash:" + bytes.fromhex(block_hash)
+
+
+def side_key(block_hash: str) -> bytes:
+    """Valid blocks off the main chain (a losing fork branch), by hash."""
+    return SIDE_PREFIX + bytes.fromhex(block_hash)
 
 
 def encode_head(height: int, block_hash: str) -> bytes:

@@ -1,9 +1,14 @@
-"""Block validation rules, pure: given the chain state so far, is this block the valid next one?
+"""Block validation rules, pure: given the chain state so far, is this block a valid next one?
 
-A round block must: extend the head; carry a correct Merkle root; be signed by its proposer; hold
-only transactions signed by registered members of the right role for its task and round; hold the
-round's result from the task's coordinator and exactly the votes that result lists; and its
-proposer must be the proof-of-quality winner recomputed from those votes.
+Two kinds of block follow the genesis:
+
+- a *registration* block, proposed by an admin, holds only admin-signed ``register`` transactions,
+  each admitting one new member (id, key, role);
+- a *round* block, proposed by an agent, records one round of one task: the task itself (first round
+  only), exactly the votes the coordinator's result lists, the result, the reward split, the final
+  model (last round only), and any equivocation evidence. Its proposer must be the node at place
+  ``rank`` of the round's proof-of-quality ranking, recomputed here from the included votes, skipping
+  nodes excluded for equivocation (rank 0 is the winner; rank k > 0 the fallback after k timeouts).
 """
 
 from __future__ import annotations
@@ -13,14 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpcv.envelope import Envelope, open_envelope
-from bpcv.errors import BpcvError, Rejected
-from bpcv.identity import Registry, verify_signature
+from bpcv.errors import BpcvError, ConfigError, Rejected
+from bpcv.identity import Member, Registry, verify_signature
 from bpcv.poq import quality_scores, rank_nodes
 from bpcv.task import TaskSpec
-from ledger.block import ZERO_HASH, Block, merkle_root
-from ledger.errors import InvalidBlock
+from ledger.block import ZERO_HASH, Block, decode_header, merkle_root
+from ledger.errors import CorruptStore, InvalidBlock
 
-TX_ROLES = {"task": ("requester",), "vote": ("agent",), "result": ("coordinator",)}
+ROUND_TX_ROLES = {
+    "task": ("requester",),
+    "vote": ("agent",),
+    "result": ("coordinator",),
+    "reward": ("coordinator",),
+    "final": ("coordinator",),
+    "evidence": ("agent", "coordinator"),
+}
+REWARD_SLACK = 1e-6
 
 
 @dataclass
@@ -34,6 +47,17 @@ class ChainState:
     head_hash: str
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     rounds: set[tuple[str, int]] = field(default_factory=set)
+    excluded: set[str] = field(default_factory=set)  # proposers proven to have equivocated
+
+
+@dataclass(frozen=True)
+class BlockEffects:
+    """What a valid block changes in the chain state."""
+
+    new_task: TaskSpec | None = None
+    round: tuple[str, int] | None = None
+    members: tuple[Member, ...] = ()
+    excluded: tuple[str, ...] = ()
 
 
 def _fail(block: Block, reason: str) -> InvalidBlock:
@@ -99,30 +123,105 @@ def vote_scores(vote: Envelope, registry: Registry) -> dict[str, float]:
     return out
 
 
-def validate_round_block(block: Block, state: ChainState) -> tuple[TaskSpec, Envelope]:
-    """Check a round block against ``state``; return its task and result. Raises InvalidBlock."""
+def eligible_proposers(ranking: list[str], excluded: set[str]) -> list[str]:
+    """The PoQ ranking without nodes excluded for equivocation: place k proposes after k timeouts."""
+    return [n for n in ranking if n not in excluded]
+
+
+def equivocation_proof(header_a: bytes, header_b: bytes) -> str:
+    """Why two headers are not one proposer's equivocation ("" when they are); content only, no signatures."""
+    try:
+        a, b = decode_header(header_a), decode_header(header_b)
+    except CorruptStore as exc:
+        return str(exc)
+    if header_a == header_b:
+        return "the two headers are the same block"
+    if a["proposer"] != b["proposer"]:
+        return "the headers have different proposers"
+    if a["height"] != b["height"] or a["prev_hash"] != b["prev_hash"]:
+        return "the headers are not for the same height and parent"
+    return ""
+
+
+def validate_evidence(env: Envelope, registry: Registry, excluded: set[str]) -> str:
+    """Check an equivocation evidence transaction; return the accused proposer. Raises Rejected."""
+    body = env.body
+    accused = body.get("accused")
+    headers, signatures = body.get("headers"), body.get("signatures")
+    member = registry.get(accused) if isinstance(accused, str) else None
+    if member is None or member.role != "agent":
+        raise Rejected("malformed", f"evidence accuses unknown agent {accused!r}")
+    if accused in excluded:
+        raise Rejected("duplicate", f"{accused} is already excluded")
+    if not (isinstance(headers, list) and isinstance(signatures, list) and len(headers) == len(signatures) == 2):
+        raise Rejected("malformed", "evidence needs two headers and two signatures")
+    try:
+        raw_headers = [bytes.fromhex(h) for h in headers]
+        raw_sigs = [bytes.fromhex(s) for s in signatures]
+    except (TypeError, ValueError) as exc:
+        raise Rejected("malformed", f"evidence is not hex: {exc}") from exc
+    why = equivocation_proof(raw_headers[0], raw_headers[1])
+    if why:
+        raise Rejected("malformed", f"not equivocation: {why}")
+    if decode_header(raw_headers[0])["proposer"] != accused:
+        raise Rejected("malformed", "the headers are not proposed by the accused")
+    for header, sig in zip(raw_headers, raw_sigs, strict=True):
+        if not verify_signature(member.public_key, header, sig):
+            raise Rejected("bad-signature", f"an evidence header is not signed by {accused}")
+    return accused
+
+
+def validate_block(block: Block, state: ChainState) -> BlockEffects:
+    """Check a block after the genesis against ``state``; return what it changes. Raises InvalidBlock."""
     _check_frame(block, state.height + 1, state.head_hash)
+    member = state.registry.get(block.proposer)
+    if member is not None and member.role == "admin":
+        return _validate_registration_block(block, state)
+    return _validate_round_block(block, state)
+
+
+def _validate_registration_block(block: Block, state: ChainState) -> BlockEffects:
+    _check_proposer_signature(block, state.registry, roles=("admin",))
+    if block.task or block.round or block.rank or not block.txs:
+        raise _fail(block, "a registration block has no task, round 0, rank 0 and at least one registration")
+    admitted = Registry({})
+    for i, raw in enumerate(block.txs):
+        try:
+            env = open_envelope(raw, state.registry, roles=("admin",))
+            if env.type != "register":
+                raise Rejected("malformed", f"type {env.type!r} in a registration block")
+            new = Member(str(env.body.get("node")), bytes.fromhex(str(env.body.get("key"))), str(env.body.get("role")))
+            if new.node_id in state.registry or len(new.public_key) != 32 or new.role == "admin":
+                raise Rejected("malformed", f"{new.node_id}: already a member, a key not of 32 bytes, or an admin")
+            admitted.add(new)
+        except (Rejected, ConfigError, ValueError) as exc:
+            raise _fail(block, f"registration {i}: {exc}") from exc
+    return BlockEffects(members=tuple(admitted.get(n) for n in admitted.ids()))  # type: ignore[misc]
+
+
+def _validate_round_block(block: Block, state: ChainState) -> BlockEffects:
     _check_proposer_signature(block, state.registry, roles=("agent",))
-    envs: dict[str, list[Envelope]] = {"task": [], "vote": [], "result": []}
+    envs: dict[str, list[Envelope]] = {kind: [] for kind in ROUND_TX_ROLES}
     for i, raw in enumerate(block.txs):
         try:
             env = open_envelope(raw, state.registry)
         except Rejected as exc:
             raise _fail(block, f"transaction {i}: {exc}") from exc
-        if env.type not in TX_ROLES:
+        if env.type not in ROUND_TX_ROLES:
             raise _fail(block, f"transaction {i}: type {env.type!r} not allowed in a round block")
-        if state.registry.get(env.sender).role not in TX_ROLES[env.type]:  # type: ignore[union-attr]
+        if state.registry.get(env.sender).role not in ROUND_TX_ROLES[env.type]:  # type: ignore[union-attr]
             raise _fail(block, f"transaction {i}: {env.type} from {env.sender}, who may not send it")
-        if env.task != block.task:
+        if env.type != "evidence" and env.task != block.task:
             raise _fail(block, f"transaction {i} is for task {env.task!r}, block is for {block.task!r}")
         envs[env.type].append(env)
 
     task = state.tasks.get(block.task)
+    new_task = None
     if envs["task"]:
         if task is not None or len(envs["task"]) > 1:
             raise _fail(block, f"task {block.task} recorded twice")
         try:
-            task = TaskSpec.from_body(envs["task"][0].body)
+            new_task = task = TaskSpec.from_body(envs["task"][0].body)
         except BpcvError as exc:
             raise _fail(block, f"task transaction: {exc}") from exc
         if task.task_id != block.task:
@@ -132,42 +231,94 @@ def validate_round_block(block: Block, state: ChainState) -> tuple[TaskSpec, Env
     if (block.task, block.round) in state.rounds:
         raise _fail(block, f"round {block.round} of {block.task} is already on the chain")
 
-    if len(envs["result"]) != 1:
-        raise _fail(block, f"expected one round result, found {len(envs['result'])}")
-    result = envs["result"][0]
+    result = _check_result(block, task, envs["result"])
+    ranking = _check_votes(block, task, envs["vote"], result, state.registry)
+    eligible = eligible_proposers(ranking, state.excluded)
+    if not 0 <= block.rank < len(eligible) or eligible[block.rank] != block.proposer:
+        expected = eligible[block.rank] if 0 <= block.rank < len(eligible) else "nobody"
+        raise _fail(block, f"proposer {block.proposer} at rank {block.rank}, but that place is {expected}")
+    _check_records(block, task, envs, result, ranking)
+
+    excluded: list[str] = []
+    for env in envs["evidence"]:
+        try:
+            excluded.append(validate_evidence(env, state.registry, state.excluded | set(excluded)))
+        except Rejected as exc:
+            raise _fail(block, f"evidence from {env.sender}: {exc}") from exc
+    return BlockEffects(new_task=new_task, round=(block.task, block.round), excluded=tuple(excluded))
+
+
+def _check_result(block: Block, task: TaskSpec, results: list[Envelope]) -> Envelope:
+    if len(results) != 1:
+        raise _fail(block, f"expected one round result, found {len(results)}")
+    result = results[0]
     if result.sender != task.coordinator or result.round != block.round:
         raise _fail(block, "result is not from the task's coordinator for this round")
+    return result
 
+
+def _check_votes(
+    block: Block, task: TaskSpec, vote_envs: list[Envelope], result: Envelope, registry: Registry
+) -> list[str]:
+    """The votes are exactly those the result lists, well formed; return the PoQ ranking they give."""
     votes: dict[str, dict[str, float]] = {}
-    for vote in envs["vote"]:
+    for vote in vote_envs:
         if vote.round != block.round:
             raise _fail(block, f"vote of {vote.sender} is for round {vote.round}, block is round {block.round}")
         if vote.sender in votes:
             raise _fail(block, f"two votes from {vote.sender}")
         try:
-            votes[vote.sender] = vote_scores(vote, state.registry)
+            votes[vote.sender] = vote_scores(vote, registry)
         except Rejected as exc:
             raise _fail(block, f"vote of {vote.sender}: {exc}") from exc
     listed = result.body.get("votes")
-    if not isinstance(listed, list) or sorted(listed) != sorted(v.digest for v in envs["vote"]):
+    if not isinstance(listed, list) or sorted(listed) != sorted(v.digest for v in vote_envs):
         raise _fail(block, "the votes in the block are not exactly those the result lists")
-
     ranking = rank_nodes(quality_scores(votes, task.quality_rule), task.metric)
     if not ranking:
         raise _fail(block, "no scored node: a round block needs votes")
     if result.body.get("ranking") != ranking:
         raise _fail(block, f"result ranking {result.body.get('ranking')} differs from the votes' {ranking}")
-    if block.proposer != ranking[0] or result.body.get("proposer") != ranking[0]:
-        raise _fail(block, f"proposer {block.proposer} is not the PoQ winner {ranking[0]}")
     eliminated = result.body.get("eliminated")
     if result.body.get("eliminated_reason") == "lowest-quality" and eliminated != ranking[-1]:
         raise _fail(block, f"eliminated {eliminated} is not the lowest-quality node {ranking[-1]}")
-    return task, result
+    return ranking
 
 
-def apply_round_block(state: ChainState, block: Block, task: TaskSpec) -> None:
+def _check_records(
+    block: Block, task: TaskSpec, envs: dict[str, list[Envelope]], result: Envelope, ranking: list[str]
+) -> None:
+    """The reward split (every round) and the final model (last round only) are the ones the result lists."""
+    records = envs["reward"] + envs["final"]
+    listed = result.body.get("records")
+    if not isinstance(listed, list) or sorted(listed) != sorted(r.digest for r in records):
+        raise _fail(block, "the reward/final records in the block are not exactly those the result lists")
+    if any(r.sender != task.coordinator or r.round != block.round for r in records):
+        raise _fail(block, "a reward/final record is not from the task's coordinator for this round")
+    if len(envs["reward"]) != 1:
+        raise _fail(block, f"expected one reward record, found {len(envs['reward'])}")
+    rewards = envs["reward"][0].body.get("rewards")
+    if not isinstance(rewards, dict) or not all(
+        n in ranking and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for n, v in rewards.items()
+    ):
+        raise _fail(block, "rewards must be non-negative numbers for ranked nodes")
+    if sum(rewards.values()) > task.reward_per_round * (1 + REWARD_SLACK) + REWARD_SLACK:
+        raise _fail(block, f"rewards {sum(rewards.values())} exceed the task's {task.reward_per_round} per round")
+    final = bool(result.body.get("final"))
+    if len(envs["final"]) != int(final):
+        raise _fail(block, "a final-model record belongs in exactly the final round")
+    if final and envs["final"][0].body.get("model_digest") != result.body.get("global_digest"):
+        raise _fail(block, "the final model digest differs from the round's global model")
+
+
+def apply_block(state: ChainState, block: Block, effects: BlockEffects) -> None:
     """Advance ``state`` past a block that validated."""
-    state.tasks.setdefault(task.task_id, task)
-    state.rounds.add((block.task, block.round))
+    if effects.new_task is not None:
+        state.tasks[effects.new_task.task_id] = effects.new_task
+    if effects.round is not None:
+        state.rounds.add(effects.round)
+    for member in effects.members:
+        state.registry.add(member)
+    state.excluded.update(effects.excluded)
     state.height = block.height
     state.head_hash = block.hash

@@ -46,23 +46,39 @@ def round_block(
     scores: dict[str, dict[str, float]],
     include_task: bool,
     proposer: str | None = None,
+    rank: int = 0,
+    final: bool = False,
+    extra_txs: tuple[bytes, ...] = (),
+    ts: float | None = None,
+    rewards: dict[str, float] | None = None,
 ) -> Block:
-    """A block for ``round_no`` with votes ``scores[voter][target]`` and a consistent result."""
+    """A block for ``round_no`` with votes ``scores[voter][target]``, a consistent result and reward split.
+
+    The proposer is the node at place ``rank`` of the PoQ ranking unless ``proposer`` names another."""
     votes = [
         seal(c.agents[v], "vote", c.task.task_id, round_no, {"metric": "accuracy", "scores": s, "digests": {}})
         for v, s in scores.items()
     ]
     ranking = rank_nodes(quality_scores(scores, c.task.quality_rule), "accuracy")
+    split = {ranking[0]: 60.0, ranking[1]: 40.0} if rewards is None else rewards
+    records = [seal(c.coordinator, "reward", c.task.task_id, round_no, {"rewards": split})]
+    if final:
+        records.append(seal(c.coordinator, "final", c.task.task_id, round_no, {"model_digest": "ab" * 32}))
     body = {
         "ranking": ranking,
         "proposer": ranking[0],
         "votes": sorted(v.digest for v in votes),
+        "records": sorted(r.digest for r in records),
         "eliminated": ranking[-1],
         "eliminated_reason": "lowest-quality",
+        "final": final,
+        "global_digest": "ab" * 32,
     }
     result = seal(c.coordinator, "result", c.task.task_id, round_no, body)
     txs = ([c.task_env.raw] if include_task else []) + [v.raw for v in votes] + [result.raw]
-    return build_block(c.agents[proposer or ranking[0]], height, prev_hash, c.task.task_id, round_no, txs)
+    txs += [r.raw for r in records] + list(extra_txs)
+    who = c.agents[proposer or ranking[rank]]
+    return build_block(who, height, prev_hash, c.task.task_id, round_no, txs, ts=ts, rank=rank)
 
 
 def honest_scores(agents: list[str], bad: str | None = None) -> dict[str, dict[str, float]]:

@@ -72,7 +72,7 @@ def test_proposer_must_be_the_poq_winner():
     replica = Replica.open(None, c.genesis.raw)
     scores = honest_scores(list(c.agents), bad="node-04")
     block = round_block(c, 1, replica.head_hash, 1, scores, include_task=True, proposer="node-04")
-    with pytest.raises(InvalidBlock, match="PoQ winner"):
+    with pytest.raises(InvalidBlock, match="at rank 0, but that place is node-01"):
         replica.append(block.raw)
     assert replica.height == 0
 
