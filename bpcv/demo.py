@@ -427,6 +427,8 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
                 "invalid": row["invalid"],
                 "dropped": row["dropped"],
                 "proposer": row["proposer"],
+                "block_proposer": row["block_proposer"],
+                "block_rank": row["block_rank"],
                 "ranking": row["ranking"],
                 "quality": row["quality"],
                 "rewards": row["rewards"],

@@ -39,6 +39,7 @@ from ledger.sync import blocks_from
 from ledger.validate import vote_scores
 
 log = logging.getLogger(__name__)
+FINAL_LINGER_S = 2.0
 
 
 class Coordinator:
@@ -377,6 +378,7 @@ class Coordinator:
             )
             self.roster = outcome.next_roster
             if final:
+                self._pump(lambda: False, FINAL_LINGER_S)  # late blocks of the last round: rivals, twins
                 (self.run_dir / "final_model.bpmt").write_bytes(global_blob)
                 summary["stopped_because"] = (
                     "target"

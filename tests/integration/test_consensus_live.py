@@ -1,0 +1,64 @@
+"""PoQ consensus over a real mosquitto broker, every agent in its own OS process (issue #4):
+a PoQ winner SIGKILLed at the moment it should publish its block is replaced by the next-ranked
+node, and a proposer that signs two blocks for one height is proven to have equivocated on the chain,
+excluded from proposing and eliminated from the task."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.test_live_task import demo, finish, verify_cli
+
+pytestmark = pytest.mark.integration
+
+
+def live_heads(summary: dict, dead: set[str]) -> set[str]:
+    return {verify_cli(p) for p in summary["replicas"] if not any(f"/{n}/" in p for n in dead)}
+
+
+def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path):
+    out = tmp_path / "run"
+    # every active agent dies the moment it should publish a block as PoQ winner (rank 0)
+    args = ["--agents", "6", "--standby", "2", "--processes", "6", "--rounds", "3", "--min-nodes", "2"]
+    args += ["--malicious", "4", "--behaviour", "dies-at-proposal", "--block-timeout", "4"]
+    text = finish(demo(out, mosquitto, *args))
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3], text
+    dead = set()
+    for r in rounds:
+        winner = r["ranking"][0]
+        if winner in {n["id"] for n in summary["nodes"] if n["behaviour"] == "dies-at-proposal"}:
+            dead.add(winner)
+            # the winner never published; the node at rank 1 did, after one block timeout
+            assert r["block_rank"] == 1 and r["block_proposer"] == r["ranking"][1], r
+    assert dead, "no dying node ever won a round"
+    assert len(live_heads(summary, dead)) == 1
+    assert "standing in at PoQ rank 1" in text
+
+
+def test_equivocating_proposer_is_proven_excluded_and_eliminated(mosquitto, tmp_path):
+    out = tmp_path / "run"
+    # every active agent signs two different blocks whenever it proposes
+    args = ["--agents", "6", "--standby", "1", "--processes", "6", "--rounds", "3", "--min-nodes", "2"]
+    args += ["--malicious", "5", "--behaviour", "equivocate", "--block-timeout", "4"]
+    text = finish(demo(out, mosquitto, *args))
+    summary = json.loads((out / "summary.json").read_text())
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3], text
+    first = rounds[0]["block_proposer"]
+    assert rounds[1]["invalid"] == {first: "equivocation"}, rounds[1]  # out of the round, never aggregated
+    assert first not in rounds[1]["aggregated"] + rounds[2]["aggregated"]
+    assert all(r["block_proposer"] != first for r in rounds[1:])
+    assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
+    coordinator_chain = next(p for p in summary["replicas"] if "/coordinator/" in p)
+    audit = subprocess.run(
+        [sys.executable, "-m", "bpcv.cli", "chain", "audit", coordinator_chain, "--task", summary["task"]["task_id"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert audit.returncode == 0, audit.stderr
+    assert f"equivocation evidence, proposer excluded: {first}" in audit.stdout, audit.stdout
