@@ -60,8 +60,8 @@ def main() -> None:
             replica.close()
     median = statistics.median(seconds)
     result = {
-        "what": f"{args.blocks} blocks x {args.nodes} votes (each scoring {args.nodes - 1} peers) + result, "
-        "verified and appended to a fresh LMDB replica",
+        "what": f"{args.blocks} blocks x {args.nodes} votes (each scoring {args.nodes - 1} peers) "
+        "+ result + reward split, verified and appended to a fresh LMDB replica",
         "median_seconds": round(median, 3),
         "all_seconds": [round(s, 3) for s in seconds],
         "vote_tx_per_second": round(votes / median),

@@ -174,6 +174,66 @@ def cmd_chain_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chain_follow(args: argparse.Namespace) -> int:
+    import threading
+
+    from bpcv.identity import check_node_id
+    from bpcv.mqtt import BrokerAddress
+    from bpcv.topics import Topics
+    from ledger.follow import follow
+    from ledger.replica import Replica
+
+    replica = Replica.open(args.dir, Path(args.genesis).read_bytes())
+    try:
+        counts = follow(
+            replica,
+            BrokerAddress.parse(args.broker),
+            Topics(args.base_topic),
+            check_node_id(args.client_id),
+            threading.Event(),
+            args.seconds,
+        )
+    finally:
+        height, head = replica.height, replica.head_hash
+        replica.close()
+    print(f"height {height}, head {head}; blocks: {dict(counts) or 'none'}")
+    return 0
+
+
+def cmd_chain_register(args: argparse.Namespace) -> int:
+    from bpcv.envelope import seal
+    from bpcv.errors import ConfigError
+    from bpcv.identity import ROLES, Identity
+    from ledger.block import build_block
+    from ledger.replica import Replica
+
+    admin = Identity.load(Path(args.admin_key))
+    try:
+        key = bytes.fromhex(args.public_key)
+    except ValueError as exc:
+        raise ConfigError(f"--public-key {args.public_key!r} is not hex") from exc
+    if args.role not in ROLES or args.role == "admin":
+        raise ConfigError(f"--role must be one of {[r for r in ROLES if r != 'admin']}")
+    replica = Replica.open(args.dir, Path(args.genesis).read_bytes())
+    try:
+        tx = seal(admin, "register", "", 0, {"node": args.node, "key": key.hex(), "role": args.role})
+        block = build_block(admin, replica.height + 1, replica.head_hash, "", 0, [tx.raw])
+        replica.append(block.raw)
+    finally:
+        replica.close()
+    print(f"registered {args.node} as {args.role} in block {block.height} ({block.hash[:16]}…)")
+    if args.broker:
+        from bpcv.mqtt import BrokerAddress, Bus
+        from bpcv.topics import Topics
+
+        bus = Bus(admin.node_id, BrokerAddress.parse(args.broker), lambda _t, _p: None)
+        bus.connect()
+        bus.publish(Topics(args.base_topic).block(replica.state.chain_id), block.raw)
+        bus.close()
+        print(f"published to {args.broker}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bpcv.topics import DEFAULT_BASE
 
@@ -255,6 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("dir", help="replica folder (LMDB)")
     audit.add_argument("--task", required=True, help="task id")
     audit.set_defaults(func=cmd_chain_audit)
+    fol = chain.add_parser("follow", help="keep a replica that verifies and appends the chain's live blocks")
+    fol.add_argument("dir", help="replica folder (LMDB; created if missing)")
+    fol.add_argument("--genesis", required=True, help="the consortium's genesis block file")
+    fol.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    fol.add_argument("--base-topic", default=DEFAULT_BASE)
+    fol.add_argument("--client-id", default="follower")
+    fol.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    fol.set_defaults(func=cmd_chain_follow)
+    reg = chain.add_parser("register", help="admit a new member: an admin-signed registration block")
+    reg.add_argument("dir", help="the admin's replica folder (LMDB)")
+    reg.add_argument("--genesis", required=True)
+    reg.add_argument("--admin-key", required=True)
+    reg.add_argument("--node", required=True, help="the new member's id")
+    reg.add_argument("--role", default="agent")
+    reg.add_argument("--public-key", required=True, help="its Ed25519 public key, hex (from `bpcv keys new`)")
+    reg.add_argument("--broker", help="also publish the block on this broker's chain topic")
+    reg.add_argument("--base-topic", default=DEFAULT_BASE)
+    reg.set_defaults(func=cmd_chain_register)
     return parser
 
 

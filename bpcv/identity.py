@@ -109,6 +109,11 @@ class Registry:
             raise ConfigError(f"member {member.node_id}: unknown role {member.role!r}")
         self._members[member.node_id] = member
 
+    def remove(self, *node_ids: str) -> None:
+        """Undo registrations (a fork switch stepping back over a registration block)."""
+        for node_id in node_ids:
+            del self._members[node_id]
+
     def replace_with(self, other: Registry) -> None:
         """Take ``other``'s members, keeping this object (holders of it see the change)."""
         self._members = dict(other._members)

@@ -9,6 +9,7 @@ of blocks a replica has, whatever order they came in; the height never goes down
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ from ledger.backends.memory import MemoryStore
 from ledger.block import Block, decode_block
 from ledger.errors import CorruptStore, InvalidBlock, LedgerError, UnknownParent
 from ledger.store import BlockStore
-from ledger.validate import ChainState, apply_block, validate_block, validate_genesis
+from ledger.validate import BlockEffects, ChainState, apply_block, unapply_block, validate_block, validate_genesis
 
 log = logging.getLogger(__name__)
+UNDO_DEPTH = 16  # forks this close to the head are switched without replaying the chain from genesis
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Replica:
     def __init__(self, store: BlockStore, genesis_raw: bytes | None = None) -> None:
         self.store = store
         self.equivocations: dict[str, Equivocation] = {}
+        self._undo: deque[tuple[Block, BlockEffects]] = deque(maxlen=UNDO_DEPTH)  # the latest main blocks
         if store.head() is None:
             if genesis_raw is None:
                 raise LedgerError("empty replica and no genesis given")
@@ -160,6 +163,7 @@ class Replica:
             effects = validate_block(block, self.state)
             self.store.append(block.height, block.hash, block.raw)
             apply_block(self.state, block, effects)
+            self._undo.append((block, effects))
             return Appended(block, "head")
         return self._append_fork(block)
 
@@ -171,9 +175,12 @@ class Replica:
         if fork_height is None:
             raise UnknownParent(f"block at height {block.height}: parent {block.prev_hash[:16]}… is unknown here")
         self._check_equivocation(block)
-        state = replay(self.store, upto=fork_height)
+        state = self._state_at(fork_height)
+        applied = []
         for b in branch:
-            apply_block(state, b, validate_block(b, state))
+            effects = validate_block(b, state)
+            apply_block(state, b, effects)
+            applied.append((b, effects))
         main = [self.block_at(h) for h in range(fork_height + 1, self.height + 1)]
         if not preferred(branch, main):
             self.store.put_side(block.hash, block.raw)
@@ -183,8 +190,22 @@ class Replica:
         self.state.registry.replace_with(state.registry)
         state.registry = self.state.registry  # holders of the registry object keep seeing the chain's members
         self.state = state
+        kept = [u for u in self._undo if u[0].height <= fork_height]
+        self._undo = deque(kept + applied, maxlen=UNDO_DEPTH)
         log.warning("fork: switched to a branch from height %d, %d block(s) orphaned", fork_height + 1, len(main))
         return Appended(block, "reorg", tuple(main))
+
+    def _state_at(self, height: int) -> ChainState:
+        """The chain state after main block ``height``: stepped back from the head when the undo log
+        reaches that far, else replayed from genesis."""
+        if self.height - height > len(self._undo):
+            return replay(self.store, upto=height)
+        state = self.state.copy()
+        for block, effects in reversed(self._undo):
+            if block.height <= height:
+                break
+            unapply_block(state, block, effects)
+        return state
 
     def _check_equivocation(self, block: Block) -> None:
         """Record proof when ``block`` and a block we hold have one proposer, one height, one parent."""

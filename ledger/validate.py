@@ -49,6 +49,18 @@ class ChainState:
     rounds: set[tuple[str, int]] = field(default_factory=set)
     excluded: set[str] = field(default_factory=set)  # proposers proven to have equivocated
 
+    def copy(self) -> ChainState:
+        return ChainState(
+            self.chain_id,
+            Registry({n: m for n in self.registry.ids() if (m := self.registry.get(n)) is not None}),
+            dict(self.params),
+            self.height,
+            self.head_hash,
+            dict(self.tasks),
+            set(self.rounds),
+            set(self.excluded),
+        )
+
 
 @dataclass(frozen=True)
 class BlockEffects:
@@ -322,3 +334,15 @@ def apply_block(state: ChainState, block: Block, effects: BlockEffects) -> None:
     state.excluded.update(effects.excluded)
     state.height = block.height
     state.head_hash = block.hash
+
+
+def unapply_block(state: ChainState, block: Block, effects: BlockEffects) -> None:
+    """Step ``state`` back over its head block (the inverse of ``apply_block``), for fork switches."""
+    if effects.new_task is not None:
+        del state.tasks[effects.new_task.task_id]
+    if effects.round is not None:
+        state.rounds.discard(effects.round)
+    state.registry.remove(*(m.node_id for m in effects.members))
+    state.excluded.difference_update(effects.excluded)
+    state.height = block.height - 1
+    state.head_hash = block.prev_hash
