@@ -23,9 +23,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(DemoOptions.from_args(args))
 
 
+def add_broker_arguments(parser: argparse.ArgumentParser, default: str | None = "mqtt://127.0.0.1:1883") -> None:
+    parser.add_argument("--broker", default=default, help="mqtt://HOST:PORT, or mqtts://HOST:PORT with the TLS files")
+    parser.add_argument("--tls-ca", default="", help="the consortium CA certificate (mqtts)")
+    parser.add_argument("--tls-cert", default="", help="this node's client certificate (mqtts)")
+    parser.add_argument("--tls-key", default="", help="this node's client key (mqtts)")
+
+
+def broker_from_args(args: argparse.Namespace):  # noqa: ANN201 - BrokerAddress, imported lazily
+    from bpcv.mqtt import BrokerAddress, TlsFiles
+
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca else None
+    return BrokerAddress.parse(args.broker, tls)
+
+
+def cmd_broker_init(args: argparse.Namespace) -> int:
+    from broker.secure import Roster, init_broker
+
+    agents = tuple(n for spec in args.agents for n in spec.split(",") if n)
+    conf = init_broker(
+        Path(args.dir),
+        Roster(agents, tuple(args.coordinator), tuple(args.requester)),
+        args.host,
+        args.port,
+        tuple(args.server_name),
+    )
+    print(f"CA, server and {len(agents) + len(args.coordinator) + len(args.requester)} client certificates, ACL")
+    print(f"and {conf} written. Start it:  mosquitto -c {conf}   (or: bpcv broker run --secure {args.dir})")
+    print(f'Nodes connect with broker = "mqtts://{args.host}:{args.port}", tls_ca = "{args.dir}/ca.crt",')
+    print(f'tls_cert / tls_key = "{args.dir}/clients/NODE.crt" / "…/NODE.key" (keep ca.key offline)')
+    return 0
+
+
 def cmd_broker_run(args: argparse.Namespace) -> int:
     from broker.runner import mosquitto_binary, render_mosquitto_conf
 
+    if args.secure:
+        import os
+
+        conf = Path(args.secure) / "mosquitto.conf"
+        binary = mosquitto_binary()
+        if binary is None or not conf.is_file():
+            raise BpcvError(f"need mosquitto installed and {conf} (from `bpcv broker init`)")
+        print(f"mosquitto with the locked-down config {conf} (TLS, client certificates, ACL)", flush=True)
+        os.execv(binary, [binary, "-c", str(conf)])
     use_mosquitto = args.mosquitto or (not args.embedded and mosquitto_binary() is not None)
     if use_mosquitto:
         import os
@@ -69,7 +110,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def cmd_request(args: argparse.Namespace) -> int:
     from bpcv.identity import Identity
-    from bpcv.mqtt import BrokerAddress, Bus
+    from bpcv.mqtt import Bus
     from bpcv.task import TaskSpec
     from bpcv.topics import Topics
     from coordinator.requester import post_task
@@ -92,7 +133,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         quality_rule=args.quality_rule,
     )
     topics = Topics(args.base_topic)
-    bus = Bus(requester.node_id, BrokerAddress.parse(args.broker), lambda t, p: None)
+    bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
     bus.connect()
     try:
         env = post_task(bus, requester, task, topics)
@@ -178,7 +219,6 @@ def cmd_chain_follow(args: argparse.Namespace) -> int:
     import threading
 
     from bpcv.identity import check_node_id
-    from bpcv.mqtt import BrokerAddress
     from bpcv.topics import Topics
     from ledger.follow import follow
     from ledger.replica import Replica
@@ -187,7 +227,7 @@ def cmd_chain_follow(args: argparse.Namespace) -> int:
     try:
         counts = follow(
             replica,
-            BrokerAddress.parse(args.broker),
+            broker_from_args(args),
             Topics(args.base_topic),
             check_node_id(args.client_id),
             threading.Event(),
@@ -223,10 +263,10 @@ def cmd_chain_register(args: argparse.Namespace) -> int:
         replica.close()
     print(f"registered {args.node} as {args.role} in block {block.height} ({block.hash[:16]}…)")
     if args.broker:
-        from bpcv.mqtt import BrokerAddress, Bus
+        from bpcv.mqtt import Bus
         from bpcv.topics import Topics
 
-        bus = Bus(admin.node_id, BrokerAddress.parse(args.broker), lambda _t, _p: None)
+        bus = Bus(admin.node_id, broker_from_args(args), lambda _t, _p: None)
         bus.connect()
         bus.publish(Topics(args.base_topic).block(replica.state.chain_id), block.raw)
         bus.close()
@@ -258,7 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--mosquitto", action="store_true", help="require mosquitto")
     run.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
     run.add_argument("--port", type=int, default=1883)
+    kind.add_argument("--secure", metavar="DIR", help="run mosquitto with the config `bpcv broker init DIR` wrote")
     run.set_defaults(func=cmd_broker_run)
+    init = broker.add_parser("init", help="CA, certificates per node, ACL and a TLS mosquitto.conf for a fleet")
+    init.add_argument("dir", help="folder to write (refuses to replace an existing CA)")
+    init.add_argument("--agents", action="append", default=[], help="agent ids, comma-separated (repeatable)")
+    init.add_argument("--coordinator", action="append", default=[], help="coordinator id (repeatable)")
+    init.add_argument("--requester", action="append", default=[], help="requester id (repeatable)")
+    init.add_argument("--host", default="127.0.0.1", help="the TLS listener's address (also in the certificate)")
+    init.add_argument("--port", type=int, default=8883)
+    init.add_argument("--server-name", action="append", default=[], help="more DNS names/IPs for the certificate")
+    init.set_defaults(func=cmd_broker_init)
 
     coord = sub.add_parser("coordinator", help="run the aggregation server for tasks that name it")
     coord.add_argument("--config", required=True, help="coordinator TOML config")
@@ -271,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     req = sub.add_parser("request", help="post a signed task as the data requester")
     req.add_argument("--key", required=True, help="requester key file")
-    req.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    add_broker_arguments(req)
     req.add_argument("--base-topic", default=DEFAULT_BASE)
     req.add_argument("--task-id", required=True)
     req.add_argument("--coordinator", required=True, help="node id of the aggregation server")
@@ -318,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     fol = chain.add_parser("follow", help="keep a replica that verifies and appends the chain's live blocks")
     fol.add_argument("dir", help="replica folder (LMDB; created if missing)")
     fol.add_argument("--genesis", required=True, help="the consortium's genesis block file")
-    fol.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    add_broker_arguments(fol)
     fol.add_argument("--base-topic", default=DEFAULT_BASE)
     fol.add_argument("--client-id", default="follower")
     fol.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
@@ -330,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--node", required=True, help="the new member's id")
     reg.add_argument("--role", default="agent")
     reg.add_argument("--public-key", required=True, help="its Ed25519 public key, hex (from `bpcv keys new`)")
-    reg.add_argument("--broker", help="also publish the block on this broker's chain topic")
+    add_broker_arguments(reg, default=None)  # with --broker: also publish the block on the chain topic
     reg.add_argument("--base-topic", default=DEFAULT_BASE)
     reg.set_defaults(func=cmd_chain_register)
     return parser

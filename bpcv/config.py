@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bpcv.errors import ConfigError
+from bpcv.mqtt import BrokerAddress, TlsFiles
 from bpcv.topics import DEFAULT_BASE
 
 T = TypeVar("T")
+PATH_KEYS = ("key", "genesis", "chain_dir", "run_dir", "data_path", "tls_ca", "tls_cert", "tls_key")
+
+
+def broker_address(config: AgentConfig | CoordinatorConfig) -> BrokerAddress:
+    """The broker a node's config names, with its TLS files when the URL is mqtts://."""
+    tls = TlsFiles(config.tls_ca, config.tls_cert, config.tls_key) if config.tls_ca else None
+    return BrokerAddress.parse(config.broker, tls)
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,9 @@ class AgentConfig:
     genesis: str
     chain_dir: str
     broker: str = "mqtt://127.0.0.1:1883"
+    tls_ca: str = ""  # with an mqtts:// broker: the consortium CA, and this node's certificate and key
+    tls_cert: str = ""
+    tls_key: str = ""
     base_topic: str = DEFAULT_BASE
     dataset: str = "mnist"
     data_path: str = ""
@@ -47,6 +58,9 @@ class CoordinatorConfig:
     chain_dir: str
     run_dir: str
     broker: str = "mqtt://127.0.0.1:1883"
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
     base_topic: str = DEFAULT_BASE
     task: str = ""
     data_path: str = ""
@@ -77,7 +91,7 @@ def load_config(cls: type[T], path: Path | str) -> T:
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"config {path}: {name} must be {expected.__name__}, not {value!r}")
-        if name in ("key", "genesis", "chain_dir", "run_dir", "data_path") and value:
+        if name in PATH_KEYS and value:
             value = str((path.parent / value).resolve())
         values[name] = value
     return cls(**values)

@@ -24,7 +24,7 @@ from bpcv.config import AgentConfig, CoordinatorConfig, write_config
 from bpcv.envelope import decode
 from bpcv.errors import BpcvError, ConfigError
 from bpcv.identity import Identity
-from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.mqtt import BrokerAddress, Bus, TlsFiles
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from broker.runner import free_port, start_broker_process
@@ -52,7 +52,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--broker",
         default="embedded",
-        help="'embedded' (default), 'mosquitto', or mqtt://HOST:PORT of a running broker",
+        help="'embedded' (default, plain loopback, no auth), 'mosquitto' (same, real mosquitto), 'secure' "
+        "(mosquitto with TLS, a client certificate per node and ACLs, from `bpcv broker init`), "
+        "or mqtt://HOST:PORT of a running broker",
     )
     p.add_argument("--processes", type=int, default=2, help="agent processes; agents are spread over them")
     p.add_argument("--model", default="mlp:128", help="model spec (default mlp:128)")
@@ -150,6 +152,14 @@ class DemoOptions:
         )
 
 
+def _tls_files(folder: Path | None, node: str) -> TlsFiles:
+    """A node's TLS files for the broker `bpcv broker init` wrote in ``folder`` (empty without one)."""
+    if folder is None:
+        return TlsFiles("")
+    client = folder / "clients" / node
+    return TlsFiles(str(folder / "ca.crt"), f"{client}.crt", f"{client}.key")
+
+
 @dataclass(frozen=True)
 class DemoNode:
     node_id: str
@@ -191,15 +201,25 @@ class Demo:
         genesis = self.out / "genesis.bin"
         genesis.write_bytes(make_genesis(admin, "main", members, {"created_by": "bpcv demo"}).raw)
 
+        tls_folder: Path | None = None
         if o.broker in ("embedded", "mosquitto"):
             address = BrokerAddress("127.0.0.1", free_port())
             self.broker_proc = start_broker_process(o.broker, address.host, address.port, self.out / "logs")
             self.say(f"broker: {o.broker} on {address.url()}")
+        elif o.broker == "secure":
+            from broker.secure import Roster, init_broker
+
+            port, tls_folder = free_port(), self.out / "broker"
+            init_broker(tls_folder, Roster(tuple(agent_ids), (coordinator.node_id,), (requester.node_id,)), port=port)
+            self.broker_proc = start_broker_process("secure", "127.0.0.1", port, tls_folder)
+            address = BrokerAddress("127.0.0.1", port, _tls_files(tls_folder, requester.node_id))
+            self.say(f"broker: mosquitto on {address.url()}, TLS with client certificates and ACLs ({tls_folder})")
         else:
             address = BrokerAddress.parse(o.broker)
             self.say(f"broker: external at {address.url()}")
 
         nodes_dir = self.out / "nodes"
+        coordinator_tls = _tls_files(tls_folder, coordinator.node_id)
         write_config(
             CoordinatorConfig(
                 key=str(keys / "coordinator.key"),
@@ -207,6 +227,9 @@ class Demo:
                 chain_dir=str(nodes_dir / "coordinator" / "chain"),
                 run_dir=str(self.out),
                 broker=address.url(),
+                tls_ca=coordinator_tls.ca,
+                tls_cert=coordinator_tls.cert,
+                tls_key=coordinator_tls.key,
             ),
             self.out / "configs" / "coordinator.toml",
         )
@@ -215,11 +238,15 @@ class Demo:
         for i, node_id in enumerate(agent_ids):
             standby = i >= active
             behaviour = o.behaviour if i < o.malicious else "honest"
+            node_tls = _tls_files(tls_folder, node_id)
             cfg = AgentConfig(
                 key=str(keys / f"{node_id}.key"),
                 genesis=str(genesis),
                 chain_dir=str(nodes_dir / node_id / "chain"),
                 broker=address.url(),
+                tls_ca=node_tls.ca,
+                tls_cert=node_tls.cert,
+                tls_key=node_tls.key,
                 dataset="mnist",
                 shard=i,
                 num_shards=o.agents,

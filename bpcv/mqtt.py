@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -27,24 +28,42 @@ class BrokerUnavailable(BpcvError):
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """TLS material for a broker connection: the CA to trust, and this node's client certificate."""
+
+    ca: str
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class BrokerAddress:
     host: str = "127.0.0.1"
     port: int = 1883
+    tls: TlsFiles | None = None
 
     @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """``mqtt://host:port`` or ``host:port``."""
+    def parse(cls, url: str, tls: TlsFiles | None = None) -> BrokerAddress:
+        """``mqtt://host:port`` (plain), ``mqtts://host:port`` (TLS, needs ``tls``) or ``host:port``."""
         parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-        if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-            raise ConfigError(f"broker URL {url!r}: expected mqtt://HOST:PORT")
+        if parsed.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parsed.hostname:
+            raise ConfigError(f"broker URL {url!r}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+        secure = parsed.scheme in ("mqtts", "ssl")
         try:
-            port = parsed.port or 1883
+            port = parsed.port or (8883 if secure else 1883)
         except ValueError as exc:
             raise ConfigError(f"broker URL {url!r}: bad port") from exc
-        return cls(parsed.hostname, port)
+        if secure and (tls is None or not tls.ca):
+            raise ConfigError(f"broker URL {url!r} is TLS: give the consortium CA (tls_ca) and this node's certificate")
+        if not secure and tls is not None and tls.ca:
+            raise ConfigError(f"TLS files are set but broker URL {url!r} is plain: use mqtts://")
+        for path in (tls.ca, tls.cert, tls.key) if secure and tls else ():
+            if path and not Path(path).is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
+        return cls(parsed.hostname, port, tls if secure else None)
 
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class Bus:
@@ -72,6 +91,8 @@ class Bus:
         client.max_inflight_messages_set(64)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
+        if broker.tls is not None:
+            client.tls_set(ca_certs=broker.tls.ca, certfile=broker.tls.cert or None, keyfile=broker.tls.key or None)
         if status_topic:
             client.will_set(status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect

@@ -44,14 +44,18 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
 
 
 def start_broker_process(kind: str, host: str, port: int, workdir: Path) -> subprocess.Popen:
-    """Start ``mosquitto`` or ``embedded`` as a child process and wait until it listens."""
+    """Start ``mosquitto`` (the plain loopback config), ``secure`` (mosquitto with the TLS config that
+    ``bpcv broker init`` wrote in ``workdir``) or ``embedded`` as a child process; wait until it listens."""
     workdir.mkdir(parents=True, exist_ok=True)
-    if kind == "mosquitto":
+    if kind in ("mosquitto", "secure"):
         binary = mosquitto_binary()
         if binary is None:
             raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
         conf = workdir / "mosquitto.conf"
-        conf.write_text(render_mosquitto_conf(host, port))
+        if kind == "mosquitto":
+            conf.write_text(render_mosquitto_conf(host, port))
+        elif not conf.is_file():
+            raise ConfigError(f"{conf} missing: run `bpcv broker init {workdir}` first")
         command = [binary, "-c", str(conf)]
     elif kind == "embedded":
         command = [sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded", "--host", host, "--port", str(port)]

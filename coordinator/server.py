@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bpcv.codec import decode_model, encode_model, model_digest
-from bpcv.config import CoordinatorConfig
+from bpcv.config import CoordinatorConfig, broker_address
 from bpcv.data import load_dataset
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
@@ -27,7 +27,7 @@ from bpcv.identity import Identity
 from bpcv.intake import Intake
 from bpcv.metrics import predict, score
 from bpcv.models import build_model, configure_tensorflow
-from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.mqtt import Bus
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -61,7 +61,7 @@ class Coordinator:
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.bus = Bus(
             self.node_id,
-            BrokerAddress.parse(config.broker),
+            broker_address(config),
             lambda t, p: self._inbox.put((t, p)),
             [
                 self.topics.all_tasks(),

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from bpcv.codec import decode_model, encode_model, model_digest
-from bpcv.config import AgentConfig
+from bpcv.config import AgentConfig, broker_address
 from bpcv.data import Shard, load_dataset, make_shard
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
 from bpcv.intake import Intake
-from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.mqtt import Bus
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -65,7 +65,7 @@ class Agent:
         self._trainers = trainers
         self.bus = Bus(
             self.node_id,
-            BrokerAddress.parse(config.broker),
+            broker_address(config),
             self._enqueue,
             [
                 self.topics.all_tasks(),
