@@ -1,14 +1,18 @@
 """The receiving side of the envelope: every incoming message passes here before it is used.
 
-Checks, in order: size, structure, registered sender of an allowed role, signature, that the
-sender matches the topic, the task and round expected (a message from another round is a replay),
-and that the (sender, nonce) pair was not seen before. A rejection is one log line and a counter.
+Checks, in order: a rate limit per sender (by the sender its topic names, before any decoding, so
+a flood costs no signature checks), size, structure, registered sender of an allowed role,
+signature, that the sender matches the topic, the task and round expected (a message from another
+round is a replay), and that the (sender, nonce) pair was not seen before. A rejection is one log
+line and a counter.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 
 from bpcv.envelope import DEFAULT_MAX_BYTES, Envelope, open_envelope
 from bpcv.errors import BpcvError, Rejected
@@ -17,15 +21,38 @@ from bpcv.task import TaskSpec
 
 log = logging.getLogger(__name__)
 MAX_REMEMBERED_NONCES = 100_000
+RATE_PER_SECOND = 20.0  # sustained messages per sender; a round needs a handful
+RATE_BURST = 100.0
+
+
+class RateLimiter:
+    """A token bucket per key: ``burst`` messages at once, refilled at ``rate`` per second."""
+
+    def __init__(
+        self, rate: float = RATE_PER_SECOND, burst: float = RATE_BURST, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, when = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - when) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
 
 class Intake:
     """Opens incoming envelopes for one node and counts what it refuses."""
 
-    def __init__(self, registry: Registry, owner: str, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, registry: Registry, owner: str, max_bytes: int = DEFAULT_MAX_BYTES, limiter: RateLimiter | None = None
+    ) -> None:
         self.registry = registry
         self.owner = owner
         self.max_bytes = max_bytes
+        self.limiter = limiter or RateLimiter()
         self.rejected: Counter[str] = Counter()
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
@@ -41,6 +68,8 @@ class Intake:
     ) -> Envelope | None:
         """The verified envelope, or None after logging and counting why it was refused."""
         try:
+            if not self.limiter.allow(topic_sender or topic):
+                raise Rejected("rate-limited", f"more than {self.limiter.rate:g}/s from {topic_sender or topic}")
             env = open_envelope(raw, self.registry, roles, self.max_bytes)
             if topic_sender is not None and env.sender != topic_sender:
                 raise Rejected("sender-mismatch", f"{env.sender} published on {topic_sender}'s topic")

@@ -8,7 +8,7 @@ import pytest
 
 from bpcv.envelope import seal
 from bpcv.identity import Identity, Registry
-from bpcv.intake import Intake
+from bpcv.intake import Intake, RateLimiter
 from bpcv.mqtt import BrokerAddress, BrokerUnavailable, Bus
 from broker.embedded import EmbeddedBroker, topic_matches, valid_filter
 from broker.runner import free_port
@@ -92,3 +92,19 @@ def test_intake_rejects_replays_wrong_round_and_topic_spoofing():
     assert intake.open(seal(alice, "vote", "t", 2, {}).raw, ("agent",), "v", topic_sender="bob") is None
     assert intake.open(seal(alice, "vote", "x", 2, {}).raw, ("agent",), "v", task="t") is None
     assert dict(intake.rejected) == {"replay": 1, "wrong-round": 1, "sender-mismatch": 1, "wrong-task": 1}
+
+
+def test_intake_rate_limits_a_flooding_sender_before_checking_signatures():
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    reg = Registry.from_body({n.node_id: {"key": n.public_key.hex(), "role": "agent"} for n in (alice, bob)})
+    now = [0.0]
+    intake = Intake(reg, "me", limiter=RateLimiter(rate=10, burst=20, clock=lambda: now[0]))
+    flood = [seal(alice, "vote", "t", 1, {}).raw for _ in range(100)]
+    opened = [intake.open(raw, ("agent",), "v/alice", topic_sender="alice") for raw in flood]
+    assert sum(e is not None for e in opened) == 20 and intake.rejected["rate-limited"] == 80
+    assert intake.open(seal(bob, "vote", "t", 1, {}).raw, ("agent",), "v/bob", topic_sender="bob") is not None
+    now[0] += 1.0  # ten more tokens a second later
+    again = [
+        intake.open(seal(alice, "vote", "t", 1, {}).raw, ("agent",), "v/alice", topic_sender="alice") for _ in range(15)
+    ]
+    assert sum(e is not None for e in again) == 10

@@ -1,6 +1,8 @@
 """Pure round logic: quality rules, ranking, PoQ winner, elimination, admission, rewards, FedAvg."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from bpcv.poq import poq_winner, quality_scores, rank_nodes
@@ -62,3 +64,33 @@ def test_fedavg_weights_by_sample_count():
     assert np.allclose(fedavg([a, b], [1, 3])[0], [0.75, 0.75])
     with pytest.raises(ValueError):
         fedavg([], [])
+
+
+@given(
+    n=st.integers(4, 13),
+    data=st.data(),
+)
+@settings(max_examples=300, deadline=None)
+def test_median_rule_holds_against_any_colluding_minority(n, data):
+    """Any k < N/3 colluders, scoring anything in [0, 1], with the poisoned node among them or not:
+    under the median rule the poisoned update is excluded and eliminated and no honest node is, as long
+    as honest voters score the poisoned update below every honest one."""
+    nodes = [f"n{i:02d}" for i in range(n)]
+    k = data.draw(st.integers(1, (n - 1) // 3), label="k")
+    liars = set(data.draw(st.permutations(nodes), label="order")[:k])
+    poisoned = data.draw(st.sampled_from(sorted(liars) + [nodes[0]] * (nodes[0] not in liars)), label="poisoned")
+    honest_low = data.draw(st.floats(0.5, 0.95), label="lowest honest score")
+    unit = st.floats(0, 1)
+    votes = {}
+    for voter in nodes:
+        if voter in liars:
+            votes[voter] = {t: data.draw(unit) for t in nodes if t != voter}
+        else:  # honest: the poisoned update scores below every honest model
+            votes[voter] = {
+                t: data.draw(st.floats(0, honest_low - 0.01)) if t == poisoned else data.draw(st.floats(honest_low, 1))
+                for t in nodes
+                if t != voter
+            }
+    out = decide_round(nodes, nodes, {}, votes, ["standby"], "accuracy", "median", n, 2, 100.0)
+    assert out.eliminated == poisoned and poisoned not in out.aggregated
+    assert all(h in out.aggregated for h in nodes if h != poisoned)
