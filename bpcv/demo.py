@@ -381,6 +381,8 @@ def _run(demo: Demo, started: float) -> int:
                 pending = None
         elif levels[0] == "tasks" and levels[-1] == "result":
             env = decode(payload)
+            if env.type == "abort":
+                demo.say(f"round {env.round:>2} | ABORTED, nothing committed: {env.body.get('reason')}")
             if env.type != "result":  # the round's reward and final-model records share the topic
                 continue
             if pending is not None:
@@ -467,6 +469,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         "rounds": rounds,
         f"final_{metric}": coord_summary.get(f"final_{metric}"),
         "stopped_because": coord_summary.get("stopped_because"),
+        "aborted_round": coord_summary.get("aborted_round"),
         "final_model_digest": coord_summary.get("final_model_digest"),
         "replicas": [str(p) for p in replicas.values()],
         "chain": {"all_valid": all_valid, "same_head": len(heads) == 1, "heads": verified},

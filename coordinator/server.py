@@ -309,6 +309,12 @@ class Coordinator:
                 status[node] = "standby"
             self.rejoined.clear()
             outcome, blob = self._run_round(round_no, weights, standby)
+            if len(self.valid) < task.min_nodes:  # quorum lost: nothing of this round is committed
+                summary["aborted_round"] = self._abort(round_no, len(self.valid))
+                summary["stopped_because"] = summary["aborted_round"]["reason"]
+                final_digest = model_digest(blob)  # the last committed global model stays the model
+                (self.run_dir / "final_model.bpmt").write_bytes(blob)
+                break
             if outcome.aggregated:
                 weights = fedavg(
                     [self.valid[n][1] for n in outcome.aggregated], [self.joins[n][1] for n in outcome.aggregated]
@@ -445,6 +451,15 @@ class Coordinator:
             task.reward_per_round,
         )
         return outcome, blob
+
+    def _abort(self, round_no: int, valid: int) -> dict[str, Any]:
+        """End the task without committing ``round_no``: a signed ``abort`` on the round's result topic."""
+        assert self.task is not None
+        reason = f"quorum lost in round {round_no}: {valid} valid updates, {self.task.min_nodes} needed"
+        env = seal(self.identity, "abort", self.task.task_id, round_no, {"reason": reason})
+        self.bus.publish(self.topics.result(self.task.task_id, round_no), env.raw)
+        log.error("task %s aborted: %s", self.task.task_id, reason)
+        return {"round": round_no, "reason": reason, "valid_updates": valid}
 
     def equivocators(self) -> set[str]:
         """Nodes this replica saw sign two blocks at one height, and nodes the chain excluded for it."""

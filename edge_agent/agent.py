@@ -378,6 +378,10 @@ class Agent:
         if env.type in ("reward", "final"):  # the round's records, published just before its result
             self._keep_round_tx(round_no, env.digest, payload)
             return
+        if env.type == "abort":  # the coordinator ended the task without committing this round
+            log.warning("%s: task aborted in round %d: %s", self.node_id, round_no, env.body.get("reason"))
+            self.status = "done" if self.status != "eliminated" else self.status
+            return
         if env.type != "result":
             return
         assert self.task is not None

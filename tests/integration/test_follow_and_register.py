@@ -50,7 +50,8 @@ def test_follower_appends_live_blocks_and_refuses_a_forgery(consortium, mosquitt
     seed.close()
     registered = subprocess.run(
         cli("chain", "register", str(admin_replica), "--genesis", str(tmp / "genesis.bin"), "--admin-key",
-            str(admin_key), "--node", "node-09", "--public-key", newcomer.public_key.hex(), "--broker", mosquitto.url()),
+            str(admin_key), "--node", "node-09", "--public-key", newcomer.public_key.hex(),
+            "--broker", mosquitto.url()),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert registered.returncode == 0, registered.stderr
