@@ -40,6 +40,7 @@ from ledger.validate import vote_scores
 
 log = logging.getLogger(__name__)
 FINAL_LINGER_S = 2.0
+RESEND_S = 8.0  # while a round waits, how often the coordinator asks again for what is missing
 
 
 class Coordinator:
@@ -85,15 +86,22 @@ class Coordinator:
         self.dropped: set[str] = set()  # nodes that missed a round (crashed, lost the network)
         self.rejoined: list[str] = []  # dropped nodes that joined again, to go back to standby
         self.privacy: dict[str, dict[str, Any]] = {}  # node -> privacy claims at join + epsilon spent
+        self._round_records: list[bytes] = []  # this round's reward/final records and result, as published
 
     # message pump
-    def _pump(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Handle messages until ``done()`` or ``timeout`` seconds pass; returns ``done()``."""
+    def _pump(self, done: Callable[[], bool], timeout: float, resend: Callable[[], None] | None = None) -> bool:
+        """Handle messages until ``done()`` or ``timeout`` seconds pass; returns ``done()``. While it waits,
+        ``resend()`` runs every RESEND_S: asking again for what has not come (a lost message, a broker
+        restart, a node that reconnected late)."""
         deadline = time.monotonic() + timeout
+        next_resend = time.monotonic() + RESEND_S
         while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            if resend is not None and time.monotonic() >= next_resend:
+                resend()
+                next_resend = time.monotonic() + RESEND_S
             try:
                 topic, payload = self._inbox.get(timeout=min(remaining, 0.5))
             except queue.Empty:
@@ -411,8 +419,29 @@ class Coordinator:
         return self._finish(summary, started)
 
     def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:
-        """Handle messages until the round's block is in this replica, or ``timeout``."""
-        return self._pump(lambda: self.replica.has_round(task_id, round_no), timeout)
+        """Handle messages until the round's block is in this replica, or ``timeout``. While waiting, the
+        round's records and result are published again (for a proposer that missed them) with a signed
+        ``want-block`` (any replica holding the block publishes it again)."""
+
+        def resend() -> None:
+            topic = self.topics.result(task_id, round_no)
+            for raw in self._round_records:
+                self.bus.publish(topic, raw, wait=None)
+            self.bus.publish(topic, seal(self.identity, "want-block", task_id, round_no, {}).raw, wait=None)
+
+        return self._pump(lambda: self.replica.has_round(task_id, round_no), timeout, resend)
+
+    def _publish_again(self, kind: str, body: dict[str, Any], missing: list[str], blobs: list[bytes]) -> None:
+        """Re-seal the round's ``kind`` message asking ``missing`` nodes again (``resend_to``)."""
+        assert self.task is not None
+        if not missing:
+            return
+        log.info(
+            "round %d: asking again for the %s of %s", self.round, "updates" if kind == "global" else "votes", missing
+        )
+        env = seal(self.identity, kind, self.task.task_id, self.round, {**body, "resend_to": missing}, blobs)
+        topic = (self.topics.global_model if kind == "global" else self.topics.manifest)(self.task.task_id, self.round)
+        self.bus.publish(topic, env.raw, wait=None)
 
     def _run_round(self, round_no: int, weights: list[np.ndarray], standby: list[str]) -> tuple[RoundOutcome, bytes]:
         """Global model out, updates in, manifest out, votes in; decide."""
@@ -425,18 +454,25 @@ class Coordinator:
         body = {"roster": self.roster, "assignment": assignment, "model_digest": model_digest(blob)}
         env = seal(self.identity, "global", task.task_id, round_no, body, [blob])
         self.bus.publish(self.topics.global_model(task.task_id, round_no), env.raw)
+        arrived = lambda n: n in self.valid or n in self.invalid or n in self.left  # noqa: E731
         self._pump(
-            lambda: all(n in self.valid or n in self.invalid or n in self.left for n in self.roster),
+            lambda: all(arrived(n) for n in self.roster),
             task.update_timeout_s,
+            lambda: self._publish_again("global", body, [n for n in self.roster if not arrived(n)], [blob]),
         )
         for node in sorted(set(self.valid) & self.equivocators()):  # proven to sign two blocks at one height
             del self.valid[node]
             self.invalid[node] = "equivocation"
             self.intake.reject(Rejected("equivocation", f"update of {node}, who equivocated"), "update")
         self.manifest = {n: d for n, (d, _) in sorted(self.valid.items())}
-        env = seal(self.identity, "manifest", task.task_id, round_no, {"updates": self.manifest})
+        manifest = {"updates": self.manifest}
+        env = seal(self.identity, "manifest", task.task_id, round_no, manifest)
         self.bus.publish(self.topics.manifest(task.task_id, round_no), env.raw)
-        self._pump(lambda: all(n in self.votes for n in self.valid), task.vote_timeout_s)
+        self._pump(
+            lambda: all(n in self.votes for n in self.valid),
+            task.vote_timeout_s,
+            lambda: self._publish_again("manifest", manifest, [n for n in self.valid if n not in self.votes], []),
+        )
         scores = {n: vote_scores(v, self.registry) for n, v in self.votes.items()}
         outcome = decide_round(
             self.roster,
@@ -490,9 +526,11 @@ class Coordinator:
             }
         )
         topic = self.topics.result(task_id, round_no)
-        for record in records:
-            self.bus.publish(topic, record.raw)
-        self.bus.publish(topic, seal(self.identity, "result", task_id, round_no, result_body).raw)
+        self._round_records = [r.raw for r in records] + [
+            seal(self.identity, "result", task_id, round_no, result_body).raw
+        ]
+        for raw in self._round_records:
+            self.bus.publish(topic, raw)
 
     def _finish(self, summary: dict[str, Any], started: float | None) -> dict[str, Any]:
         summary["rejected"] = dict(self.intake.rejected + self.block_rejections)

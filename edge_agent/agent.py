@@ -86,6 +86,7 @@ class Agent:
         self.round_txs: dict[int, dict[str, bytes]] = {}
         self.pending_manifest: Envelope | None = None
         self.pending_results: dict[int, tuple[Envelope, int]] = {}  # round -> (result, my PoQ rank)
+        self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published, to re-send
         self.shard: Shard | None = None
         self.trainer: Trainer | None = None
         self.num_classes = 0
@@ -212,11 +213,14 @@ class Agent:
 
     def on_global(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
         assert self.task is not None and self.trainer is not None and self.shard is not None
-        if round_no <= self.round:
+        if round_no < self.round:
             self.intake.reject(Rejected("wrong-round", f"global model for old round {round_no}"), topic)
             return
         env = self._from_coordinator(topic, round_no, payload)
         if env is None:
+            return
+        if round_no == self.round:  # asked again: our update was lost on the way
+            self._send_again("update", env)
             return
         try:
             if len(env.blobs) != 1 or model_digest(env.blobs[0]) != env.body.get("model_digest"):
@@ -230,6 +234,7 @@ class Agent:
         self.assignment = dict(env.body.get("assignment", {}))
         self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
         self.round_txs = {r: v for r, v in self.round_txs.items() if r >= round_no}
+        self.sent = {k: v for k, v in self.sent.items() if k[1] >= round_no}
         self.pending_results = {r: p for r, p in self.pending_results.items() if r >= round_no - 1}
         self.pending_manifest = None
         if self.node_id not in self.roster:
@@ -257,6 +262,7 @@ class Agent:
             "epsilon_spent": self.epsilon_spent(),
         }
         update = seal(self.identity, "update", self.task.task_id, round_no, body, [blob])
+        self.sent[("update", round_no)] = update.raw
         self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), update.raw)
         log.info(
             "%s: round %d update sent (%d bytes, epsilon spent %s)",
@@ -265,6 +271,18 @@ class Agent:
             len(update.raw),
             body["epsilon_spent"],
         )
+
+    def _send_again(self, kind: str, request: Envelope) -> None:
+        """Publish our ``kind`` message of the request's round again, the same bytes, when it names us."""
+        assert self.task is not None
+        raw = self.sent.get((kind, request.round))
+        if raw is None or self.node_id not in request.body.get("resend_to", []):
+            return
+        topic = (self.topics.update if kind == "update" else self.topics.vote)(
+            self.task.task_id, request.round, self.node_id
+        )
+        self.bus.publish(topic, raw, wait=None)
+        log.info("%s: round %d %s sent again (the coordinator asked)", self.node_id, request.round, kind)
 
     def epsilon_spent(self) -> float | None:
         """The privacy spent on this task so far (None without DP: no guarantee to state)."""
@@ -312,6 +330,9 @@ class Agent:
         env = self._from_coordinator(topic, round_no, payload)
         if env is None or self.node_id not in self.roster or self.status != "active":
             return
+        if ("vote", round_no) in self.sent:  # asked again: our vote was lost on the way
+            self._send_again("vote", env)
+            return
         self.pending_manifest = env
         self._now_or_later(self._try_vote)
 
@@ -345,6 +366,7 @@ class Agent:
         body = {"metric": self.task.metric, "scores": scores, "digests": digests, "epsilon_spent": self.epsilon_spent()}
         vote = seal(self.identity, "vote", self.task.task_id, self.round, body)
         self.round_txs.setdefault(self.round, {})[vote.digest] = vote.raw
+        self.sent[("vote", self.round)] = vote.raw
         self.bus.publish(self.topics.vote(self.task.task_id, self.round, self.node_id), vote.raw)
         log.info(
             "%s: round %d vote sent for %d peers%s",
@@ -377,6 +399,11 @@ class Agent:
             return
         if env.type in ("reward", "final"):  # the round's records, published just before its result
             self._keep_round_tx(round_no, env.digest, payload)
+            return
+        if env.type == "want-block":  # the coordinator lacks the round's block: whoever holds it sends it
+            block = self.replica.round_block(env.task, round_no)
+            if block is not None:
+                self.bus.publish(self.topics.block(self.replica.state.chain_id), block.raw, wait=None)
             return
         if env.type == "abort":  # the coordinator ended the task without committing this round
             log.warning("%s: task aborted in round %d: %s", self.node_id, round_no, env.body.get("reason"))

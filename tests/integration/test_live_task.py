@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -251,3 +252,39 @@ def test_live_task_with_gaussian_dp_records_privacy_spent(mosquitto, tmp_path):
         votes = [decode_env(tx) for h in (1, 2) for tx in decode_block(store.get(h)).txs]
     eps_on_chain = [v.body["epsilon_spent"] for v in votes if v.type == "vote"]
     assert eps_on_chain and all(0 < e <= 4.0 for e in eps_on_chain)
+
+
+def test_broker_killed_mid_round_and_restarted_the_task_completes(tmp_path):
+    """kill -9 of mosquitto while round 2 trains, a new one on the same port 5 s later: clients
+    reconnect, the coordinator asks again for what did not arrive, and every round of the task is on
+    every replica exactly once."""
+    from bpcv.mqtt import BrokerAddress
+    from broker.runner import free_port, start_broker_process
+    from ledger.backends.lmdb import LmdbStore
+    from ledger.block import decode_block
+
+    port = free_port()
+    broker = start_broker_process("mosquitto", "127.0.0.1", port, tmp_path / "broker")
+    address = BrokerAddress("127.0.0.1", port)
+    out = tmp_path / "run"
+    proc = demo(out, address, "--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "4")
+    try:
+        with RoundWatcher(address) as rounds:
+            rounds.wait(2)
+        time.sleep(1.0)
+        broker.kill()
+        broker.wait(timeout=10)
+        time.sleep(5.0)
+        broker = start_broker_process("mosquitto", "127.0.0.1", port, tmp_path / "broker")
+        text = finish(proc)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4], text
+    assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
+    for path in summary["replicas"]:
+        with LmdbStore(path, readonly=True) as store:
+            height = store.head()[0]
+            recorded = [decode_block(store.get(h)).round for h in range(1, height + 1)]
+        assert recorded == [1, 2, 3, 4], (path, recorded)
