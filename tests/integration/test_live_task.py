@@ -13,9 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
+from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.envelope import decode, seal
 from bpcv.identity import Identity
 from bpcv.mqtt import Bus
@@ -90,15 +92,44 @@ def kill_agents(*nodes: str) -> None:
 
 
 class Injector:
-    """A hostile client on the broker: captures a round-1 vote, then in round 2 replays it and sends a forgery."""
+    """A hostile client on the broker. Round 1: captures a vote. Round 2, as the global model comes:
+    a truncated update, one signed by an unknown key, a 17 MiB one (over the 16 MiB limit), a NaN-filled
+    and a wrong-shaped one signed with members' keys (a member gone bad); as the manifest comes: the
+    round-1 vote replayed and a vote forged under another node's name."""
 
-    def __init__(self, broker) -> None:
+    def __init__(self, broker, keys: Path) -> None:
         self.captured: tuple[str, bytes] | None = None
         self.sent: list[str] = []
+        self.keys = keys
         self.bus = Bus(
-            "injector", broker, self.on_message, ["bpcv/v1/tasks/+/round/+/vote/+", "bpcv/v1/tasks/+/round/+/manifest"]
+            "injector",
+            broker,
+            self.on_message,
+            [
+                "bpcv/v1/tasks/+/round/+/vote/+",
+                "bpcv/v1/tasks/+/round/+/manifest",
+                "bpcv/v1/tasks/+/round/+/global",
+            ],
         )
         self.lock = threading.Lock()
+
+    def bad_updates(self, task: str, global_raw: bytes) -> None:
+        env = decode(global_raw)
+        weights = decode_model(env.blobs[0])
+        roster = env.body["roster"]
+        topic = f"bpcv/v1/tasks/{task}/round/2/update"
+        member = Identity.load(self.keys / f"{roster[0]}.key")
+        self.bus.publish(f"{topic}/{roster[0]}", seal(member, "update", task, 2, {}).raw[:-40])  # truncated
+        stranger = Identity.generate("stranger")
+        self.bus.publish(f"{topic}/stranger", seal(stranger, "update", task, 2, {}).raw)  # unknown key
+        self.bus.publish(f"{topic}/{roster[1]}", b"BPCV" + bytes(17 * 2**20))  # oversize
+        for node, bad in ((roster[2], [np.full_like(w, np.nan) for w in weights]), (roster[3], [weights[0][:1]])):
+            blob = encode_model(bad)
+            body = {"digest": model_digest(blob), "num_samples": 1, "epsilon_spent": None}
+            self.bus.publish(
+                f"{topic}/{node}", seal(Identity.load(self.keys / f"{node}.key"), "update", task, 2, body, [blob]).raw
+            )
+        self.sent.append("bad-updates")
 
     def on_message(self, topic: str, payload: bytes) -> None:
         threading.Thread(target=self.react, args=(topic, payload), daemon=True).start()
@@ -107,22 +138,24 @@ class Injector:
         levels = topic.split("/")
         task, round_no, kind = levels[3], int(levels[5]), levels[6]
         with self.lock:
-            if kind == "vote" and round_no == 1 and self.captured is None:
+            if kind == "global" and round_no == 2 and not self.sent:
+                self.bad_updates(task, payload)
+            elif kind == "vote" and round_no == 1 and self.captured is None:
                 self.captured = (levels[7], payload)
-            elif kind == "manifest" and round_no == 2 and self.captured and not self.sent:
+            elif kind == "manifest" and round_no == 2 and self.captured and "replay" not in self.sent:
                 voter, raw = self.captured
                 self.bus.publish(f"bpcv/v1/tasks/{task}/round/2/vote/{voter}", raw)  # replay of round 1
                 honest_body = decode(raw).body
                 impostor = Identity("node-03", Identity.generate("x").signing_key)  # right name, wrong key
                 forged = seal(impostor, "vote", task, 2, honest_body)
                 self.bus.publish(f"bpcv/v1/tasks/{task}/round/2/vote/node-03", forged.raw)
-                self.sent = ["replay", "forged"]
+                self.sent += ["replay", "forged"]
 
 
 def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(mosquitto, tmp_path):
-    injector = Injector(mosquitto)
-    injector.bus.connect()
     out = tmp_path / "run"
+    injector = Injector(mosquitto, out / "keys")
+    injector.bus.connect()
     proc = demo(
         out,
         mosquitto,
@@ -150,9 +183,17 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     assert elim_round["admitted"], "a standby node is admitted when the malicious one is eliminated"
     assert all(bad not in r["aggregated"] for r in rounds)
     assert next(n for n in summary["nodes"] if n["id"] == bad)["status"] == "eliminated"
-    assert injector.sent == ["replay", "forged"]
-    assert summary["rejected"].get("bad-signature", 0) >= 1
-    assert summary["rejected"].get("wrong-round", 0) >= 1
+    assert injector.sent == ["bad-updates", "replay", "forged"]
+    for reason in (
+        "bad-signature",
+        "wrong-round",
+        "malformed",
+        "unknown-sender",
+        "oversize",
+        "non-finite",
+        "wrong-shape",
+    ):
+        assert summary["rejected"].get(reason, 0) >= 1, (reason, summary["rejected"])
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
     heads = {verify_cli(path) for path in summary["replicas"]}
     assert len(summary["replicas"]) == 6 and len(heads) == 1
