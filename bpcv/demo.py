@@ -32,6 +32,7 @@ from edge_agent.behaviours import BEHAVIOURS
 from ledger.genesis import make_genesis
 
 STANDBY_JOIN_DELAY_S = 3.0
+MAX_COORDINATOR_RESTARTS = 3
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,6 +180,7 @@ class Demo:
         self.broker_proc: subprocess.Popen | None = None
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.reported_dead: set[int] = set()
+        self.coordinator_restarts = 0
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -264,15 +266,19 @@ class Demo:
             nodes.append(DemoNode(node_id, behaviour, standby, path, nodes_dir / node_id / "chain"))
         return nodes, genesis, address, requester
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        with open(self.out / "logs" / f"{name}.log", "wb") as log:  # the child keeps its own handle
+    def spawn(self, name: str, args: list[str], replace: int | None = None) -> subprocess.Popen:
+        """Start a child process logging to logs/NAME.log; ``replace``: restart procs[replace] (log appended)."""
+        with open(self.out / "logs" / f"{name}.log", "ab" if replace is not None else "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bpcv.cli", "--log-level", self.opts.log_level, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        self.procs.append(proc)
+        if replace is None:
+            self.procs.append(proc)
+        else:
+            self.procs[replace] = proc
         return proc
 
     def stop_all(self) -> None:
@@ -317,7 +323,7 @@ def _run(demo: Demo, started: float) -> int:
         + (f", GD-DP {o.dp} with epsilon budget {o.epsilon} each" if o.dp != "off" else ", no DP")
         + f") in {o.processes} processes"
     )
-    coordinator = demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
+    demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
     threads = max(1, (os.cpu_count() or 2) // o.processes)
     for p in range(o.processes):
         group = nodes[p :: o.processes]
@@ -365,7 +371,7 @@ def _run(demo: Demo, started: float) -> int:
     demo.say(f"task {task.task_id} posted: MNIST, {o.model}, up to {o.rounds} rounds, {active} active nodes")
     pending: dict[str, Any] | None = None
     chain_height = 0
-    while coordinator.poll() is None:
+    while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
         message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
         if message is None:
             continue
@@ -391,7 +397,7 @@ def _run(demo: Demo, started: float) -> int:
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))
     bus.close()
-    return _finish(demo, nodes, coordinator.returncode, started)
+    return _finish(demo, nodes, demo.procs[0].returncode, started)
 
 
 def _next_message(demo: Demo, deadline: float, why: Callable[[], str]) -> tuple[str, bytes] | None:
@@ -406,9 +412,16 @@ def _next_message(demo: Demo, deadline: float, why: Callable[[], str]) -> tuple[
 
 
 def _check_alive(demo: Demo) -> None:
-    """The coordinator dying ends the demo; an agent process dying is reported, and the task goes on."""
+    """The coordinator killed by a signal is restarted (it resumes from its checkpoint), as a service
+    manager would; exiting with an error ends the demo. An agent process dying is reported, and the
+    task goes on."""
     for i, proc in enumerate(demo.procs):
         if proc.poll() is None or proc.returncode == 0 or i in demo.reported_dead:
+            continue
+        if i == 0 and proc.returncode < 0 and demo.coordinator_restarts < MAX_COORDINATOR_RESTARTS:
+            demo.coordinator_restarts += 1
+            demo.say(f"  ! the coordinator was killed (signal {-proc.returncode}); restarting it: it resumes")
+            demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")], 0)
             continue
         if i == 0:
             raise BpcvError(f"the coordinator exited with code {proc.returncode} (see {demo.out / 'logs'})")

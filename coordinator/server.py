@@ -32,6 +32,7 @@ from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from coordinator.aggregate import fedavg
+from coordinator.checkpoint import Checkpoint, RunState
 from coordinator.rounds import RoundOutcome, decide_round
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
@@ -59,6 +60,7 @@ class Coordinator:
         self.intake = Intake(self.registry, self.node_id)
         self.run_dir = Path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = Checkpoint(self.run_dir / "checkpoint")
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.bus = Bus(
             self.node_id,
@@ -266,6 +268,9 @@ class Coordinator:
                     task = opened[1]
                     if task.coordinator != self.node_id or (self.config.task and task.task_id != self.config.task):
                         continue
+                    saved = self.checkpoint.load()
+                    if saved is not None and saved[0].task_id == task.task_id and not saved[0].stopped_because:
+                        return self.run(task, resume=saved)
                     if any(t == task.task_id for t, _ in self.replica.state.rounds):
                         log.info("task %s is already on the chain; ignoring", task.task_id)
                         continue
@@ -273,150 +278,208 @@ class Coordinator:
         finally:
             self.bus.close()
 
-    def run(self, task: TaskSpec) -> dict[str, Any]:
-        """Run every round of ``task``; write final model and coordinator.json into the run folder."""
+    def run(self, task: TaskSpec, resume: tuple[RunState, bytes] | None = None) -> dict[str, Any]:
+        """Run every round of ``task`` (or the rest of it, from a checkpoint); write the final model and
+        coordinator.json into the run folder."""
         self.task = task
-        started = time.monotonic()
         for topic in (
             self.topics.all_joins(task.task_id),
             self.topics.all_updates(task.task_id),
             self.topics.all_votes(task.task_id),
         ):
             self.bus.subscribe(topic)
-        log.info("task %s: waiting for %d nodes to join", task.task_id, task.nodes)
-        self._pump(lambda: len(self.joins) >= task.nodes, task.join_timeout_s)
-        self._pump(lambda: False, task.join_window_s)
-        by_speed = sorted(self.joins, key=lambda n: (self.joins[n][0], n))
-        summary: dict[str, Any] = {"task": task.to_body(), "rounds": [], "nodes": {}}
-        if len(by_speed) < max(2, task.min_nodes):
-            summary["error"] = f"only {len(by_speed)} nodes joined, {max(2, task.min_nodes)} needed"
-            log.error("task %s: %s", task.task_id, summary["error"])
-            return self._finish(summary, None)
-        self.roster = sorted(by_speed[: task.nodes])
-        standby = by_speed[task.nodes :]
-        status = {n: "active" if n in self.roster else "standby" for n in by_speed}
-        rewards = {n: 0.0 for n in by_speed}
-        log.info("task %s: roster %s, standby %s", task.task_id, self.roster, standby)
+        if resume is None:
+            formed = self._form_roster(task)
+            if isinstance(formed, str):
+                return self._finish({"task": task.to_body(), "rounds": [], "nodes": {}, "error": formed}, None)
+            state = formed
+        else:
+            state = resume[0]
+            log.info("task %s: resuming after round %d (%s)", task.task_id, state.round, state.phase)
+        self.joins = {n: (float(order), samples) for n, (order, samples) in state.joins.items()}
+        self.roster, self.left, self.dropped, self.privacy = state.roster, state.left, set(state.dropped), state.privacy
+        started = time.monotonic() - state.elapsed_s
 
         configure_tensorflow(2)
         dataset = load_dataset(task.dataset, self.config.data_path or None)
         model = build_model(task.model, dataset.input_shape, dataset.num_classes, seed=0)
         weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
         self.shapes = [tuple(w.shape) for w in weights]
+        if resume is not None:
+            weights = decode_model(resume[1], self.shapes)
 
         def evaluate(ws: list[np.ndarray]) -> float:
             model.set_weights(ws)
             return score(predict(model, dataset.x_test), dataset.y_test, task.metric)
 
-        better = higher_is_better(task.metric)
-        final_digest = None
-        for round_no in range(1, task.rounds + 1):
+        def save() -> None:
+            state.elapsed_s = time.monotonic() - started
+            state.dropped = sorted(self.dropped)
+            self.checkpoint.save(state, encode_model(weights))
+
+        save()
+        if state.phase == "decided":  # the previous process published the result, then died
+            self._round_records = [bytes.fromhex(h) for h in state.round_records]
+            self.round = state.round
+            self._close_round(state, weights, started)
+            save()
+        for round_no in range(state.round + 1, task.rounds + 1):
+            if state.stopped_because:
+                break
             for node in self.rejoined:
                 self.dropped.discard(node)
-                standby.append(node)
-                status[node] = "standby"
+                state.standby.append(node)
+                state.status[node] = "standby"
             self.rejoined.clear()
-            outcome, blob = self._run_round(round_no, weights, standby)
+            outcome, blob = self._run_round(round_no, weights, state.standby)
             if len(self.valid) < task.min_nodes:  # quorum lost: nothing of this round is committed
-                summary["aborted_round"] = self._abort(round_no, len(self.valid))
-                summary["stopped_because"] = summary["aborted_round"]["reason"]
-                final_digest = model_digest(blob)  # the last committed global model stays the model
+                state.aborted_round = self._abort(round_no, len(self.valid))
+                state.stopped_because = state.aborted_round["reason"]
+                state.final_digest = model_digest(blob)  # the last committed global model stays the model
                 (self.run_dir / "final_model.bpmt").write_bytes(blob)
+                save()
                 break
             if outcome.aggregated:
                 weights = fedavg(
                     [self.valid[n][1] for n in outcome.aggregated], [self.joins[n][1] for n in outcome.aggregated]
                 )
             metric_value = evaluate(weights)
-            standby = [n for n in standby if n not in outcome.admitted]
-            reached = task.target is not None and (
-                metric_value >= task.target if better else metric_value <= task.target
-            )
-            out_of_time = time.monotonic() - started >= task.time_limit_s
-            final = round_no == task.rounds or reached or out_of_time or len(outcome.next_roster) < 2
-            global_blob = encode_model(weights)
-            if final:
-                final_digest = model_digest(global_blob)
-            self._publish_result(round_no, outcome, metric_value, model_digest(global_blob), final)
-            self.dropped.update(n for n in outcome.dropped if n not in self.left)
-            for node in outcome.dropped:
-                status[node] = "left" if node in self.left else "dropped"
-            for node in self.left:
-                if status.get(node) == "standby":
-                    status[node] = "left"
-            for node in list(outcome.invalid) + ([outcome.eliminated] if outcome.eliminated else []):
-                status[node] = "eliminated"
-            for node in outcome.admitted:
-                status[node] = "active"
-            for node, amount in outcome.rewards.items():
-                rewards[node] = round(rewards[node] + amount, 6)
-            wait_s = task.block_timeout_s * (task.proposer_fallbacks + 1)
-            if outcome.proposer is not None:
-                self._wait_for_block(task.task_id, round_no, wait_s)
-            block = self.replica.round_block(task.task_id, round_no)
-            if block is None:
-                log.warning(
-                    "round %d: no valid block from the PoQ winner or its stand-ins within %.0fs", round_no, wait_s
-                )
-            row = {
-                "round": round_no,
-                task.metric: round(metric_value, 6),
-                "eliminated": outcome.eliminated,
-                "eliminated_reason": outcome.eliminated_reason,
-                "invalid": outcome.invalid,
-                "dropped": outcome.dropped,
-                "left": sorted(n for n in outcome.dropped if n in self.left),
-                "admitted": outcome.admitted,
-                "aggregated": outcome.aggregated,
-                "excluded": outcome.excluded,
-                "ranking": outcome.ranking,
-                "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
-                "proposer": outcome.proposer,
-                "block_proposer": block.proposer if block else None,
-                "block_rank": block.rank if block else None,
-                "on_chain": block is not None,
-                "chain_height": self.replica.height,
-                "rewards": outcome.rewards,
-                "elapsed_s": round(time.monotonic() - started, 2),
-            }
-            summary["rounds"].append(row)
-            log.info(
-                "round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
-                round_no,
-                task.metric,
-                metric_value,
-                outcome.eliminated or "-",
-                ",".join(outcome.admitted) or "-",
-                f"{block.proposer} (rank {block.rank})" if block else "-",
-                self.replica.height,
-            )
-            self.roster = outcome.next_roster
-            if final:
-                self._pump(lambda: False, FINAL_LINGER_S)  # late blocks of the last round: rivals, twins
-                (self.run_dir / "final_model.bpmt").write_bytes(global_blob)
-                summary["stopped_because"] = (
-                    "target"
-                    if reached
-                    else "time limit"
-                    if out_of_time
-                    else "round limit"
-                    if round_no == task.rounds
-                    else "too few nodes"
-                )
-                break
-        summary[f"final_{task.metric}"] = summary["rounds"][-1][task.metric] if summary["rounds"] else None
-        summary["final_model_digest"] = final_digest
+            state.pending_stop = self._stop_reason(task, round_no, metric_value, started, outcome)
+            global_digest = model_digest(encode_model(weights))
+            self._publish_result(round_no, outcome, metric_value, global_digest, state.pending_stop is not None)
+            self._apply_outcome(state, outcome)
+            state.round, state.phase = round_no, "decided"
+            state.round_records = [raw.hex() for raw in self._round_records]
+            state.pending_row = self._row(task, round_no, outcome, metric_value)
+            save()
+            self._close_round(state, weights, started)
+            save()
+        summary: dict[str, Any] = {"task": task.to_body(), "rounds": state.rows}
+        summary["stopped_because"] = state.stopped_because
+        if state.aborted_round:
+            summary["aborted_round"] = state.aborted_round
+        summary[f"final_{task.metric}"] = state.rows[-1][task.metric] if state.rows else None
+        summary["final_model_digest"] = state.final_digest
         summary["nodes"] = {
             n: {
-                "status": status[n],
-                "reward": rewards[n],
+                "status": state.status[n],
+                "reward": state.rewards[n],
                 "num_samples": self.joins[n][1],
                 "left_because": self.left.get(n),
                 "privacy": self.privacy.get(n, {}),
             }
-            for n in sorted(status)
+            for n in sorted(state.status)
         }
         return self._finish(summary, started)
+
+    def _form_roster(self, task: TaskSpec) -> RunState | str:
+        """Wait for joins; the fastest ``task.nodes`` are active, the rest standby. Why not, if too few joined."""
+        log.info("task %s: waiting for %d nodes to join", task.task_id, task.nodes)
+        self._pump(lambda: len(self.joins) >= task.nodes, task.join_timeout_s)
+        self._pump(lambda: False, task.join_window_s)
+        by_speed = sorted(self.joins, key=lambda n: (self.joins[n][0], n))
+        if len(by_speed) < max(2, task.min_nodes):
+            error = f"only {len(by_speed)} nodes joined, {max(2, task.min_nodes)} needed"
+            log.error("task %s: %s", task.task_id, error)
+            return error
+        roster = sorted(by_speed[: task.nodes])
+        log.info("task %s: roster %s, standby %s", task.task_id, roster, by_speed[task.nodes :])
+        return RunState(
+            task_id=task.task_id,
+            joins={n: [i, self.joins[n][1]] for i, n in enumerate(by_speed)},
+            roster=roster,
+            standby=by_speed[task.nodes :],
+            status={n: "active" if n in roster else "standby" for n in by_speed},
+            rewards={n: 0.0 for n in by_speed},
+            privacy=self.privacy,
+            left=self.left,
+        )
+
+    @staticmethod
+    def _stop_reason(task: TaskSpec, round_no: int, value: float, started: float, outcome: RoundOutcome) -> str | None:
+        """Why the task stops after this round, or None to go on."""
+        if task.target is not None and (
+            value >= task.target if higher_is_better(task.metric) else value <= task.target
+        ):
+            return "target"
+        if time.monotonic() - started >= task.time_limit_s:
+            return "time limit"
+        if round_no == task.rounds:
+            return "round limit"
+        return "too few nodes" if len(outcome.next_roster) < 2 else None
+
+    def _apply_outcome(self, state: RunState, outcome: RoundOutcome) -> None:
+        """Statuses, standby queue, roster and rewards after a decided round."""
+        state.standby = [n for n in state.standby if n not in outcome.admitted]
+        self.dropped.update(n for n in outcome.dropped if n not in self.left)
+        for node in outcome.dropped:
+            state.status[node] = "left" if node in self.left else "dropped"
+        for node in self.left:
+            if state.status.get(node) == "standby":
+                state.status[node] = "left"
+        for node in list(outcome.invalid) + ([outcome.eliminated] if outcome.eliminated else []):
+            state.status[node] = "eliminated"
+        for node in outcome.admitted:
+            state.status[node] = "active"
+        for node, amount in outcome.rewards.items():
+            state.rewards[node] = round(state.rewards[node] + amount, 6)
+        self.roster = state.roster = outcome.next_roster
+
+    def _row(self, task: TaskSpec, round_no: int, outcome: RoundOutcome, value: float) -> dict[str, Any]:
+        return {
+            "round": round_no,
+            task.metric: round(value, 6),
+            "eliminated": outcome.eliminated,
+            "eliminated_reason": outcome.eliminated_reason,
+            "invalid": outcome.invalid,
+            "dropped": outcome.dropped,
+            "left": sorted(n for n in outcome.dropped if n in self.left),
+            "admitted": outcome.admitted,
+            "aggregated": outcome.aggregated,
+            "excluded": outcome.excluded,
+            "ranking": outcome.ranking,
+            "quality": {n: round(q, 6) for n, q in outcome.quality.items()},
+            "proposer": outcome.proposer,
+            "rewards": outcome.rewards,
+        }
+
+    def _close_round(self, state: RunState, weights: list[np.ndarray], started: float) -> None:
+        """Wait for the decided round's block (asking again while it waits), record the row, and stop
+        the task if this was its last round."""
+        assert self.task is not None and state.pending_row is not None
+        task, row, round_no = self.task, state.pending_row, state.round
+        wait_s = task.block_timeout_s * (task.proposer_fallbacks + 1)
+        if row["proposer"] is not None:
+            self._wait_for_block(task.task_id, round_no, wait_s)
+        block = self.replica.round_block(task.task_id, round_no)
+        if block is None:
+            log.warning("round %d: no valid block from the PoQ winner or its stand-ins within %.0fs", round_no, wait_s)
+        row.update(
+            {
+                "block_proposer": block.proposer if block else None,
+                "block_rank": block.rank if block else None,
+                "on_chain": block is not None,
+                "chain_height": self.replica.height,
+                "elapsed_s": round(time.monotonic() - started, 2),
+            }
+        )
+        state.rows.append(row)
+        state.pending_row, state.phase = None, "done"
+        log.info(
+            "round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
+            round_no,
+            task.metric,
+            row[task.metric],
+            row["eliminated"] or "-",
+            ",".join(row["admitted"]) or "-",
+            f"{block.proposer} (rank {block.rank})" if block else "-",
+            self.replica.height,
+        )
+        if state.pending_stop:
+            self._pump(lambda: False, FINAL_LINGER_S)  # late blocks of the last round: rivals, twins
+            blob = encode_model(weights)
+            (self.run_dir / "final_model.bpmt").write_bytes(blob)
+            state.final_digest, state.stopped_because = model_digest(blob), state.pending_stop
 
     def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:
         """Handle messages until the round's block is in this replica, or ``timeout``. While waiting, the
@@ -548,3 +611,4 @@ class Coordinator:
 
     def close(self) -> None:
         self.replica.close()
+        self.checkpoint.close()

@@ -329,3 +329,30 @@ def test_broker_killed_mid_round_and_restarted_the_task_completes(tmp_path):
             height = store.head()[0]
             recorded = [decode_block(store.get(h)).round for h in range(1, height + 1)]
         assert recorded == [1, 2, 3, 4], (path, recorded)
+
+
+def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_path):
+    """kill -9 of the coordinator while round 2 trains: restarted (as a service manager would), it
+    resumes from its LMDB checkpoint and the task completes with every round on every replica once."""
+    from ledger.backends.lmdb import LmdbStore
+    from ledger.block import decode_block
+
+    out = tmp_path / "run"
+    proc = demo(out, mosquitto, "--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "4")
+    with RoundWatcher(mosquitto) as rounds:
+        rounds.wait(2)
+        time.sleep(1.0)
+        found = [p for p in psutil.process_iter(["cmdline"]) if "coordinator.toml" in " ".join(p.info["cmdline"] or [])]
+        assert len(found) == 1
+        found[0].kill()
+    text = finish(proc)
+    assert "restarting it: it resumes" in text, text
+    log = (out / "logs" / "coordinator.log").read_text()
+    assert "resuming after round 1" in log, log[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4], text
+    assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
+    for path in summary["replicas"]:
+        with LmdbStore(path, readonly=True) as store:
+            recorded = [decode_block(store.get(h)).round for h in range(1, store.head()[0] + 1)]
+        assert recorded == [1, 2, 3, 4], (path, recorded)
