@@ -77,7 +77,10 @@ class Bus:
         subscriptions: Iterable[str] = (),
         status_topic: str | None = None,
         keepalive: int = 30,
+        persistent: bool = False,
     ) -> None:
+        """``persistent``: a persistent session (clean_session off), so the broker keeps this node's
+        subscriptions and queues its QoS 1 messages while it is briefly away."""
         self.client_id = client_id
         self.broker = broker
         self._on_message_cb = on_message
@@ -86,7 +89,7 @@ class Bus:
         self._connected = threading.Event()
         self._keepalive = keepalive
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=not persistent
         )
         client.max_inflight_messages_set(64)
         client.max_queued_messages_set(0)

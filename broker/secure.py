@@ -82,6 +82,8 @@ log_type notice
 max_packet_size {max_packet}
 max_inflight_messages {MAX_INFLIGHT_MESSAGES}
 max_queued_messages {MAX_QUEUED_MESSAGES}
+max_queued_bytes 268435456
+persistent_client_expiration 1h
 """
 
 

@@ -72,6 +72,7 @@ class Coordinator:
                 self.topics.all_sync_requests(self.replica.state.chain_id),
             ],
             status_topic=self.topics.status(self.node_id),
+            persistent=True,
         )
         # per-task state
         self.task: TaskSpec | None = None

@@ -73,6 +73,7 @@ class Agent:
                 self.topics.sync_blocks(self.replica.state.chain_id, self.node_id),
             ],
             status_topic=self.topics.status(self.node_id),
+            persistent=True,
         )
         self.rng = np.random.default_rng(zlib.crc32(self.node_id.encode()) + config.seed)
         self.task: TaskSpec | None = None
