@@ -46,8 +46,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--behaviour",
         default="random-weights",
-        choices=[b for b in BEHAVIOURS if b != "honest"],
-        help="what the malicious agents do (default random-weights)",
+        help="what the malicious agents do (default random-weights); a comma list gives each its own, in "
+        f"order (e.g. noisy,collude,collude). Known: {', '.join(b for b in BEHAVIOURS if b != 'honest')}",
     )
     p.add_argument("--out", default=None, help="run folder (default runs/demo-TIMESTAMP)")
     p.add_argument(
@@ -121,6 +121,13 @@ class DemoOptions:
             )
         if not 0 <= a.malicious <= active:
             raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
+        named = a.behaviour.split(",")
+        unknown = [b for b in named if b not in BEHAVIOURS or b == "honest"]
+        if unknown or (len(named) > 1 and len(named) != a.malicious):
+            raise ConfigError(
+                f"--behaviour {a.behaviour!r}: one of {[b for b in BEHAVIOURS if b != 'honest']}, "
+                f"or a comma list of exactly --malicious ({a.malicious}) of them"
+            )
         out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         if (out / "summary.json").exists() or (out / "nodes").exists():
             raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
@@ -239,7 +246,8 @@ class Demo:
         nodes = []
         for i, node_id in enumerate(agent_ids):
             standby = i >= active
-            behaviour = o.behaviour if i < o.malicious else "honest"
+            named = o.behaviour.split(",")
+            behaviour = (named[i] if len(named) > 1 else named[0]) if i < o.malicious else "honest"
             node_tls = _tls_files(tls_folder, node_id)
             cfg = AgentConfig(
                 key=str(keys / f"{node_id}.key"),

@@ -356,3 +356,20 @@ def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp
         with LmdbStore(path, readonly=True) as store:
             recorded = [decode_block(store.get(h)).round for h in range(1, store.head()[0] + 1)]
         assert recorded == [1, 2, 3, 4], (path, recorded)
+
+
+@pytest.mark.parametrize("rule", ["mean", "median"])
+def test_colluding_voters_against_the_sum_rule_and_the_median(mosquitto, tmp_path, rule):
+    """7 active agents: node-01 sends a subtly poisoned (noisy) update; node-02 and node-03 (k = 2 < 7/3)
+    collude: they score their victim, node-07, at 0 and everyone else at 1. Under the paper's rule
+    (mean = sum / count) the honest victim is eliminated and the poisoned update is aggregated; under
+    the median the poisoned node is excluded and eliminated and the victim stays."""
+    out = tmp_path / "run"
+    args = ["--agents", "8", "--standby", "1", "--processes", "4", "--rounds", "1", "--malicious", "3"]
+    text = finish(demo(out, mosquitto, *args, "--behaviour", "noisy,collude,collude", "--quality-rule", rule))
+    [round1] = json.loads((out / "summary.json").read_text())["rounds"]
+    if rule == "mean":
+        assert round1["eliminated"] == ["node-07"] and "node-01" in round1["aggregated"], (round1, text)
+    else:
+        assert round1["eliminated"] == ["node-01"] and "node-01" not in round1["aggregated"], (round1, text)
+        assert "node-07" in round1["aggregated"]
