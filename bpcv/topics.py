@@ -76,7 +76,11 @@ class Topics:
         return f"{self.base}/nodes/+/status"
 
     def metrics(self, node: str) -> str:
+        """psutil samples of the node's process (QoS 0, signed ``metrics`` envelopes)."""
         return f"{self.base}/nodes/{node}/metrics"
+
+    def all_metrics(self) -> str:
+        return f"{self.base}/nodes/+/metrics"
 
     def parse(self, topic: str) -> tuple[str, ...]:
         """The topic's levels below the base; raises ValueError for a topic outside it."""

@@ -29,10 +29,12 @@ from bpcv.metrics import predict, score
 from bpcv.models import build_model, configure_tensorflow
 from bpcv.mqtt import Bus
 from bpcv.poq import higher_is_better
+from bpcv.sampler import Sample, Sampler
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from coordinator.aggregate import fedavg
 from coordinator.checkpoint import Checkpoint, RunState
+from coordinator.timeseries import TimeSeries
 from coordinator.rounds import RoundOutcome, decide_round
 from ledger.errors import LedgerError, UnknownParent
 from ledger.replica import Replica
@@ -61,6 +63,7 @@ class Coordinator:
         self.run_dir = Path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = Checkpoint(self.run_dir / "checkpoint")
+        self.timeseries = TimeSeries(self.run_dir / "metrics.sqlite")
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.bus = Bus(
             self.node_id,
@@ -70,6 +73,7 @@ class Coordinator:
                 self.topics.all_tasks(),
                 self.topics.block(self.replica.state.chain_id),
                 self.topics.all_sync_requests(self.replica.state.chain_id),
+                self.topics.all_metrics(),
             ],
             status_topic=self.topics.status(self.node_id),
             persistent=True,
@@ -120,6 +124,9 @@ class Coordinator:
         if levels[0] == "chain":
             self._on_chain(topic, levels, payload)
             return
+        if levels[0] == "nodes" and len(levels) == 3 and levels[2] == "metrics":
+            self._on_metrics(topic, levels[1], payload)
+            return
         if self.task is None or levels[0] != "tasks" or len(levels) < 4 or levels[1] != self.task.task_id:
             return
         if levels[2] == "join":
@@ -140,6 +147,16 @@ class Coordinator:
             self._on_block(payload)
         elif len(levels) == 4 and levels[2] == "sync":
             self._on_sync_request(topic, levels[3], payload)
+
+    def _on_metrics(self, topic: str, node: str, payload: bytes) -> None:
+        """A node's psutil sample (its own, signed) into the run's time series."""
+        env = self.intake.open(payload, ("agent", "coordinator", "requester", "admin"), topic, topic_sender=node)
+        if env is None or env.type != "metrics":
+            return
+        try:
+            self.timeseries.add_sample(node, Sample.from_body(env.body))
+        except ValueError as exc:
+            self.intake.reject(Rejected("malformed", f"metrics of {node}: {exc}"), topic)
 
     def _on_sync_request(self, topic: str, node: str, payload: bytes) -> None:
         """Answer a replica that is behind with the blocks it asks for (it re-verifies each one)."""
@@ -250,6 +267,8 @@ class Coordinator:
     def serve(self) -> dict[str, Any]:
         """Connect, wait for a task naming this coordinator, run it, return its summary."""
         self.bus.connect()
+        sampler = Sampler(self._publish_metrics)
+        sampler.start()
         log.info(
             "%s: waiting for a task (chain %s, height %d)",
             self.node_id,
@@ -277,6 +296,7 @@ class Coordinator:
                         continue
                     return self.run(task)
         finally:
+            sampler.stop()
             self.bus.close()
 
     def run(self, task: TaskSpec, resume: tuple[RunState, bytes] | None = None) -> dict[str, Any]:
@@ -350,6 +370,7 @@ class Coordinator:
             self._publish_result(round_no, outcome, metric_value, global_digest, state.pending_stop is not None)
             self._apply_outcome(state, outcome)
             state.round, state.phase = round_no, "decided"
+            self.timeseries.add_event(time.time(), round_no, "decided", {task.metric: round(metric_value, 6)})
             state.round_records = [raw.hex() for raw in self._round_records]
             state.pending_row = self._row(task, round_no, outcome, metric_value)
             save()
@@ -466,6 +487,9 @@ class Coordinator:
         )
         state.rows.append(row)
         state.pending_row, state.phase = None, "done"
+        self.timeseries.add_event(
+            time.time(), round_no, "block" if block else "no-block", {"height": self.replica.height}
+        )
         log.info(
             "round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
             round_no,
@@ -481,6 +505,10 @@ class Coordinator:
             blob = encode_model(weights)
             (self.run_dir / "final_model.bpmt").write_bytes(blob)
             state.final_digest, state.stopped_because = model_digest(blob), state.pending_stop
+
+    def _publish_metrics(self, sample: Sample) -> None:
+        env = seal(self.identity, "metrics", "", 0, sample.to_body())
+        self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
 
     def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:
         """Handle messages until the round's block is in this replica, or ``timeout``. While waiting, the
@@ -613,3 +641,4 @@ class Coordinator:
     def close(self) -> None:
         self.replica.close()
         self.checkpoint.close()
+        self.timeseries.close()

@@ -27,6 +27,7 @@ from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
 from bpcv.intake import Intake
 from bpcv.mqtt import Bus
+from bpcv.sampler import Sample
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -117,6 +118,11 @@ class Agent:
     def stop(self) -> None:
         self.bus.close()
         self.replica.close()
+
+    def publish_metrics(self, sample: Sample) -> None:
+        """One psutil sample of this agent's process, signed, on its metrics topic (QoS 0)."""
+        env = seal(self.identity, "metrics", "", 0, sample.to_body())
+        self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Dispatch one message by its topic."""

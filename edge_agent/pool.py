@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bpcv.config import AgentConfig
 from bpcv.models import configure_tensorflow
+from bpcv.sampler import Sample, Sampler
 from bpcv.task import TaskSpec
 from edge_agent.agent import Agent, Job
 from edge_agent.trainer import PrivacySettings, Trainer
@@ -45,6 +46,8 @@ class AgentPool:
         """Connect every agent and work until stopped (SIGTERM/SIGINT or ``stop()``)."""
         for agent in self.agents:
             agent.start()
+        sampler = Sampler(self._publish_metrics)
+        sampler.start()
         while not self._stop.is_set():
             try:
                 fn, args = self.jobs.get(timeout=0.2)
@@ -54,8 +57,14 @@ class AgentPool:
                 fn(*args)
             except Exception:  # one bad message must never stop the pool
                 log.exception("job %s failed", getattr(fn, "__qualname__", fn))
+        sampler.stop()
         for agent in self.agents:
             agent.stop()
+
+    def _publish_metrics(self, sample: Sample) -> None:
+        """One sample of this process, published by each of its agents on its own metrics topic."""
+        for agent in self.agents:
+            agent.publish_metrics(sample)
 
     def stop(self, *_: object) -> None:
         self._stop.set()

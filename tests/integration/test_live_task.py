@@ -21,6 +21,7 @@ from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.envelope import decode, seal
 from bpcv.identity import Identity
 from bpcv.mqtt import Bus
+from coordinator.timeseries import TimeSeries
 
 pytestmark = pytest.mark.integration
 
@@ -198,6 +199,13 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     heads = {verify_cli(path) for path in summary["replicas"]}
     assert len(summary["replicas"]) == 6 and len(heads) == 1
     assert all(r["chain_height"] == r["round"] for r in rounds)
+    # every node's psutil samples reached the coordinator's time series, about one per second
+    store = TimeSeries(out / "metrics.sqlite")
+    for node in [n["id"] for n in summary["nodes"]] + ["coordinator"]:
+        times = [row[1] for row in store.samples(node)]
+        span = times[-1] - times[0]
+        assert span > 10 and 0.8 * span <= len(times) <= 1.2 * span + 2, (node, len(times), span)
+    assert [e[2] for e in store.events()].count("block") == 3
 
 
 def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path):
