@@ -119,17 +119,17 @@ class Injector:
         weights = decode_model(env.blobs[0])
         roster = env.body["roster"]
         topic = f"bpcv/v1/tasks/{task}/round/2/update"
+        # the signed bad models first, so they arrive before their nodes' real updates; the 17 MiB one last
+        for node, bad in ((roster[2], [np.full_like(w, np.nan) for w in weights]), (roster[3], [weights[0][:1]])):
+            blob = encode_model(bad)
+            body = {"digest": model_digest(blob), "num_samples": 1, "epsilon_spent": None}
+            key = Identity.load(self.keys / f"{node}.key")
+            self.bus.publish(f"{topic}/{node}", seal(key, "update", task, 2, body, [blob]).raw)
         member = Identity.load(self.keys / f"{roster[0]}.key")
         self.bus.publish(f"{topic}/{roster[0]}", seal(member, "update", task, 2, {}).raw[:-40])  # truncated
         stranger = Identity.generate("stranger")
         self.bus.publish(f"{topic}/stranger", seal(stranger, "update", task, 2, {}).raw)  # unknown key
         self.bus.publish(f"{topic}/{roster[1]}", b"BPCV" + bytes(17 * 2**20))  # oversize
-        for node, bad in ((roster[2], [np.full_like(w, np.nan) for w in weights]), (roster[3], [weights[0][:1]])):
-            blob = encode_model(bad)
-            body = {"digest": model_digest(blob), "num_samples": 1, "epsilon_spent": None}
-            self.bus.publish(
-                f"{topic}/{node}", seal(Identity.load(self.keys / f"{node}.key"), "update", task, 2, body, [blob]).raw
-            )
         self.sent.append("bad-updates")
 
     def on_message(self, topic: str, payload: bytes) -> None:
