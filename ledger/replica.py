@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,10 +228,6 @@ class Replica:
     def pending_evidence(self) -> list[Equivocation]:
         """Equivocations seen here whose proposer the chain has not excluded yet."""
         return [e for n, e in sorted(self.equivocations.items()) if n not in self.state.excluded]
-
-    def blocks(self) -> Iterator[Block]:
-        for height in range(self.state.height + 1):
-            yield self.block_at(height)
 
     def close(self) -> None:
         self.store.close()
