@@ -2,7 +2,17 @@
 
 import pytest
 
+from ledger.backends.lmdb import LmdbStore
+from ledger.backends.memory import MemoryStore
 from tests.helpers import make_consortium
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def store(request, tmp_path):
+    """Each block-store backend in turn: one contract, both stores."""
+    s = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "chain")
+    yield s
+    s.close()
 
 
 @pytest.fixture()

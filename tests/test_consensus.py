@@ -7,19 +7,10 @@ import pytest
 
 from bpcv.envelope import seal
 from bpcv.identity import Identity
-from ledger.backends.lmdb import LmdbStore
-from ledger.backends.memory import MemoryStore
 from ledger.block import build_block
 from ledger.errors import InvalidBlock, UnknownParent
 from ledger.replica import Replica, preferred, verify_store
 from tests.helpers import honest_scores, make_consortium, round_block
-
-
-@pytest.fixture(params=["memory", "lmdb"])
-def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "chain")
-    yield s
-    s.close()
 
 
 def test_store_contract_side_blocks_and_atomic_switch(store):

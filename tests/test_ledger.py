@@ -6,19 +6,11 @@ import pytest
 from bpcv.envelope import seal
 from ledger import schema
 from ledger.backends.lmdb import LmdbStore
-from ledger.backends.memory import MemoryStore
 from ledger.block import build_block, decode_block, merkle_root
 from ledger.errors import CorruptStore, InvalidBlock, UnknownParent
 from ledger.inspect import verify_replica
 from ledger.replica import Replica, verify_store
 from tests.helpers import honest_scores, make_consortium, round_block
-
-
-@pytest.fixture(params=["memory", "lmdb"])
-def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "chain")
-    yield s
-    s.close()
 
 
 def test_store_contract_append_get_head_and_order(store):

@@ -1,9 +1,9 @@
 """Pure round logic: quality rules, ranking, PoQ winner, elimination, admission, rewards, FedAvg."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import pytest
 
 from bpcv.poq import poq_winner, quality_scores, rank_nodes
 from coordinator.aggregate import fedavg

@@ -44,7 +44,11 @@ def test_zero_noise_query_returns_exactly_the_sum_of_clipped_records():
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float32, (4, 5), elements=st.floats(-1e3, 1e3, width=32)), st.floats(0.01, 100.0))
+# no subnormals: TensorFlow on CPU flushes them to zero, which is not a clipping question
+@given(
+    hnp.arrays(np.float32, (4, 5), elements=st.floats(-1e3, 1e3, width=32, allow_subnormal=False)),
+    st.floats(0.01, 100.0),
+)
 def test_every_clipped_record_has_l1_norm_at_most_c(record, clip):
     query = LaplaceSumQuery(clip, 1.0)
     clipped = query.preprocess_record(tf.constant(clip, tf.float32), [tf.constant(record)])

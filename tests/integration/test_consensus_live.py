@@ -18,15 +18,20 @@ def live_heads(summary: dict, dead: set[str]) -> set[str]:
     return {verify_cli(p) for p in summary["replicas"] if not any(f"/{n}/" in p for n in dead)}
 
 
-def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path):
+def three_rounds_with(mosquitto, tmp_path, behaviour: str, malicious: int, standby: int):
+    """A 6-agent demo, one process per agent, where ``malicious`` active agents have ``behaviour``."""
     out = tmp_path / "run"
-    # every active agent dies the moment it should publish a block as PoQ winner (rank 0)
-    args = ["--agents", "6", "--standby", "2", "--processes", "6", "--rounds", "3", "--min-nodes", "2"]
-    args += ["--malicious", "4", "--behaviour", "dies-at-proposal", "--block-timeout", "4"]
+    args = ["--agents", "6", "--standby", str(standby), "--processes", "6", "--rounds", "3", "--min-nodes", "2"]
+    args += ["--malicious", str(malicious), "--behaviour", behaviour, "--block-timeout", "4"]
     text = finish(demo(out, mosquitto, *args))
     summary = json.loads((out / "summary.json").read_text())
-    rounds = summary["rounds"]
-    assert [r["round"] for r in rounds] == [1, 2, 3], text
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3], text
+    return summary, summary["rounds"], text
+
+
+def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path):
+    # every active agent dies the moment it should publish a block as PoQ winner (rank 0)
+    summary, rounds, text = three_rounds_with(mosquitto, tmp_path, "dies-at-proposal", 4, standby=2)
     dead = set()
     for r in rounds:
         winner = r["ranking"][0]
@@ -40,14 +45,8 @@ def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path
 
 
 def test_equivocating_proposer_is_proven_excluded_and_eliminated(mosquitto, tmp_path):
-    out = tmp_path / "run"
     # every active agent signs two different blocks whenever it proposes
-    args = ["--agents", "6", "--standby", "1", "--processes", "6", "--rounds", "3", "--min-nodes", "2"]
-    args += ["--malicious", "5", "--behaviour", "equivocate", "--block-timeout", "4"]
-    text = finish(demo(out, mosquitto, *args))
-    summary = json.loads((out / "summary.json").read_text())
-    rounds = summary["rounds"]
-    assert [r["round"] for r in rounds] == [1, 2, 3], text
+    summary, rounds, _ = three_rounds_with(mosquitto, tmp_path, "equivocate", 5, standby=1)
     first = rounds[0]["block_proposer"]
     assert rounds[1]["invalid"] == {first: "equivocation"}, rounds[1]  # out of the round, never aggregated
     assert first not in rounds[1]["aggregated"] + rounds[2]["aggregated"]
