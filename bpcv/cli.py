@@ -43,12 +43,13 @@ def cmd_broker_init(args: argparse.Namespace) -> int:
     agents = tuple(n for spec in args.agents for n in spec.split(",") if n)
     conf = init_broker(
         Path(args.dir),
-        Roster(agents, tuple(args.coordinator), tuple(args.requester)),
+        Roster(agents, tuple(args.coordinator), tuple(args.requester), tuple(args.broker_member)),
         args.host,
         args.port,
         tuple(args.server_name),
     )
-    print(f"CA, server and {len(agents) + len(args.coordinator) + len(args.requester)} client certificates, ACL")
+    clients = len(agents) + len(args.coordinator) + len(args.requester) + len(args.broker_member)
+    print(f"CA, server and {clients} client certificates, ACL")
     print(f"and {conf} written. Start it:  mosquitto -c {conf}   (or: bpcv broker run --secure {args.dir})")
     print(f'Nodes connect with broker = "mqtts://{args.host}:{args.port}", tls_ca = "{args.dir}/ca.crt",')
     print(f'tls_cert / tls_key = "{args.dir}/clients/NODE.crt" / "…/NODE.key" (keep ca.key offline)')
@@ -56,33 +57,55 @@ def cmd_broker_init(args: argparse.Namespace) -> int:
 
 
 def cmd_broker_run(args: argparse.Namespace) -> int:
-    from broker.runner import mosquitto_binary, render_mosquitto_conf
+    """Run the broker; with ``--metrics-key``, this process stays as its runner and publishes signed psutil
+    samples of the broker process on the key's metrics topic."""
+    import os
+    import tempfile
 
+    from bpcv.mqtt import BrokerAddress, TlsFiles
+    from broker.runner import BrokerMetrics, mosquitto_binary, render_mosquitto_conf, supervise
+    from broker.secure import client_tls_files
+
+    metrics = None
+    if args.metrics_key:
+        from bpcv.identity import Identity
+
+        member = Identity.load(Path(args.metrics_key)).node_id
+        connect_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        tls = client_tls_files(Path(args.secure), member) if args.secure else None
+        url = f"{'mqtts' if tls else 'mqtt'}://{connect_host}:{args.port}"
+        metrics = BrokerMetrics(Path(args.metrics_key), BrokerAddress.parse(url, tls or TlsFiles("")), args.base_topic)
     if args.secure:
-        import os
-
         conf = Path(args.secure) / "mosquitto.conf"
-        binary = mosquitto_binary()
-        if binary is None or not conf.is_file():
+        if mosquitto_binary() is None or not conf.is_file():
             raise BpcvError(f"need mosquitto installed and {conf} (from `bpcv broker init`)")
         print(f"mosquitto with the locked-down config {conf} (TLS, client certificates, ACL)", flush=True)
-        os.execv(binary, [binary, "-c", str(conf)])
-    use_mosquitto = args.mosquitto or (not args.embedded and mosquitto_binary() is not None)
-    if use_mosquitto:
-        import os
-        import tempfile
-
-        binary = mosquitto_binary()
-        if binary is None:
+    elif args.mosquitto or (not args.embedded and mosquitto_binary() is not None):
+        if mosquitto_binary() is None:
             raise BpcvError("mosquitto is not installed (apt-get install mosquitto); try --embedded")
         conf = Path(tempfile.mkdtemp(prefix="bpcv-mosquitto-")) / "mosquitto.conf"
         conf.write_text(render_mosquitto_conf(args.host, args.port))
         print(f"mosquitto on {args.host}:{args.port} (config {conf}) — loopback demo listener, no auth", flush=True)
-        os.execv(binary, [binary, "-c", str(conf)])
-    from broker.embedded import run_embedded
+    else:
+        from broker.embedded import run_embedded
 
-    print(f"embedded MQTT broker on {args.host}:{args.port} — demo/test broker, no auth", flush=True)
-    run_embedded(args.host, args.port)
+        print(f"embedded MQTT broker on {args.host}:{args.port} — demo/test broker, no auth", flush=True)
+        if metrics is not None:
+            metrics.start(os.getpid())
+        run_embedded(args.host, args.port)
+        return 0
+    command = [str(mosquitto_binary()), "-c", str(conf)]
+    if metrics is None:
+        os.execv(command[0], command)  # nothing to do beside it: become mosquitto
+    return supervise(command, metrics)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bpcv.report import write_report
+
+    paths = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    for path in paths:
+        print(path)
     return 0
 
 
@@ -299,16 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
     run.add_argument("--port", type=int, default=1883)
     kind.add_argument("--secure", metavar="DIR", help="run mosquitto with the config `bpcv broker init DIR` wrote")
+    run.add_argument(
+        "--metrics-key",
+        default="",
+        help="a member key (role broker): stay as the broker's runner and publish signed psutil samples of the "
+        "broker process every second (with --secure, its client certificate is DIR/clients/ID.crt)",
+    )
+    run.add_argument("--base-topic", default="bpcv/v1", help="topic base of the metrics (default bpcv/v1)")
     run.set_defaults(func=cmd_broker_run)
     init = broker.add_parser("init", help="CA, certificates per node, ACL and a TLS mosquitto.conf for a fleet")
     init.add_argument("dir", help="folder to write (refuses to replace an existing CA)")
     init.add_argument("--agents", action="append", default=[], help="agent ids, comma-separated (repeatable)")
     init.add_argument("--coordinator", action="append", default=[], help="coordinator id (repeatable)")
     init.add_argument("--requester", action="append", default=[], help="requester id (repeatable)")
+    init.add_argument(
+        "--broker-member", action="append", default=[], help="the broker runner's member id, for its metrics"
+    )
     init.add_argument("--host", default="127.0.0.1", help="the TLS listener's address (also in the certificate)")
     init.add_argument("--port", type=int, default=8883)
     init.add_argument("--server-name", action="append", default=[], help="more DNS names/IPs for the certificate")
     init.set_defaults(func=cmd_broker_init)
+
+    report = sub.add_parser("report", help="figures and a Markdown summary of a run folder")
+    report.add_argument("run_dir", help="the run folder (bpcv demo --out, or the coordinator's run_dir)")
+    report.add_argument("--out", default="", help="where to write (default RUN_DIR/report)")
+    report.set_defaults(func=cmd_report)
 
     coord = sub.add_parser("coordinator", help="run the aggregation server for tasks that name it")
     coord.add_argument("--config", required=True, help="coordinator TOML config")

@@ -28,6 +28,7 @@ from bpcv.mqtt import BrokerAddress, Bus, TlsFiles
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from broker.runner import free_port, start_broker_process
+from broker.secure import client_tls_files
 from edge_agent.behaviours import BEHAVIOURS
 from ledger.genesis import make_genesis
 
@@ -162,10 +163,7 @@ class DemoOptions:
 
 def _tls_files(folder: Path | None, node: str) -> TlsFiles:
     """A node's TLS files for the broker `bpcv broker init` wrote in ``folder`` (empty without one)."""
-    if folder is None:
-        return TlsFiles("")
-    client = folder / "clients" / node
-    return TlsFiles(str(folder / "ca.crt"), f"{client}.crt", f"{client}.key")
+    return client_tls_files(folder, node) if folder is not None else TlsFiles("")
 
 
 @dataclass(frozen=True)
@@ -196,15 +194,18 @@ class Demo:
         """Keys, genesis, broker and configs."""
         o = self.opts
         keys = self.out / "keys"
-        admin, requester, coordinator = (Identity.generate(n) for n in ("admin", "requester", "coordinator"))
+        admin, requester, coordinator, broker = (
+            Identity.generate(n) for n in ("admin", "requester", "coordinator", "broker")
+        )
         agent_ids = [f"node-{i + 1:02d}" for i in range(o.agents)]
         agents = {n: Identity.generate(n) for n in agent_ids}
-        for ident in [admin, requester, coordinator, *agents.values()]:
+        for ident in [admin, requester, coordinator, broker, *agents.values()]:
             ident.save(keys / f"{ident.node_id}.key")
         members = {
             admin.node_id: (admin.public_key, "admin"),
             requester.node_id: (requester.public_key, "requester"),
             coordinator.node_id: (coordinator.public_key, "coordinator"),
+            broker.node_id: (broker.public_key, "broker"),
         }
         members.update({n: (i.public_key, "agent") for n, i in agents.items()})
         genesis = self.out / "genesis.bin"
@@ -213,14 +214,17 @@ class Demo:
         tls_folder: Path | None = None
         if o.broker in ("embedded", "mosquitto"):
             address = BrokerAddress("127.0.0.1", free_port())
-            self.broker_proc = start_broker_process(o.broker, address.host, address.port, self.out / "logs")
+            self.broker_proc = start_broker_process(
+                o.broker, address.host, address.port, self.out / "logs", keys / "broker.key"
+            )
             self.say(f"broker: {o.broker} on {address.url()}")
         elif o.broker == "secure":
             from broker.secure import Roster, init_broker
 
             port, tls_folder = free_port(), self.out / "broker"
-            init_broker(tls_folder, Roster(tuple(agent_ids), (coordinator.node_id,), (requester.node_id,)), port=port)
-            self.broker_proc = start_broker_process("secure", "127.0.0.1", port, tls_folder)
+            roster = Roster(tuple(agent_ids), (coordinator.node_id,), (requester.node_id,), (broker.node_id,))
+            init_broker(tls_folder, roster, port=port)
+            self.broker_proc = start_broker_process("secure", "127.0.0.1", port, tls_folder, keys / "broker.key")
             address = BrokerAddress("127.0.0.1", port, _tls_files(tls_folder, requester.node_id))
             self.say(f"broker: mosquitto on {address.url()}, TLS with client certificates and ACLs ({tls_folder})")
         else:

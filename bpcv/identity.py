@@ -13,7 +13,7 @@ from nacl.signing import SigningKey, VerifyKey
 from bpcv.errors import ConfigError
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ROLES = ("admin", "coordinator", "requester", "agent")
+ROLES = ("admin", "coordinator", "requester", "agent", "broker")
 
 
 def check_node_id(node_id: str) -> str:

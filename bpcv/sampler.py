@@ -2,8 +2,11 @@
 
 A sample is this process's CPU (percent of one core since the previous sample) and resident memory,
 the machine's cumulative network bytes (psutil has no per-process counters; reports take deltas),
-and the board's hottest temperature sensor where ``psutil.sensors_temperatures()`` has one (a
-Raspberry Pi's ``cpu_thermal``), else None. Sampling runs on its own daemon thread.
+the board's hottest temperature sensor where ``psutil.sensors_temperatures()`` has one (a
+Raspberry Pi's ``cpu_thermal``), else None, the process id (agents of one pool process share it,
+so reports can tell one process from many) and ``ledger_cpu_s``: the CPU seconds the node has
+spent so far verifying and storing blocks (its replica's own count; 0 for a process without a
+replica). Sampling runs on its own daemon thread.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ import psutil
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 1.0
-FIELDS = ("ts", "cpu_percent", "rss_bytes", "net_sent", "net_recv", "temperature_c")
+FIELDS = ("ts", "pid", "cpu_percent", "rss_bytes", "net_sent", "net_recv", "temperature_c", "ledger_cpu_s")
 
 
 @dataclass(frozen=True)
 class Sample:
     ts: float
+    pid: int
     cpu_percent: float
     rss_bytes: int
     net_sent: int
     net_recv: int
     temperature_c: float | None
+    ledger_cpu_s: float = 0.0
 
     def to_body(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +51,8 @@ class Sample:
                 continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"metrics field {name} is not a finite non-negative number: {value!r}")
+        if not isinstance(body["pid"], int):
+            raise ValueError(f"metrics field pid is not an integer: {body['pid']!r}")
         return cls(**body)
 
 
@@ -80,6 +87,7 @@ class Sampler:
         net = psutil.net_io_counters()
         return Sample(
             ts=round(time.time(), 3),
+            pid=self.process.pid,
             cpu_percent=round(self.process.cpu_percent(None), 2),
             rss_bytes=self.process.memory_info().rss,
             net_sent=net.bytes_sent if net else 0,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_BASE = "bpcv/v1"
+# The broker's own cumulative traffic counters (mosquitto's $SYS tree; the embedded broker keeps the same two).
+BROKER_BYTES = "$SYS/broker/bytes/+"
+BROKER_BYTES_PREFIX = "$SYS/broker/bytes/"
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ loopback by default and is for demos and tests; use mosquitto (``broker/``) for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_PACKET = 64 * 1024 * 1024
+SYS_INTERVAL_S = 1.0  # how often the $SYS byte counters are published (mosquitto: sys_interval)
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
@@ -115,11 +117,14 @@ class EmbeddedBroker:
         self.host, self.port, self.max_packet = host, port, max_packet
         self.sessions: dict[str, Session] = {}
         self.retained: dict[str, tuple[bytes, int]] = {}
+        self.bytes_received = self.bytes_sent = 0
         self._server: asyncio.base_events.Server | None = None
+        self._sys_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve_client, self.host, self.port, limit=2**20)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._sys_task = asyncio.create_task(self._publish_sys())
         log.info("embedded MQTT broker listening on %s:%d", self.host, self.port)
 
     async def serve_forever(self) -> None:
@@ -129,8 +134,19 @@ class EmbeddedBroker:
         async with self._server:
             await self._server.serve_forever()
 
+    async def _publish_sys(self) -> None:
+        """Publish the traffic counters as mosquitto does: retained, under $SYS/broker/bytes/."""
+        while True:
+            await asyncio.sleep(SYS_INTERVAL_S)
+            self._publish("$SYS/broker/bytes/received", str(self.bytes_received).encode(), 0, True)
+            self._publish("$SYS/broker/bytes/sent", str(self.bytes_sent).encode(), 0, True)
+
     async def stop(self) -> None:
         """Stop listening and close every client connection."""
+        if self._sys_task is not None:
+            self._sys_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sys_task
         for session in list(self.sessions.values()):
             session.send(b"")
             session.writer.close()
@@ -140,9 +156,10 @@ class EmbeddedBroker:
 
     async def _read_packet(self, reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
         first = (await reader.readexactly(1))[0]
-        length, multiplier = 0, 1
+        length, multiplier, header_bytes = 0, 1, 1
         for _ in range(4):
             byte = (await reader.readexactly(1))[0]
+            header_bytes += 1
             length += (byte & 0x7F) * multiplier
             multiplier *= 128
             if not byte & 0x80:
@@ -151,7 +168,9 @@ class EmbeddedBroker:
             raise ProtocolError("remaining length longer than 4 bytes")
         if length > self.max_packet:
             raise ProtocolError(f"packet of {length} bytes exceeds the {self.max_packet}-byte limit")
-        return first >> 4, first & 0x0F, await reader.readexactly(length)
+        body = await reader.readexactly(length)
+        self.bytes_received += header_bytes + length
+        return first >> 4, first & 0x0F, body
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session: Session | None = None
@@ -192,6 +211,7 @@ class EmbeddedBroker:
             if not data:
                 return
             session.writer.write(data)
+            self.bytes_sent += len(data)
             await session.writer.drain()
 
     def _connect(self, body: bytes, writer: asyncio.StreamWriter) -> Session | None:
@@ -223,7 +243,8 @@ class EmbeddedBroker:
             if not topic or "+" in topic or "#" in topic:
                 raise ProtocolError(f"invalid publish topic {topic!r}")
             pid = r.u16() if qos else 0
-            self._publish(topic, r.rest(), qos, retain)
+            if not topic.startswith("$"):  # the $SYS tree is the broker's own, as in mosquitto
+                self._publish(topic, r.rest(), qos, retain)
             if qos == 1:
                 session.send(packet(PUBACK, 0, struct.pack(">H", pid)))
             elif qos == 2:

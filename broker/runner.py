@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from bpcv.errors import ConfigError
+import psutil
+
+from bpcv.envelope import seal
+from bpcv.errors import BpcvError, ConfigError
+from bpcv.identity import Identity
+from bpcv.mqtt import BrokerAddress, Bus
+from bpcv.sampler import Sample, Sampler
+from bpcv.topics import DEFAULT_BASE, Topics
 from broker.embedded import DEFAULT_MAX_PACKET
+
+log = logging.getLogger(__name__)
 
 
 def mosquitto_binary() -> str | None:
@@ -43,29 +55,98 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     raise ConfigError(f"no broker came up on {host}:{port} within {timeout:.0f}s")
 
 
-def start_broker_process(kind: str, host: str, port: int, workdir: Path) -> subprocess.Popen:
+def start_broker_process(
+    kind: str, host: str, port: int, workdir: Path, metrics_key: Path | None = None
+) -> subprocess.Popen:
     """Start ``mosquitto`` (the plain loopback config), ``secure`` (mosquitto with the TLS config that
-    ``bpcv broker init`` wrote in ``workdir``) or ``embedded`` as a child process; wait until it listens."""
+    ``bpcv broker init`` wrote in ``workdir``) or ``embedded`` as a child process; wait until it listens.
+    With ``metrics_key`` the child is ``bpcv broker run``, which runs the broker and publishes its samples."""
     workdir.mkdir(parents=True, exist_ok=True)
-    if kind in ("mosquitto", "secure"):
-        binary = mosquitto_binary()
-        if binary is None:
-            raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
-        conf = workdir / "mosquitto.conf"
-        if kind == "mosquitto":
-            conf.write_text(render_mosquitto_conf(host, port))
-        elif not conf.is_file():
-            raise ConfigError(f"{conf} missing: run `bpcv broker init {workdir}` first")
-        command = [binary, "-c", str(conf)]
-    elif kind == "embedded":
-        command = [sys.executable, "-m", "bpcv.cli", "broker", "run", "--embedded", "--host", host, "--port", str(port)]
-    else:
+    if kind not in ("mosquitto", "secure", "embedded"):
         raise ConfigError(f"unknown broker kind {kind!r}")
-    with open(workdir / f"broker-{kind}.log", "wb") as log:  # the child keeps its own handle
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    binary = mosquitto_binary()
+    if kind != "embedded" and binary is None:
+        raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
+    conf = workdir / "mosquitto.conf"
+    if kind == "mosquitto":
+        conf.write_text(render_mosquitto_conf(host, port))
+    elif kind == "secure" and not conf.is_file():
+        raise ConfigError(f"{conf} missing: run `bpcv broker init {workdir}` first")
+    if kind != "embedded" and metrics_key is None:
+        command = [str(binary), "-c", str(conf)]
+    else:
+        command = [sys.executable, "-m", "bpcv.cli", "broker", "run", "--host", host, "--port", str(port)]
+        command += ["--secure", str(workdir)] if kind == "secure" else [f"--{kind}"]
+        command += ["--metrics-key", str(metrics_key)] if metrics_key is not None else []
+    with open(workdir / f"broker-{kind}.log", "wb") as log_file:  # the child keeps its own handle
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_for_port(host, port)
     except ConfigError:
         proc.kill()
         raise
     return proc
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the runner dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class BrokerMetrics:
+    """The broker runner's sampler: psutil samples of the broker process (mosquitto, or the embedded
+    broker's own process), signed with the broker's member key, on its metrics topic (QoS 0)."""
+
+    def __init__(self, key_file: Path, address: BrokerAddress, base_topic: str = DEFAULT_BASE) -> None:
+        self.identity = Identity.load(key_file)
+        self.topic = Topics(base_topic).metrics(self.identity.node_id)
+        self.bus = Bus(f"{self.identity.node_id}-metrics", address, lambda _t, _p: None)
+        self.sampler: Sampler | None = None
+
+    def start(self, pid: int) -> None:
+        """Connect (in the background, once the broker listens) and sample process ``pid`` every second."""
+        self.sampler = Sampler(self._publish, process=psutil.Process(pid))
+
+        def connect_then_sample() -> None:
+            try:
+                self.bus.connect(timeout=60)
+            except BpcvError as exc:
+                log.error("broker metrics off: %s", exc)
+                return
+            assert self.sampler is not None
+            self.sampler.start()
+
+        threading.Thread(target=connect_then_sample, name="broker-metrics", daemon=True).start()
+
+    def _publish(self, sample: Sample) -> None:
+        self.bus.publish(self.topic, seal(self.identity, "metrics", "", 0, sample.to_body()).raw, qos=0)
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+            self.bus.close()
+
+
+def supervise(command: list[str], metrics: BrokerMetrics | None) -> int:
+    """Run the broker ``command`` as a child until it exits, passing on SIGTERM/SIGINT, with ``metrics``
+    sampling it; return its exit status."""
+    proc = subprocess.Popen(command, preexec_fn=_die_with_parent)
+
+    def forward(signum: int, _frame: object) -> None:
+        if metrics is not None:
+            metrics.stop()  # before the broker goes: no "disconnected" noise in the log
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    if metrics is not None:
+        metrics.start(proc.pid)
+    try:
+        return proc.wait()
+    finally:
+        if metrics is not None:
+            metrics.stop()

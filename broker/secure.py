@@ -7,7 +7,8 @@ Access rules (mosquitto ACL; ``%u`` is the client certificate's CN, which is the
   members read the chain and the rounds);
 - every member writes only its own topics: its join, update, vote, status, metrics and sync request,
   and new blocks (any agent may be a round's proposer; the blocks themselves are verified);
-- the coordinator also writes the round's global model, manifest and result, and sync answers;
+- the coordinator also writes the round's global model, manifest and result, and sync answers, and
+  reads the broker's traffic counters ($SYS/broker/bytes/#);
 - the requester also writes tasks.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
+from bpcv.mqtt import TlsFiles
 from bpcv.topics import DEFAULT_BASE
 from broker.credentials import issue, make_ca
 from broker.embedded import DEFAULT_MAX_PACKET
@@ -48,6 +50,7 @@ def render_acl(base: str = DEFAULT_BASE, coordinators: tuple[str, ...] = (), req
             f"topic write {base}/tasks/+/round/+/manifest",
             f"topic write {base}/tasks/+/round/+/result",
             f"topic write {base}/chain/+/sync/+/blocks",
+            "topic read $SYS/broker/bytes/#",
         ]
     for node in requesters:
         lines += ["", f"user {node}", f"topic write {base}/tasks/+"]
@@ -78,6 +81,8 @@ log_dest stderr
 log_type error
 log_type warning
 log_type notice
+# $SYS/broker/bytes/* every second: the run's traffic per round (bpcv report).
+sys_interval 1
 # Models travel to every peer: large messages, and room in flight and in queue for a round.
 max_packet_size {max_packet}
 max_inflight_messages {MAX_INFLIGHT_MESSAGES}
@@ -92,9 +97,16 @@ class Roster:
     agents: tuple[str, ...]
     coordinators: tuple[str, ...] = ("coordinator",)
     requesters: tuple[str, ...] = ("requester",)
+    brokers: tuple[str, ...] = ()  # the broker runner's member id, which publishes the broker's metrics
 
     def all(self) -> tuple[str, ...]:
-        return self.agents + self.coordinators + self.requesters
+        return self.agents + self.coordinators + self.requesters + self.brokers
+
+
+def client_tls_files(folder: Path, node: str) -> TlsFiles:
+    """A node's TLS files in the folder `bpcv broker init` wrote."""
+    client = folder / "clients" / node
+    return TlsFiles(str(folder / "ca.crt"), f"{client}.crt", f"{client}.key")
 
 
 def init_broker(

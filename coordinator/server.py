@@ -12,7 +12,7 @@ import queue
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from bpcv.config import CoordinatorConfig, broker_address
 from bpcv.data import load_dataset
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
-from bpcv.identity import Identity
+from bpcv.identity import ROLES, Identity
 from bpcv.intake import Intake
 from bpcv.metrics import predict, score
 from bpcv.models import build_model, configure_tensorflow
@@ -31,7 +31,7 @@ from bpcv.mqtt import Bus
 from bpcv.poq import higher_is_better
 from bpcv.sampler import Sample, Sampler
 from bpcv.task import TaskSpec
-from bpcv.topics import Topics
+from bpcv.topics import BROKER_BYTES, BROKER_BYTES_PREFIX, Topics
 from coordinator.aggregate import fedavg
 from coordinator.checkpoint import Checkpoint, RunState
 from coordinator.timeseries import TimeSeries
@@ -74,6 +74,7 @@ class Coordinator:
                 self.topics.block(self.replica.state.chain_id),
                 self.topics.all_sync_requests(self.replica.state.chain_id),
                 self.topics.all_metrics(),
+                BROKER_BYTES,
             ],
             status_topic=self.topics.status(self.node_id),
             persistent=True,
@@ -120,6 +121,9 @@ class Coordinator:
         return True
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(BROKER_BYTES_PREFIX):
+            self._on_broker_bytes(topic, payload)
+            return
         levels = self.topics.parse(topic)
         if levels[0] == "chain":
             self._on_chain(topic, levels, payload)
@@ -150,13 +154,19 @@ class Coordinator:
 
     def _on_metrics(self, topic: str, node: str, payload: bytes) -> None:
         """A node's psutil sample (its own, signed) into the run's time series."""
-        env = self.intake.open(payload, ("agent", "coordinator", "requester", "admin"), topic, topic_sender=node)
+        env = self.intake.open(payload, ROLES, topic, topic_sender=node)
         if env is None or env.type != "metrics":
             return
         try:
             self.timeseries.add_sample(node, Sample.from_body(env.body))
         except ValueError as exc:
             self.intake.reject(Rejected("malformed", f"metrics of {node}: {exc}"), topic)
+
+    def _on_broker_bytes(self, topic: str, payload: bytes) -> None:
+        """The broker's cumulative traffic counter (published by the broker itself, not by a member)."""
+        counter = topic[len(BROKER_BYTES_PREFIX) :]
+        if counter in ("received", "sent") and payload.isdigit() and len(payload) < 20:
+            self.timeseries.add_broker_bytes(time.time(), counter, int(payload))
 
     def _on_sync_request(self, topic: str, node: str, payload: bytes) -> None:
         """Answer a replica that is behind with the blocks it asks for (it re-verifies each one)."""
@@ -278,10 +288,11 @@ class Coordinator:
         try:
             while True:
                 topic, payload = self._inbox.get()
+                if topic.startswith(BROKER_BYTES_PREFIX) or self.topics.parse(topic)[0] in ("chain", "nodes"):
+                    self._dispatch(topic, payload)  # blocks, sync requests, metrics, traffic: also between tasks
+                    continue
                 levels = self.topics.parse(topic)
-                if levels[0] == "chain":
-                    self._on_chain(topic, levels, payload)
-                elif levels[0] == "tasks" and len(levels) == 2 and payload:
+                if levels[0] == "tasks" and len(levels) == 2 and payload:
                     opened = self.intake.open_task(payload, topic)
                     if opened is None:
                         continue
@@ -507,7 +518,8 @@ class Coordinator:
             state.final_digest, state.stopped_because = model_digest(blob), state.pending_stop
 
     def _publish_metrics(self, sample: Sample) -> None:
-        env = seal(self.identity, "metrics", "", 0, sample.to_body())
+        own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
+        env = seal(self.identity, "metrics", "", 0, own.to_body())
         self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
 
     def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:

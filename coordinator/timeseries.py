@@ -1,54 +1,85 @@
-"""The run's time series: every node's psutil samples and the round events, in SQLite in the run
-folder (``metrics.sqlite``, WAL, an index on node and time). Opening it again after a restart keeps
-everything already written."""
+"""The run's time series: every node's psutil samples, the broker's traffic counters and the round
+events, in SQLite in the run folder (``metrics.sqlite``, WAL, an index on node and time). Opening it
+again after a restart keeps everything already written; readers (``bpcv report``, ``bpcv monitor``)
+may open it while the coordinator writes."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from bpcv.sampler import Sample
 
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
-    node TEXT NOT NULL, ts REAL NOT NULL, cpu_percent REAL NOT NULL, rss_bytes INTEGER NOT NULL,
-    net_sent INTEGER NOT NULL, net_recv INTEGER NOT NULL, temperature_c REAL
+    node TEXT NOT NULL, ts REAL NOT NULL, pid INTEGER NOT NULL, cpu_percent REAL NOT NULL,
+    rss_bytes INTEGER NOT NULL, net_sent INTEGER NOT NULL, net_recv INTEGER NOT NULL, temperature_c REAL,
+    ledger_cpu_s REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS samples_by_node_time ON samples (node, ts);
+CREATE TABLE IF NOT EXISTS broker_traffic (ts REAL NOT NULL, counter TEXT NOT NULL, bytes INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS broker_traffic_by_time ON broker_traffic (counter, ts);
 CREATE TABLE IF NOT EXISTS events (ts REAL NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
 """
 
 
 class TimeSeries:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        if readonly:
+            if not path.is_file():
+                raise FileNotFoundError(f"no time series at {path}")
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            return
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
 
     def add_sample(self, node: str, s: Sample) -> None:
+        columns = ", ".join(("node",) + SAMPLE_COLUMNS)
         self._db.execute(
-            "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (node, s.ts, s.cpu_percent, s.rss_bytes, s.net_sent, s.net_recv, s.temperature_c),
+            f"INSERT INTO samples ({columns}) VALUES ({', '.join('?' * (1 + len(SAMPLE_COLUMNS)))})",
+            (node, *(getattr(s, c) for c in SAMPLE_COLUMNS)),
         )
+
+    def add_broker_bytes(self, ts: float, counter: str, value: int) -> None:
+        """A reading of the broker's cumulative ``received`` or ``sent`` byte counter ($SYS)."""
+        self._db.execute("INSERT INTO broker_traffic VALUES (?, ?, ?)", (ts, counter, value))
 
     def add_event(self, ts: float, round_no: int, kind: str, detail: dict[str, Any] | None = None) -> None:
         self._db.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?)", (ts, round_no, kind, json.dumps(detail) if detail else None)
         )
 
-    def samples(self, node: str | None = None) -> list[tuple[Any, ...]]:
-        query = "SELECT node, ts, cpu_percent, rss_bytes, net_sent, net_recv, temperature_c FROM samples"
+    def samples(self, node: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
+        """Samples as dicts (node plus the Sample fields), by node then time."""
+        query = f"SELECT node, {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE ts >= ?"
         rows = self._db.execute(
-            query + (" WHERE node = ? ORDER BY ts" if node else " ORDER BY node, ts"), (node,) if node else ()
+            query + (" AND node = ? ORDER BY ts" if node else " ORDER BY node, ts"), (since, node) if node else (since,)
         )
-        return list(rows)
+        names = ("node",) + SAMPLE_COLUMNS
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def events(self) -> list[tuple[Any, ...]]:
-        return list(self._db.execute("SELECT ts, round, kind, detail FROM events ORDER BY ts"))
+    def latest_samples(self) -> dict[str, dict[str, Any]]:
+        """Each node's newest sample."""
+        query = (
+            f"SELECT node, {', '.join(SAMPLE_COLUMNS)} FROM samples s WHERE ts = "
+            "(SELECT MAX(ts) FROM samples WHERE node = s.node)"
+        )
+        names = ("node",) + SAMPLE_COLUMNS
+        return {row[0]: dict(zip(names, row, strict=True)) for row in self._db.execute(query)}
+
+    def broker_bytes(self, counter: str) -> list[tuple[float, int]]:
+        return list(self._db.execute("SELECT ts, bytes FROM broker_traffic WHERE counter = ? ORDER BY ts", (counter,)))
+
+    def events(self) -> list[tuple[float, int, str, dict[str, Any]]]:
+        rows = self._db.execute("SELECT ts, round, kind, detail FROM events ORDER BY ts")
+        return [(ts, r, kind, json.loads(detail) if detail else {}) for ts, r, kind, detail in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -14,6 +14,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,9 @@ class Agent:
         self.replica.close()
 
     def publish_metrics(self, sample: Sample) -> None:
-        """One psutil sample of this agent's process, signed, on its metrics topic (QoS 0)."""
-        env = seal(self.identity, "metrics", "", 0, sample.to_body())
+        """One psutil sample of this agent's process with its own ledger CPU, signed, on its metrics topic (QoS 0)."""
+        own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
+        env = seal(self.identity, "metrics", "", 0, own.to_body())
         self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
 
     def handle(self, topic: str, payload: bytes) -> None:

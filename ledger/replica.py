@@ -9,6 +9,7 @@ of blocks a replica has, whatever order they came in; the height never goes down
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,7 @@ class Replica:
     def __init__(self, store: BlockStore, genesis_raw: bytes | None = None) -> None:
         self.store = store
         self.equivocations: dict[str, Equivocation] = {}
+        self.cpu_s = 0.0  # CPU seconds spent in append (decode, verify, store), for monitoring
         self._undo: deque[tuple[Block, BlockEffects]] = deque(maxlen=UNDO_DEPTH)  # the latest main blocks
         if store.head() is None:
             if genesis_raw is None:
@@ -152,6 +154,13 @@ class Replica:
 
         Raises InvalidBlock for a bad block, UnknownParent for one whose parent this replica lacks.
         """
+        started = time.thread_time()
+        try:
+            return self._append(raw)
+        finally:
+            self.cpu_s += time.thread_time() - started
+
+    def _append(self, raw: bytes) -> Appended | None:
         try:
             block = decode_block(raw)
         except CorruptStore as exc:

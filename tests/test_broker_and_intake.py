@@ -10,6 +10,7 @@ from bpcv.envelope import seal
 from bpcv.identity import Identity, Registry
 from bpcv.intake import Intake, RateLimiter
 from bpcv.mqtt import BrokerAddress, BrokerUnavailable, Bus
+from bpcv.topics import BROKER_BYTES
 from broker.embedded import EmbeddedBroker, topic_matches, valid_filter
 from broker.runner import free_port
 
@@ -73,6 +74,29 @@ def test_publish_subscribe_retained_large_payload_and_last_will(embedded):
     assert wait_until(lambda: ("status/sender", b"offline") in got, timeout=10)
     watcher.close()
     late_bus.close()
+
+
+def test_embedded_broker_counts_its_traffic_under_sys_like_mosquitto(embedded):
+    """$SYS/broker/bytes/{received,sent} every second (bpcv report's bytes per round); clients may not
+    publish into $SYS."""
+    counters: dict[str, list[int]] = {"received": [], "sent": []}
+
+    def on_message(topic: str, payload: bytes) -> None:
+        counters[topic.rsplit("/", 1)[1]].append(int(payload))
+
+    watcher = Bus("traffic-watcher", embedded, on_message, [BROKER_BYTES])
+    watcher.connect()
+    sender = Bus("sender", embedded, lambda t, p: None)
+    sender.connect()
+    assert sender.publish("$SYS/broker/bytes/sent", b"1")  # ignored by the broker, like mosquitto does
+    assert wait_until(lambda: counters["received"], timeout=3)
+    before = counters["received"][-1]
+    payload = bytes(300_000)
+    assert sender.publish("x/blob", payload)
+    assert wait_until(lambda: counters["received"][-1] >= before + len(payload), timeout=4)
+    assert 1 not in counters["sent"] and counters["sent"] == sorted(counters["sent"])
+    watcher.close()
+    sender.close()
 
 
 def test_missing_broker_is_a_clear_error():
