@@ -109,6 +109,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import os
+
+    from bpcv.errors import ConfigError
+    from bpcv.monitor import run_monitor
+    from bpcv.mqtt import Bus
+    from ledger.replica import Replica
+
+    genesis = Path(args.genesis)
+    if not genesis.is_file():
+        raise ConfigError(f"--genesis {genesis}: no such file (the consortium's genesis.bin)")
+    replica = Replica.open(args.chain or None, genesis.read_bytes())  # members: genesis, plus registered ones
+    address = broker_from_args(args)
+
+    def bus(on_message, subscriptions):  # noqa: ANN001, ANN202 - paho callback, topic list
+        return Bus(f"monitor-{os.getpid()}", address, on_message, subscriptions)
+
+    run_monitor(bus, replica.state.registry, args.base_topic, args.duration or None, live=not args.once)
+    return 0
+
+
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from bpcv.config import CoordinatorConfig, load_config
     from coordinator.server import Coordinator
@@ -347,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="the run folder (bpcv demo --out, or the coordinator's run_dir)")
     report.add_argument("--out", default="", help="where to write (default RUN_DIR/report)")
     report.set_defaults(func=cmd_report)
+
+    mon = sub.add_parser("monitor", help="live terminal view of the fleet and the running round, from the broker")
+    add_broker_arguments(mon)
+    mon.add_argument("--genesis", required=True, help="the consortium's genesis.bin (signatures are checked)")
+    mon.add_argument("--chain", default="", help="a replica folder, to also know members registered later")
+    mon.add_argument("--base-topic", default="bpcv/v1")
+    mon.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: Ctrl-C)")
+    mon.add_argument("--once", action="store_true", help="no live screen: print the table once, at the end")
+    mon.set_defaults(func=cmd_monitor)
 
     coord = sub.add_parser("coordinator", help="run the aggregation server for tasks that name it")
     coord.add_argument("--config", required=True, help="coordinator TOML config")

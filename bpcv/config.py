@@ -47,6 +47,7 @@ class AgentConfig:
     delta: float = -1.0  # < 0: the mechanism's default (0 for Laplace, 1e-5 for Gaussian)
     noise_multiplier: float = 0.0  # 0: calibrated from the budget over the task's planned rounds
     clip: float = 0.0  # 0: the mechanism's default (L1 100 for Laplace, L2 1.0 for Gaussian)
+    prometheus: str = ""  # HOST:PORT: serve this process's samples for Prometheus on /metrics (off when empty)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class CoordinatorConfig:
     task: str = ""
     data_path: str = ""
     exit_after_task: bool = True
+    prometheus: str = ""  # HOST:PORT: serve this process's samples for Prometheus on /metrics (off when empty)
 
 
 def load_config(cls: type[T], path: Path | str) -> T:

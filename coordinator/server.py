@@ -23,6 +23,7 @@ from bpcv.config import CoordinatorConfig, broker_address
 from bpcv.data import load_dataset
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
+from bpcv.exporter import exporter_for
 from bpcv.identity import ROLES, Identity
 from bpcv.intake import Intake
 from bpcv.metrics import predict, score
@@ -64,6 +65,7 @@ class Coordinator:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = Checkpoint(self.run_dir / "checkpoint")
         self.timeseries = TimeSeries(self.run_dir / "metrics.sqlite")
+        self.exporter = exporter_for([config.prometheus])
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.bus = Bus(
             self.node_id,
@@ -308,6 +310,8 @@ class Coordinator:
                     return self.run(task)
         finally:
             sampler.stop()
+            if self.exporter is not None:
+                self.exporter.close()
             self.bus.close()
 
     def run(self, task: TaskSpec, resume: tuple[RunState, bytes] | None = None) -> dict[str, Any]:
@@ -519,6 +523,8 @@ class Coordinator:
 
     def _publish_metrics(self, sample: Sample) -> None:
         own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
+        if self.exporter is not None:
+            self.exporter.observe(self.node_id, own)
         env = seal(self.identity, "metrics", "", 0, own.to_body())
         self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
 

@@ -120,11 +120,13 @@ class Agent:
         self.bus.close()
         self.replica.close()
 
-    def publish_metrics(self, sample: Sample) -> None:
-        """One psutil sample of this agent's process with its own ledger CPU, signed, on its metrics topic (QoS 0)."""
+    def publish_metrics(self, sample: Sample) -> Sample:
+        """One psutil sample of this agent's process with its own ledger CPU, signed, on its metrics topic
+        (QoS 0); returns that sample."""
         own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
         env = seal(self.identity, "metrics", "", 0, own.to_body())
         self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
+        return own
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Dispatch one message by its topic."""

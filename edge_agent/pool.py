@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from bpcv.config import AgentConfig
+from bpcv.exporter import exporter_for
 from bpcv.models import configure_tensorflow
 from bpcv.sampler import Sample, Sampler
 from bpcv.task import TaskSpec
@@ -31,6 +32,7 @@ class AgentPool:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self._trainers: dict[tuple[str, tuple[int, ...], PrivacySettings | None], Trainer] = {}
         self.agents = [Agent(c, self.jobs, self.trainer_for) for c in configs]
+        self.exporter = exporter_for([c.prometheus for c in configs])
         self._stop = threading.Event()
 
     def trainer_for(
@@ -60,11 +62,16 @@ class AgentPool:
         sampler.stop()
         for agent in self.agents:
             agent.stop()
+        if self.exporter is not None:
+            self.exporter.close()
 
     def _publish_metrics(self, sample: Sample) -> None:
-        """One sample of this process, published by each of its agents on its own metrics topic."""
+        """One sample of this process, published by each of its agents on its own metrics topic (and
+        served to Prometheus when configured)."""
         for agent in self.agents:
-            agent.publish_metrics(sample)
+            own = agent.publish_metrics(sample)
+            if self.exporter is not None:
+                self.exporter.observe(agent.node_id, own)
 
     def stop(self, *_: object) -> None:
         self._stop.set()

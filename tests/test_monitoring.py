@@ -88,3 +88,70 @@ def test_replica_counts_the_cpu_it_spends_on_blocks():
         replica.append(raw)
     spent = time.thread_time() - started
     assert 0 < replica.cpu_s <= spent + 1e-3
+
+
+def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries():
+    from bpcv.envelope import seal
+    from bpcv.identity import Identity
+    from bpcv.intake import Intake
+    from bpcv.monitor import FleetView, MonitorClient
+    from bpcv.topics import Topics
+    from ledger.replica import Replica
+    from tests.helpers import make_consortium
+
+    c = make_consortium(n_agents=3)
+    registry = Replica.open(None, c.genesis.raw).state.registry
+    topics = Topics()
+    view = FleetView(topics)
+    client = MonitorClient(view, Intake(registry, "monitor"))
+    a1, a2 = c.agents["node-01"], c.agents["node-02"]
+    metrics = Sample(time.time(), 42, 37.5, 300 << 20, 0, 0, 51.0, 0.12).to_body()
+    client.handle(topics.status("node-01"), b"online", 0.0)
+    client.handle(topics.metrics("node-01"), seal(a1, "metrics", "", 0, metrics).raw, 0.0)
+    client.handle(topics.metrics("node-02"), seal(a1, "metrics", "", 0, metrics).raw, 0.0)  # on another's topic
+    impostor = Identity.generate("node-03")  # right name, key not in the genesis
+    client.handle(topics.metrics("node-03"), seal(impostor, "metrics", "", 0, metrics).raw, 0.0)
+    roster = {"roster": ["node-01", "node-02"], "assignment": {}, "model_digest": "00"}
+    client.handle(topics.global_model("t1", 1), seal(c.coordinator, "global", "t1", 1, roster).raw, 10.0)
+    assert "training" in view.progress_line(12.0)
+    manifest = {"updates": {"node-01": "aa", "node-02": "bb"}}
+    client.handle(topics.manifest("t1", 1), seal(c.coordinator, "manifest", "t1", 1, manifest).raw, 13.0)
+    client.handle(topics.vote("t1", 1, "node-02"), seal(a2, "vote", "t1", 1, {"scores": {}}).raw, 14.0)
+    assert "validating: 1/2 votes" in view.progress_line(14.0)
+    result = {"metric": "accuracy", "value": 0.93, "eliminated": "node-01", "proposer": "node-02"}
+    client.handle(topics.result("t1", 1), seal(a2, "result", "t1", 1, result).raw, 15.0)  # not the coordinator
+    assert view.history == []
+    client.handle(topics.result("t1", 1), seal(c.coordinator, "result", "t1", 1, result).raw, 15.0)
+    assert view.history == ["round 1: accuracy 0.9300, eliminated node-01, proposer node-02"]
+    rows = {r["node"]: r for r in view.rows(now=3.0)}
+    assert set(rows) == {"node-01", "node-02"}  # the forged samples made no row
+    assert rows["node-01"]["cpu"] == "38%" and rows["node-01"]["temp"] == "51°C" and rows["node-01"]["round"]
+    assert rows["node-02"]["last_vote"].startswith("round 1") and rows["node-02"]["cpu"] == "-"
+    assert view.rows(now=60.0)[0]["status"] == "online (silent)"  # no sample for a minute
+
+
+def test_prometheus_endpoint_serves_each_nodes_latest_sample():
+    import urllib.request
+
+    from bpcv.errors import ConfigError
+    from bpcv.exporter import exporter_for, parse_listen
+    from broker.runner import free_port
+
+    assert exporter_for(["", ""]) is None  # off by default
+    with pytest.raises(ConfigError, match="one Prometheus endpoint"):
+        exporter_for(["127.0.0.1:9101", "127.0.0.1:9102"])
+    for bad in ("9101", "host:", "host:70000", "host:http"):
+        with pytest.raises(ConfigError, match="HOST:PORT"):
+            parse_listen(bad)
+    port = free_port()
+    exporter = exporter_for([f"127.0.0.1:{port}", f"127.0.0.1:{port}"])
+    try:
+        exporter.observe("node-01", Sample(1.0, 42, 12.5, 300 << 20, 7, 9, None, 0.25))
+        exporter.observe("node-02", Sample(1.0, 42, 12.5, 300 << 20, 7, 9, 48.0, 0.5))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        exporter.close()
+    assert 'bpcv_process_cpu_percent{node="node-01"} 12.5' in text
+    assert 'bpcv_ledger_cpu_seconds{node="node-02"} 0.5' in text
+    assert 'bpcv_board_temperature_celsius{node="node-02"} 48.0' in text
+    assert 'bpcv_board_temperature_celsius{node="node-01"}' not in text  # no sensor, no made-up reading
