@@ -6,6 +6,7 @@ a replayed vote are rejected while the round completes; and a task survives an a
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -51,6 +52,17 @@ def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
     out, _ = proc.communicate(timeout=timeout)
     print(out)
     return out
+
+
+def watch_with_monitor(out: Path, broker, seconds: float) -> subprocess.Popen:
+    """`bpcv monitor --once` on the run's broker, started as soon as the demo wrote its genesis."""
+    deadline = time.monotonic() + 60
+    while not (out / "genesis.bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cmd = [sys.executable, "-m", "bpcv.cli", "monitor", "--broker", broker.url(), "--genesis", str(out / "genesis.bin")]
+    cmd += ["--once", "--duration", str(seconds)]
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def verify_cli(path: str) -> str:
@@ -173,6 +185,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
         "--behaviour",
         "random-weights",
     )
+    monitor = watch_with_monitor(out, mosquitto, seconds=45)
     text = finish(proc)
     injector.bus.close()
     assert proc.returncode == 0, text
@@ -202,10 +215,22 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     # every node's psutil samples reached the coordinator's time series, about one per second
     store = TimeSeries(out / "metrics.sqlite")
     for node in [n["id"] for n in summary["nodes"]] + ["coordinator"]:
-        times = [row[1] for row in store.samples(node)]
+        times = [row["ts"] for row in store.samples(node)]
         span = times[-1] - times[0]
         assert span > 10 and 0.8 * span <= len(times) <= 1.2 * span + 2, (node, len(times), span)
-    assert [e[2] for e in store.events()].count("block") == 3
+    assert [kind for _, _, kind, _ in store.events()].count("block") == 3
+    # the operator's views of the same run: the live monitor (from the broker) and the report (from the folder)
+    seen, _ = monitor.communicate(timeout=60)
+    assert monitor.returncode == 0, seen
+    assert "round 1: accuracy" in seen and all(n["id"] in seen for n in summary["nodes"]), seen
+    report = subprocess.run(
+        [sys.executable, "-m", "bpcv.cli", "report", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr
+    for name in ("accuracy.png", "quality_ranking.png", "chain_height.png", "cpu_memory.png", "traffic.png"):
+        assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG", name
+    markdown = (out / "report" / "report.md").read_text()
+    assert f"{bad} (round {elim_round['round']})" in markdown and "broker traffic per round" in markdown
 
 
 def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path):

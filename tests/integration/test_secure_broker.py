@@ -14,6 +14,7 @@ from bpcv.mqtt import BrokerAddress, BrokerUnavailable, Bus, TlsFiles
 from broker.credentials import issue, load_ca, make_ca
 from broker.runner import free_port, mosquitto_binary, start_broker_process
 from broker.secure import Roster, init_broker
+from coordinator.timeseries import TimeSeries
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +104,11 @@ def test_a_live_task_runs_over_the_locked_down_broker(tmp_path):
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
     assert "mqtts://" in (out / "configs" / "node-01.toml").read_text()
+    # the broker runner sampled mosquitto and published over TLS with its own certificate (issue #6), and
+    # the coordinator could read the broker's $SYS traffic counters through the ACL
+    store = TimeSeries(out / "metrics.sqlite", readonly=True)
+    broker_samples = store.samples("broker")
+    assert len(broker_samples) >= 5
+    # mosquitto itself (~10 MiB), not the Python runner beside it (~50 MiB)
+    assert all(s["rss_bytes"] < 25 << 20 for s in broker_samples), [s["rss_bytes"] for s in broker_samples]
+    assert len(store.broker_bytes("sent")) >= 3 and store.broker_bytes("sent")[-1][1] > 1 << 20
