@@ -64,16 +64,17 @@ def cmd_broker_run(args: argparse.Namespace) -> int:
 
     from bpcv.mqtt import BrokerAddress, TlsFiles
     from broker.runner import BrokerMetrics, mosquitto_binary, render_mosquitto_conf, supervise
-    from broker.secure import client_tls_files
+    from broker.secure import client_tls_files, listener_of
 
     metrics = None
     if args.metrics_key:
         from bpcv.identity import Identity
 
         member = Identity.load(Path(args.metrics_key)).node_id
-        connect_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        host, port = listener_of(Path(args.secure) / "mosquitto.conf") if args.secure else (args.host, args.port)
+        connect_host = "localhost" if host in ("0.0.0.0", "::", "") else host  # the server certificate names both
         tls = client_tls_files(Path(args.secure), member) if args.secure else None
-        url = f"{'mqtts' if tls else 'mqtt'}://{connect_host}:{args.port}"
+        url = f"{'mqtts' if tls else 'mqtt'}://{connect_host}:{port}"
         metrics = BrokerMetrics(Path(args.metrics_key), BrokerAddress.parse(url, tls or TlsFiles("")), args.base_topic)
     if args.secure:
         conf = Path(args.secure) / "mosquitto.conf"

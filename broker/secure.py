@@ -103,6 +103,19 @@ class Roster:
         return self.agents + self.coordinators + self.requesters + self.brokers
 
 
+def listener_of(conf: Path) -> tuple[str, int]:
+    """The (host, port) of the ``listener`` line of a mosquitto.conf; ConfigError without one."""
+    try:
+        lines = conf.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {conf}: {exc.strerror} (run `bpcv broker init` first)") from exc
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "listener" and parts[1].isdigit():
+            return (parts[2] if len(parts) > 2 else ""), int(parts[1])
+    raise ConfigError(f"{conf} has no listener line")
+
+
 def client_tls_files(folder: Path, node: str) -> TlsFiles:
     """A node's TLS files in the folder `bpcv broker init` wrote."""
     client = folder / "clients" / node

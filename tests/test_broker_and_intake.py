@@ -132,3 +132,19 @@ def test_intake_rate_limits_a_flooding_sender_before_checking_signatures():
         intake.open(seal(alice, "vote", "t", 1, {}).raw, ("agent",), "v/alice", topic_sender="alice") for _ in range(15)
     ]
     assert sum(e is not None for e in again) == 10
+
+
+def test_listener_of_reads_the_secure_config(tmp_path):
+    from bpcv.errors import ConfigError
+    from broker.secure import listener_of
+
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("user x\nlistener 8883 broker.example\ncafile /x\n")
+    assert listener_of(conf) == ("broker.example", 8883)
+    conf.write_text("listener 1883\n")
+    assert listener_of(conf) == ("", 1883)
+    conf.write_text("allow_anonymous false\n")
+    with pytest.raises(ConfigError, match="no listener line"):
+        listener_of(conf)
+    with pytest.raises(ConfigError, match="cannot read"):
+        listener_of(tmp_path / "missing.conf")

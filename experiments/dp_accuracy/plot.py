@@ -28,8 +28,10 @@ def label(rows: list[dict[str, str]]) -> str:
     if r["mechanism"] == "off":
         return "no DP"
     delta = float(r["delta"])
-    return (f"{r['mechanism'].capitalize()}, total ε = {float(r['epsilon_spent']):.3g} per agent"
-            f" (δ = {delta:g}, clip {float(r['clip']):g}, noise mult. {float(r['noise_multiplier']):.3g})")
+    return (
+        f"{r['mechanism'].capitalize()}, total ε = {float(r['epsilon_spent']):.3g} per agent"
+        f" (δ = {delta:g}, clip {float(r['clip']):g}, noise mult. {float(r['noise_multiplier']):.3g})"
+    )
 
 
 def accuracy_at(rows: list[dict[str, str]], round_no: int) -> float | None:
@@ -52,22 +54,35 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
-    order = sorted(runs, key=lambda k: (runs[k][-1]["mechanism"] != "off", runs[k][-1]["mechanism"],
-                                        float(runs[k][-1]["epsilon_budget"])))
+    order = sorted(
+        runs,
+        key=lambda k: (
+            runs[k][-1]["mechanism"] != "off",
+            runs[k][-1]["mechanism"],
+            float(runs[k][-1]["epsilon_budget"]),
+        ),
+    )
     for config in order:
         rows = runs[config]
         mechanism = rows[-1]["mechanism"]
-        ax.plot([int(r["round"]) for r in rows], [float(r["accuracy"]) for r in rows], label=label(rows),
-                linewidth=2.4 if mechanism == "off" else 1.5, linestyle="--" if mechanism == "laplace" else "-",
-                color="black" if mechanism == "off" else None)
+        ax.plot(
+            [int(r["round"]) for r in rows],
+            [float(r["accuracy"]) for r in rows],
+            label=label(rows),
+            linewidth=2.4 if mechanism == "off" else 1.5,
+            linestyle="--" if mechanism == "laplace" else "-",
+            color="black" if mechanism == "off" else None,
+        )
     for x in (20, 40):
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("federated round")
     ax.set_ylabel("global model accuracy on the MNIST test set (10,000 images)")
     agents = "30"
     note = f", {args.note}" if args.note else ""
-    ax.set_title(f"GD-DP vs no DP: MNIST, {agents} IID agents, mlp:128, 1 local epoch per round{note}\n"
-                 "ε is each agent's total over the whole run (dp-accounting; Poisson-sampled steps)")
+    ax.set_title(
+        f"GD-DP vs no DP: MNIST, {agents} IID agents, mlp:128, 1 local epoch per round{note}\n"
+        "ε is each agent's total over the whole run (dp-accounting; Poisson-sampled steps)"
+    )
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
@@ -77,8 +92,10 @@ def main() -> None:
     print(f"wrote {out}\n")
 
     base = runs.get("off")
-    print("| configuration | total ε per agent | round 20 | round 40 | last round | best (round) "
-          "| gap at 20 / 40 / last (points) |")
+    print(
+        "| configuration | total ε per agent | round 20 | round 40 | last round | best (round) "
+        "| gap at 20 / 40 / last (points) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for config in order:
         rows = runs[config]
@@ -87,13 +104,16 @@ def main() -> None:
         gaps = ""
         if base and config != "off":
             base_accs = [accuracy_at(base, r) for r in (20, 40, last)]
-            gaps = " / ".join(f"{(b - a) * 100:.1f}" if a is not None and b is not None else "–"
-                              for a, b in zip(accs, base_accs, strict=True))
+            gaps = " / ".join(
+                f"{(b - a) * 100:.1f}" if a is not None and b is not None else "–"
+                for a, b in zip(accs, base_accs, strict=True)
+            )
         eps = "∞ (no DP)" if rows[-1]["mechanism"] == "off" else f"{float(rows[-1]['epsilon_spent']):.3g}"
         cells = " | ".join(f"{a:.4f}" if a is not None else "–" for a in accs)
         best = max(rows, key=lambda r: float(r["accuracy"]))
-        print(f"| {config} | {eps} | {cells} (round {last}) | {float(best['accuracy']):.4f} ({best['round']}) "
-              f"| {gaps} |")
+        print(
+            f"| {config} | {eps} | {cells} (round {last}) | {float(best['accuracy']):.4f} ({best['round']}) | {gaps} |"
+        )
 
 
 if __name__ == "__main__":
