@@ -532,5 +532,5 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         f"chain: {len(replicas)} replicas, {'all valid' if all_valid else 'INVALID replica(s)'}, "
         f"{'same head ' + str(head)[:16] + '…' if head else 'heads DIFFER'}"
     )
-    demo.say(f"summary: {demo.out / 'summary.json'}")
+    demo.say(f"summary: {demo.out / 'summary.json'}   figures: bpcv report {demo.out}")
     return 0 if ok else 1
