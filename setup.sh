@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up BPCV-FL on a fresh machine: a Python virtual environment (.venv) with the project installed.
 #   ./setup.sh          the runtime (TensorFlow 2.15.1, tensorflow-privacy 0.9.0, paho-mqtt, lmdb, pynacl, ...)
-#   ./setup.sh --test   also the test tools, and mosquitto from apt-get (the integration tests use a real broker)
+#   ./setup.sh --test   also the test tools, and from apt-get: mosquitto (the integration tests use a real
+#                       broker), cloud-init, debootstrap and systemd-analyze (the deployment tests)
 # Safe to re-run: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,11 +28,21 @@ pick_python() {
   return 1
 }
 
-if [ "$want_tests" = 1 ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  echo "== installing mosquitto (apt-get)"
-  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq mosquitto >/dev/null
+if [ "$want_tests" = 1 ]; then
+  # the tests use a real mosquitto; the deployment tests check the unit with systemd-analyze, the
+  # first-boot file with cloud-init, and install a bundle into a fresh Debian root made by debootstrap
+  missing=""
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+  command -v cloud-init >/dev/null 2>&1 || missing="$missing cloud-init"
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
+  command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+  if [ -n "$missing" ]; then
+    echo "== installing$missing (apt-get)"
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing >/dev/null
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -59,6 +59,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "or mqtt://HOST:PORT of a running broker",
     )
     p.add_argument("--processes", type=int, default=2, help="agent processes; agents are spread over them")
+    p.add_argument(
+        "--external",
+        type=int,
+        default=0,
+        help="the last N active agents run elsewhere (edge devices: `bpcv deploy bundle --config "
+        "OUT/configs/NODE.toml`); the demo waits for them to come online (needs a broker they reach)",
+    )
     p.add_argument("--model", default="mlp:128", help="model spec (default mlp:128)")
     p.add_argument("--epochs", type=int, default=3, help="local epochs per round (default 3)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
@@ -111,6 +118,7 @@ class DemoOptions:
     delta: float = -1.0
     clip: float = 0.0
     log_level: str = "INFO"
+    external: int = 0
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DemoOptions:
@@ -122,6 +130,10 @@ class DemoOptions:
             )
         if not 0 <= a.malicious <= active:
             raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
+        if not 0 <= a.external <= active - a.malicious:
+            raise ConfigError(f"--external must be between 0 and the {active - a.malicious} honest active agents")
+        if a.external and a.broker in ("embedded", "mosquitto"):
+            raise ConfigError("--external needs a broker the devices reach: --broker mqtt://HOST:PORT or secure")
         named = a.behaviour.split(",")
         unknown = [b for b in named if b not in BEHAVIOURS or b == "honest"]
         if unknown or (len(named) > 1 and len(named) != a.malicious):
@@ -158,6 +170,7 @@ class DemoOptions:
             a.delta,
             a.clip,
             a.log_level,
+            a.external,
         )
 
 
@@ -173,6 +186,7 @@ class DemoNode:
     standby: bool
     config_path: Path
     replica: Path
+    external: bool = False  # runs elsewhere (an edge device); its replica is not on this machine
 
 
 class Demo:
@@ -275,7 +289,8 @@ class Demo:
             )
             path = self.out / "configs" / f"{node_id}.toml"
             write_config(cfg, path)
-            nodes.append(DemoNode(node_id, behaviour, standby, path, nodes_dir / node_id / "chain"))
+            external = active - o.external <= i < active
+            nodes.append(DemoNode(node_id, behaviour, standby, path, nodes_dir / node_id / "chain", external))
         return nodes, genesis, address, requester
 
     def spawn(self, name: str, args: list[str], replace: int | None = None) -> subprocess.Popen:
@@ -337,8 +352,15 @@ def _run(demo: Demo, started: float) -> int:
     )
     demo.spawn("coordinator", ["coordinator", "--config", str(demo.out / "configs" / "coordinator.toml")])
     threads = max(1, (os.cpu_count() or 2) // o.processes)
-    for p in range(o.processes):
-        group = nodes[p :: o.processes]
+    local = [n for n in nodes if not n.external]
+    for node in nodes:
+        if node.external:
+            demo.say(
+                f"{node.node_id} runs elsewhere: bpcv deploy bundle --config {node.config_path} --broker URL "
+                f"--out bundle-{node.node_id}, then install it on the device"
+            )
+    for p in range(min(o.processes, len(local))):
+        group = local[p :: o.processes]
         args = ["agent", "--threads", str(threads)]
         for node in group:
             args += ["--config", str(node.config_path)]
@@ -369,9 +391,10 @@ def _run(demo: Demo, started: float) -> int:
     online: set[str] = set()
     expected = {n.node_id for n in nodes} | {"coordinator"}
     demo.say("waiting for agents and coordinator to come online (TensorFlow loads in each process)…")
-    deadline = time.monotonic() + 180
+    wait_s = o.timeout if o.external else 180.0  # devices may take minutes to be flashed and installed
+    deadline = time.monotonic() + wait_s
     while not expected <= online:
-        message = _next_message(demo, deadline, lambda: f"not online after 180s: {sorted(expected - online)}")
+        message = _next_message(demo, deadline, lambda: f"not online after {wait_s:.0f}s: {sorted(expected - online)}")
         if message is None:
             continue
         levels, payload = topics.parse(message[0]), message[1]
@@ -456,7 +479,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
     demo.stop_all()
     coord_summary = json.loads((demo.out / "coordinator.json").read_text())
     replicas = {"coordinator": demo.out / "nodes" / "coordinator" / "chain"}
-    replicas.update({n.node_id: n.replica for n in nodes})
+    replicas.update({n.node_id: n.replica for n in nodes if not n.external})
     verified: dict[str, dict[str, Any]] = {}
     for node_id, path in replicas.items():
         try:
@@ -502,6 +525,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
             {
                 "id": n.node_id,
                 "behaviour": n.behaviour,
+                "external": n.external,
                 "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
                 "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0),
                 "mechanism": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("mechanism", "off"),
