@@ -162,8 +162,10 @@ def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_ro
     samples = store.samples("node-03")
     peak_rss = max(s["rss_bytes"] for s in samples) / 2**20
     busy = sorted(s["cpu_percent"] for s in samples)
-    print(f"installed agent (one per process): {len(samples)} samples, peak RSS {peak_rss:.0f} MiB, "
-          f"CPU median {busy[len(busy) // 2]:.0f}% p90 {busy[int(0.9 * (len(busy) - 1))]:.0f}% of one core")  # fmt: skip
+    median, p90 = busy[len(busy) // 2], busy[int(0.9 * (len(busy) - 1))]
+    print(
+        f"installed agent: {len(samples)} samples, peak RSS {peak_rss:.0f} MiB, CPU median {median:.0f}% p90 {p90:.0f}%"
+    )
     assert len(samples) >= 10 and 200 < peak_rss < 2048
 
     # upgrade in place: the installer again, from the bundle left on the device
@@ -199,8 +201,9 @@ def test_dependencies_resolve_for_linux_aarch64_and_not_for_32_bit_arm(tmp_path)
     assert done.returncode == 0, done.stderr
     wanted = [line for line in pins.read_text().splitlines() if line and not line.startswith("#")]
     assert {"tensorflow==2.15.1", "tensorflow-cpu-aws==2.15.1", "tensorflow-privacy==0.9.0"} <= set(wanted)
-    platform = ["--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_17_aarch64", "--platform",
-                "manylinux_2_28_aarch64", "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]  # fmt: skip
+    platform = ["--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:"]
+    for tag in ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"):
+        platform += ["--platform", tag]
     got = tmp_path / "wheels"
     done = run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *platform, "-r", str(pins), "-d", str(got)])
     assert done.returncode == 0, done.stderr
