@@ -57,7 +57,10 @@ def fresh_root(tmp_path_factory):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     print(f"debootstrap {SUITE}: {time.monotonic() - started:.0f}s")
+    # this machine's network settings go with it, as a device has its own: name servers, and the CA
+    # bundle (where a proxy re-signs TLS, this machine trusts its CA; pip in the root must too)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
     mounts = []
     for kind, target in (("proc", "proc"), ("sysfs", "sys")):
         subprocess.run(["mount", "-t", kind, kind, str(root / target)], check=True)
@@ -70,10 +73,13 @@ def fresh_root(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
+PASSED_ENV = ("PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_INDEX_URL", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
 def in_root(root: Path, *cmd: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return run(
-        ["chroot", str(root), *cmd], timeout=timeout, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
-    )
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+    env.update({k: v for k, v in os.environ.items() if k.upper() in PASSED_ENV})
+    return run(["chroot", str(root), *cmd], timeout=timeout, env=env)
 
 
 def bundle(config: Path, broker_url: str, out: Path) -> Path:
