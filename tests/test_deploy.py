@@ -186,6 +186,21 @@ def test_installer_refuses_32_bit_raspberry_pi_os(tmp_path, machine, long_bit, m
     assert done.returncode == 1 and message in done.stderr and "64-bit Raspberry Pi OS" in done.stderr
 
 
+def test_installer_refuses_a_python_tensorflow_does_not_support(tmp_path):
+    """Raspberry Pi OS trixie has Python 3.13: the installer names it and says what to do."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for name in ("python3.11", "python3.10", "python3"):  # shadow whatever this machine has
+        (fake_bin / name).write_text("#!/bin/sh\ncase \"$2\" in *exit*) exit 1;; *) echo 3.13;; esac\n")
+        (fake_bin / name).chmod(0o755)
+    (tmp_path / "NODE").write_text("pi-07\n")
+    shutil.copy(ROOT / "deploy/templates/install.sh", tmp_path / "install.sh")
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", str(tmp_path / "install.sh")], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "this system's python3 is 3.13" in done.stderr, done.stderr
+    assert "BPCV_PYTHON=" in done.stderr and "Legacy, 64-bit" in done.stderr
+
+
 def test_ansible_playbook_parses():
     playbook = ROOT / "deploy/ansible/site.yml"
     ansible = Path(sys.executable).parent / "ansible-playbook"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install (or upgrade in place) this BPCV-FL edge agent bundle on a device. Run as root from the
 # bundle folder:   sudo sh install.sh
-# - refuses 32-bit systems (TensorFlow has no build for them) and Python outside 3.10-3.11;
+# - refuses 32-bit systems (TensorFlow has no build for them) and Python outside 3.10-3.11
+#   (BPCV_PYTHON=/path/to/python3.11 picks an interpreter);
 # - creates the system user `bpcv`, /etc/bpcv (config, key, genesis, TLS files), /var/lib/bpcv (the chain);
 # - creates /opt/bpcv/venv and installs BPCV-FL from the bundled wheel (dependencies from the package
 #   index, or from wheels/ alone when BPCV_OFFLINE=1);
@@ -29,16 +30,20 @@ if [ "$(getconf LONG_BIT 2>/dev/null || echo 64)" != 64 ]; then
   die "this is a 32-bit userland on a 64-bit kernel (Raspberry Pi OS 32-bit). TensorFlow has no build for it: flash the 64-bit Raspberry Pi OS (arm64)."
 fi
 
-[ "$(id -u)" = 0 ] || die "run as root (sudo sh $0)"
-
 PYTHON=""
-for candidate in python3.11 python3.10 python3; do
+for candidate in "${BPCV_PYTHON:-}" python3.11 python3.10 python3; do
+  [ -n "$candidate" ] || continue
   if command -v "$candidate" >/dev/null 2>&1 &&
      "$candidate" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] < (3, 12) else 1)' 2>/dev/null; then
     PYTHON=$(command -v "$candidate"); break
   fi
 done
-[ -n "$PYTHON" ] || die "need Python 3.10 or 3.11 (TensorFlow 2.15 supports no newer one); Raspberry Pi OS bookworm has 3.11"
+if [ -z "$PYTHON" ]; then
+  found=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+  die "need Python 3.10 or 3.11 (TensorFlow 2.15 has no build for newer ones); this system's python3 is $found. Flash Raspberry Pi OS (Legacy, 64-bit), which is bookworm with 3.11, or install a Python 3.11 and run again with BPCV_PYTHON=/path/to/python3.11"
+fi
+[ "$(id -u)" = 0 ] || die "run as root (sudo sh $0)"
+
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   if command -v apt-get >/dev/null 2>&1; then
     say "installing python3-venv (apt-get)"
