@@ -191,7 +191,7 @@ def test_installer_refuses_a_python_tensorflow_does_not_support(tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for name in ("python3.11", "python3.10", "python3"):  # shadow whatever this machine has
-        (fake_bin / name).write_text("#!/bin/sh\ncase \"$2\" in *exit*) exit 1;; *) echo 3.13;; esac\n")
+        (fake_bin / name).write_text('#!/bin/sh\ncase "$2" in *exit*) exit 1;; *) echo 3.13;; esac\n')
         (fake_bin / name).chmod(0o755)
     (tmp_path / "NODE").write_text("pi-07\n")
     shutil.copy(ROOT / "deploy/templates/install.sh", tmp_path / "install.sh")

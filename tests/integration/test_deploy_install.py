@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_ro
         [sys.executable, "-m", "bpcv.cli", "demo", "--broker", mosquitto.url(), "--out", str(out), "--agents", "3",
          "--standby", "0", "--external", "1", "--processes", "2", "--rounds", "3", "--epochs", "1",
          "--timeout", "1200"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     agent = None
     try:
@@ -148,8 +149,8 @@ def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_ro
         print(text)
         assert demo.returncode == 0, text
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # a failed test: the demo and everything it started, not just the demo
+            os.killpg(demo.pid, signal.SIGKILL)
         if agent is not None:
             agent.terminate()
             agent_log, _ = agent.communicate(timeout=60)

@@ -8,6 +8,7 @@ a replayed vote are rejected while the round completes; and a task survives an a
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -45,11 +46,15 @@ def demo(out: Path, broker, *args: str, timeout: float = 420) -> subprocess.Pope
         "30",
         *args,
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 420) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the demo and the processes it started: none left behind
+        out, _ = proc.communicate()
     print(out)
     return out
 
@@ -94,12 +99,15 @@ class RoundWatcher:
         self.bus.close()
 
 
-def kill_agents(*nodes: str) -> None:
-    """SIGKILL the agent processes running these nodes' configs."""
+def processes_with(config: Path) -> list[psutil.Process]:
+    """The processes started with this config file (this run's own: the path holds its run folder)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if str(config) in (p.info["cmdline"] or [])]
+
+
+def kill_agents(out: Path, *nodes: str) -> None:
+    """SIGKILL the agent processes running these nodes' configs of the run in ``out``."""
     for node in nodes:
-        found = [
-            p for p in psutil.process_iter(["cmdline"]) if any(f"{node}.toml" in a for a in (p.info["cmdline"] or []))
-        ]
+        found = processes_with(out / "configs" / f"{node}.toml")
         assert len(found) == 1, f"{node}: {len(found)} processes"
         found[0].kill()
 
@@ -244,7 +252,7 @@ def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path)
     victim = "node-03"
     with RoundWatcher(mosquitto) as rounds:
         rounds.wait(2)
-        kill_agents(victim)
+        kill_agents(out, victim)
         rounds.wait(4)
     log = open(tmp_path / "restarted.log", "wb")
     restarted = subprocess.Popen(
@@ -281,7 +289,7 @@ def test_round_that_loses_quorum_aborts_and_commits_nothing(mosquitto, tmp_path)
     proc = demo(out, mosquitto, *args, "--update-timeout", "15")
     with RoundWatcher(mosquitto) as rounds:
         rounds.wait(2)
-        kill_agents("node-01", "node-02", "node-03")
+        kill_agents(out, "node-01", "node-02", "node-03")
     text = finish(proc)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["aborted_round"]["round"] == 2, text
@@ -375,7 +383,7 @@ def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp
     with RoundWatcher(mosquitto) as rounds:
         rounds.wait(2)
         time.sleep(1.0)
-        found = [p for p in psutil.process_iter(["cmdline"]) if "coordinator.toml" in " ".join(p.info["cmdline"] or [])]
+        found = processes_with(out / "configs" / "coordinator.toml")
         assert len(found) == 1
         found[0].kill()
     text = finish(proc)
