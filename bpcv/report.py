@@ -156,9 +156,18 @@ def node_table(data: RunData) -> list[dict[str, Any]]:
                 "cpu_peak": max(s["cpu_percent"] for s in own) if own else None,
                 "rss_peak_mb": max(s["rss_bytes"] for s in own) / MB if own else None,
                 "ledger_cpu_s": max(s["ledger_cpu_s"] for s in own) if own else None,
+                "epsilon": _epsilon(info.get("privacy", {})),
             }
         )
     return rows
+
+
+def _epsilon(privacy: dict[str, Any]) -> str:
+    """``spent of budget (mechanism)`` for a node under DP, else ``-``."""
+    spent, budget = privacy.get("epsilon_spent"), privacy.get("epsilon_budget")
+    if privacy.get("mechanism") in (None, "off", "unknown") or spent is None:
+        return "-"
+    return f"{spent:.3f} of {budget} ({privacy['mechanism']})" if budget is not None else f"{spent:.3f}"
 
 
 def quality_matrix(rounds: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, dict[tuple[int, int], str]]:
@@ -396,13 +405,14 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
         )
     lines += [
         "",
-        "| node | status | reward | CPU median % | CPU peak % | RSS peak MiB | ledger CPU s |",
-        "|---|---|---|---|---|---|---|",
+        "| node | status | reward | CPU median % | CPU peak % | RSS peak MiB | ledger CPU s | privacy ε spent |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in node_table(data):
         lines.append(
             f"| {n['node']} | {n['status']} | {_fmt(n['reward'], '.2f')} | {_fmt(n['cpu_median'], '.1f')} | "
-            f"{_fmt(n['cpu_peak'], '.1f')} | {_fmt(n['rss_peak_mb'], '.0f')} | {_fmt(n['ledger_cpu_s'], '.3f')} |"
+            f"{_fmt(n['cpu_peak'], '.1f')} | {_fmt(n['rss_peak_mb'], '.0f')} | {_fmt(n['ledger_cpu_s'], '.3f')} | "
+            f"{n['epsilon']} |"
         )
     lines += ["", "CPU is of the node's process, in % of one core; agents pooled in one process show that process.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures]

@@ -105,6 +105,7 @@ def run_folder(tmp_path):
         "final_model_digest": "ab" * 32,
         "nodes": {n: {"status": "active", "reward": 1.0} for n in ("node-01", "node-02", "node-03")},
     }
+    summary["nodes"]["node-02"]["privacy"] = {"mechanism": "laplace", "epsilon_budget": 10.0, "epsilon_spent": 2.5}
     (run / "coordinator.json").write_text(json.dumps(summary))
     store = TimeSeries(run / "metrics.sqlite")
     for second in range(20):
@@ -137,6 +138,7 @@ def test_report_writes_every_figure_and_a_summary(tmp_path):
     assert "node-01 (round 1), node-03 (round 2)" in text
     assert "4 nodes in 3 processes" in text
     assert "| 2 | 0.9400 | node-03 |" in text
+    assert "| 2.500 of 10.0 (laplace) |" in text and text.count("| - |\n") >= 3  # ε only where DP ran
 
 
 def test_report_on_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
