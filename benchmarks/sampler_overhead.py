@@ -27,7 +27,6 @@ from broker.runner import free_port, mosquitto_binary, start_broker_process  # n
 
 CHILD = """
 import sys, time
-from bpcv.envelope import seal
 from bpcv.identity import Identity
 from bpcv.mqtt import BrokerAddress, Bus
 from bpcv.sampler import Sampler
@@ -37,7 +36,7 @@ bus = Bus("node-01-" + sys.argv[2], BrokerAddress.parse(sys.argv[1]), lambda t, 
 bus.connect()
 topic = Topics().metrics("node-01")
 if sys.argv[2] == "on":
-    Sampler(lambda s: bus.publish(topic, seal(me, "metrics", "", 0, s.to_body()).raw, qos=0)).start()
+    Sampler(lambda s: bus.publish(topic, s.sealed(me), qos=0)).start()
 print("ready", flush=True)
 time.sleep(float(sys.argv[3]))
 """

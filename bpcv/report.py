@@ -68,6 +68,14 @@ def load_run(run_dir: Path) -> RunData:
         store.close()
 
 
+def by_node(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Samples grouped by node, in time order (as the store returns them)."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in samples:
+        grouped[s["node"]].append(s)
+    return grouped
+
+
 def processes(samples: list[dict[str, Any]]) -> dict[tuple[int, float], list[str]]:
     """Which nodes report one process: agents pooled in one OS process share its samples (same pid, same
     first timestamp). Key (pid, first ts) -> node ids."""
@@ -138,13 +146,11 @@ def chain_heights(data: RunData) -> list[tuple[float, int]]:
 
 def node_table(data: RunData) -> list[dict[str, Any]]:
     """Per node: status, reward, median/peak CPU of its process, peak RSS, ledger CPU seconds."""
-    by_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in data.samples:
-        by_node[s["node"]].append(s)
+    per_node = by_node(data.samples)
     statuses = data.summary.get("nodes", {})
     rows = []
-    for node in sorted(set(by_node) | set(statuses)):
-        own = by_node.get(node, [])
+    for node in sorted(set(per_node) | set(statuses)):
+        own = per_node.get(node, [])
         info = statuses.get(node, {})
         rows.append(
             {
@@ -303,35 +309,33 @@ def plot_chain(data: RunData, path: Path) -> Path:
 def plot_resources(data: RunData, path: Path) -> Path:
     """CPU and RSS per process (agents of one pool share a process) and ledger CPU per node."""
     plt, fig, (cpu_ax, ledger_ax, rss_ax) = _figure(rows=3, height=3.2)
-    by_node: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for s in data.samples:
-        by_node[s["node"]].append(s)
+    per_node = by_node(data.samples)
     palette = [f"C{i}" for i in range(10)]
     colour: dict[str, str] = {}  # node -> its process's colour
     for i, nodes in enumerate(sorted(processes(data.samples).values())):
-        own = by_node[sorted(nodes)[0]]
+        own = per_node[sorted(nodes)[0]]
         seconds = [s["ts"] - data.t0 for s in own]
         label, c = process_label(nodes), palette[i % len(palette)]
         colour.update({n: c for n in nodes})
         cpu_ax.plot(seconds, [s["cpu_percent"] for s in own], linewidth=1, color=c, label=label)
         rss_ax.plot(seconds, [s["rss_bytes"] / MB for s in own], linewidth=1, color=c, label=label)
     task_nodes = data.summary.get("nodes", {})
-    agents = [n for n in sorted(by_node) if n in task_nodes]
+    agents = [n for n in sorted(per_node) if n in task_nodes]
     grid = np.arange(0.0, max((s["ts"] for s in data.samples), default=data.t0) - data.t0 + 1.0, 1.0)
     per_agent = []
     for node in agents:
-        t, pct = ledger_cpu_percent(by_node[node])
+        t, pct = ledger_cpu_percent(per_node[node])
         if len(t):
             per_agent.append(np.interp(grid, t - data.t0, pct, left=np.nan, right=np.nan))
     if per_agent:
         stack = np.array(per_agent)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # seconds before any agent's second sample
             low, mid, high = np.nanmin(stack, 0), np.nanmedian(stack, 0), np.nanmax(stack, 0)
         ledger_ax.fill_between(grid, low, high, color="C2", alpha=0.25, label=f"{len(per_agent)} agents: min–max")
         ledger_ax.plot(grid, mid, color="C2", linewidth=1, label="agents: median")
-    if "coordinator" in by_node:
-        t, pct = ledger_cpu_percent(by_node["coordinator"])
+    if "coordinator" in per_node:
+        t, pct = ledger_cpu_percent(per_node["coordinator"])
         ledger_ax.plot(t - data.t0, pct, color=colour["coordinator"], linewidth=1, label="coordinator")
     for ax in (cpu_ax, ledger_ax, rss_ax):
         _mark_blocks(ax, data)

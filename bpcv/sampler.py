@@ -16,10 +16,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import psutil
+
+from bpcv.envelope import seal
+from bpcv.identity import Identity
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 1.0
@@ -39,6 +42,14 @@ class Sample:
 
     def to_body(self) -> dict[str, Any]:
         return asdict(self)
+
+    def with_ledger_cpu(self, seconds: float) -> Sample:
+        """This sample as one node's: with its replica's ledger CPU seconds."""
+        return replace(self, ledger_cpu_s=round(seconds, 4))
+
+    def sealed(self, identity: Identity) -> bytes:
+        """The signed ``metrics`` envelope of this sample, as ``identity`` publishes it."""
+        return seal(identity, "metrics", "", 0, self.to_body()).raw
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Sample:

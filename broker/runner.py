@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 
-from bpcv.envelope import seal
 from bpcv.errors import BpcvError, ConfigError
 from bpcv.identity import Identity
 from bpcv.mqtt import BrokerAddress, Bus
@@ -122,7 +121,7 @@ class BrokerMetrics:
         threading.Thread(target=connect_then_sample, name="broker-metrics", daemon=True).start()
 
     def _publish(self, sample: Sample) -> None:
-        self.bus.publish(self.topic, seal(self.identity, "metrics", "", 0, sample.to_body()).raw, qos=0)
+        self.bus.publish(self.topic, sample.sealed(self.identity), qos=0)
 
     def stop(self) -> None:
         if self.sampler is not None:

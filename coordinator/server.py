@@ -12,7 +12,7 @@ import queue
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -522,11 +522,10 @@ class Coordinator:
             state.final_digest, state.stopped_because = model_digest(blob), state.pending_stop
 
     def _publish_metrics(self, sample: Sample) -> None:
-        own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
+        own = sample.with_ledger_cpu(self.replica.cpu_s)
         if self.exporter is not None:
             self.exporter.observe(self.node_id, own)
-        env = seal(self.identity, "metrics", "", 0, own.to_body())
-        self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
+        self.bus.publish(self.topics.metrics(self.node_id), own.sealed(self.identity), qos=0)
 
     def _wait_for_block(self, task_id: str, round_no: int, timeout: float) -> bool:
         """Handle messages until the round's block is in this replica, or ``timeout``. While waiting, the

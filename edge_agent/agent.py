@@ -14,7 +14,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +122,8 @@ class Agent:
     def publish_metrics(self, sample: Sample) -> Sample:
         """One psutil sample of this agent's process with its own ledger CPU, signed, on its metrics topic
         (QoS 0); returns that sample."""
-        own = replace(sample, ledger_cpu_s=round(self.replica.cpu_s, 4))
-        env = seal(self.identity, "metrics", "", 0, own.to_body())
-        self.bus.publish(self.topics.metrics(self.node_id), env.raw, qos=0)
+        own = sample.with_ledger_cpu(self.replica.cpu_s)
+        self.bus.publish(self.topics.metrics(self.node_id), own.sealed(self.identity), qos=0)
         return own
 
     def handle(self, topic: str, payload: bytes) -> None:
