@@ -1,13 +1,21 @@
-"""Proof-of-quality rules, pure: quality of each node from its peers' signed scores, ranking, winner.
+"""Proof-of-quality rules, pure: quality of each node from its peers' signed scores, ranking, winner,
+and who may propose the round's block.
 
 The coordinator uses these to rank and eliminate; every ledger replica uses the same functions to
-re-check that a block's proposer really is the round's quality winner.
+re-check that a block's proposer really is the round's quality winner (or a stand-in at its place).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from bpcv.errors import Rejected
+
+if TYPE_CHECKING:
+    from bpcv.identity import Registry
+    from bpcv.messages import Vote
 
 METRICS = {"accuracy": True, "mae": False}  # metric -> higher is better
 QUALITY_RULES = ("mean", "median")
@@ -48,3 +56,18 @@ def poq_winner(votes: Mapping[str, Mapping[str, float]], metric: str, rule: str 
     """The node with the best quality: the one entitled to propose the round's block."""
     ranking = rank_nodes(quality_scores(votes, rule), metric)
     return ranking[0] if ranking else None
+
+
+def eligible_proposers(ranking: Sequence[str], excluded: Collection[str]) -> list[str]:
+    """The PoQ ranking without nodes excluded for equivocation: place k proposes after k timeouts."""
+    return [n for n in ranking if n not in excluded]
+
+
+def vote_scores(vote: Vote, registry: Registry) -> dict[str, float]:
+    """The scores of a received vote, checked: registered agents only (the body checks the numbers)."""
+    scores = vote.scores
+    for target in scores:
+        member = registry.get(target)
+        if member is None or member.role != "agent":
+            raise Rejected("malformed", f"vote scores unknown node {target!r}")
+    return scores

@@ -12,59 +12,18 @@ replica). Sampling runs on its own daemon thread.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 import psutil
 
-from bpcv.envelope import seal
-from bpcv.identity import Identity
+from bpcv.messages import Sample
+
+__all__ = ["Sample", "Sampler", "board_temperature"]
 
 log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 1.0
-FIELDS = ("ts", "pid", "cpu_percent", "rss_bytes", "net_sent", "net_recv", "temperature_c", "ledger_cpu_s")
-
-
-@dataclass(frozen=True)
-class Sample:
-    ts: float
-    pid: int
-    cpu_percent: float
-    rss_bytes: int
-    net_sent: int
-    net_recv: int
-    temperature_c: float | None
-    ledger_cpu_s: float = 0.0
-
-    def to_body(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def with_ledger_cpu(self, seconds: float) -> Sample:
-        """This sample as one node's: with its replica's ledger CPU seconds."""
-        return replace(self, ledger_cpu_s=round(seconds, 4))
-
-    def sealed(self, identity: Identity) -> bytes:
-        """The signed ``metrics`` envelope of this sample, as ``identity`` publishes it."""
-        return seal(identity, "metrics", "", 0, self.to_body()).raw
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Sample:
-        """A sample from a received body; ValueError naming the bad field."""
-        if sorted(body) != sorted(FIELDS):
-            raise ValueError(f"metrics fields {sorted(body)}, expected {sorted(FIELDS)}")
-        for name in FIELDS:
-            value = body[name]
-            if value is None and name == "temperature_c":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"metrics field {name} is not a finite non-negative number: {value!r}")
-        if not isinstance(body["pid"], int):
-            raise ValueError(f"metrics field pid is not an integer: {body['pid']!r}")
-        return cls(**body)
 
 
 def board_temperature() -> float | None:

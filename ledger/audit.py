@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bpcv.envelope import decode
+from bpcv.messages import Evidence, Final, Result, Reward, Vote, read, read_task
+from bpcv.task import TaskSpec
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import decode_block
 from ledger.replica import verify_store
@@ -24,7 +25,7 @@ class RoundRecord:
     proposer: str
     votes: dict[str, dict[str, float]] = field(default_factory=dict)
     epsilon_signed: dict[str, float | None] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
+    result: Result = field(default_factory=lambda: Result([], [], [], ""))
     rank: int = 0
     rewards: dict[str, float] = field(default_factory=dict)
     final_model_digest: str | None = None
@@ -34,7 +35,7 @@ class RoundRecord:
 @dataclass
 class TaskAudit:
     task: str
-    spec: dict[str, Any]
+    spec: TaskSpec | None
     rounds: list[RoundRecord]
     head_hash: str
 
@@ -48,28 +49,29 @@ def audit_task(path: Path | str, task: str) -> TaskAudit:
     """Verify the replica at ``path``, then collect everything recorded for ``task``."""
     with LmdbStore(path, readonly=True) as store:
         report = verify_store(store)
-        spec: dict[str, Any] = {}
+        spec: TaskSpec | None = None
         rounds = []
         for height in range(1, report.height + 1):
             block = decode_block(store.get(height) or b"")
             if block.task != task:
                 continue
             record = RoundRecord(block.round, height, block.proposer, rank=block.rank)
-            for raw in block.txs:
+            for raw in block.txs:  # the replica verified: every body below was read once already
                 env = decode(raw)
                 if env.type == "task":
-                    spec = env.body
+                    spec = read_task(env)
                 elif env.type == "vote":
-                    record.votes[env.sender] = dict(env.body.get("scores", {}))
-                    record.epsilon_signed[env.sender] = env.body.get("epsilon_spent")
+                    vote = read(env, Vote)
+                    record.votes[env.sender] = vote.scores
+                    record.epsilon_signed[env.sender] = vote.epsilon_spent
                 elif env.type == "result":
-                    record.result = env.body
+                    record.result = read(env, Result)
                 elif env.type == "reward":
-                    record.rewards = dict(env.body.get("rewards", {}))
+                    record.rewards = read(env, Reward).rewards
                 elif env.type == "final":
-                    record.final_model_digest = env.body.get("model_digest")
+                    record.final_model_digest = read(env, Final).model_digest
                 elif env.type == "evidence":
-                    record.evidence.append(str(env.body.get("accused")))
+                    record.evidence.append(read(env, Evidence).accused)
             rounds.append(record)
     return TaskAudit(task, spec, sorted(rounds, key=lambda r: r.round), report.head_hash)
 
@@ -80,9 +82,10 @@ def format_audit(a: TaskAudit) -> list[str]:
         return [f"task {a.task}: nothing recorded on this chain"]
     s = a.spec
     lines = [
-        f"task {a.task}: {s.get('category')} on {s.get('dataset')} with {s.get('model')}, "
-        f"coordinator {s.get('coordinator')}, reward {s.get('reward_per_round')} per round, "
-        f"quality rule {s.get('quality_rule')}",
+        f"task {a.task}: {s.category} on {s.dataset} with {s.model}, coordinator {s.coordinator}, "
+        f"reward {s.reward_per_round} per round, quality rule {s.quality_rule}"
+        if s is not None
+        else f"task {a.task}: (its task transaction is not on this chain)",
         f"chain head {a.head_hash} (replica verified)",
     ]
     totals: dict[str, float] = {}
@@ -91,7 +94,7 @@ def format_audit(a: TaskAudit) -> list[str]:
         stand_in = f", standing in at PoQ rank {r.rank}" if r.rank else ""
         lines.append(
             f"\nround {r.round} (block {r.height}, proposer {r.proposer}{stand_in}): "
-            f"{res.get('metric')} {res.get('value')}"
+            f"{res.metric} {res.value}"
         )
         targets = sorted({t for scores in r.votes.values() for t in scores})
         width = max([8, *(len(n) for n in [*targets, *r.votes])])
@@ -101,13 +104,12 @@ def format_audit(a: TaskAudit) -> list[str]:
                 f"{r.votes[voter][t]:>{width}.4f}" if t in r.votes[voter] else f"{'-':>{width}}" for t in targets
             )
             lines.append(f"  {voter:>{width}}: {cells}")
-        quality = res.get("quality", {})
-        lines.append("  ranking: " + ", ".join(f"{n} ({quality.get(n, 0):.4f})" for n in res.get("ranking", [])))
-        removed = [f"{res['eliminated']} (lowest quality)"] if res.get("eliminated") else []
-        removed += [f"{n} ({why})" for n, why in sorted(res.get("invalid", {}).items())]
+        lines.append("  ranking: " + ", ".join(f"{n} ({res.quality.get(n, 0):.4f})" for n in res.ranking))
+        removed = [f"{res.eliminated} (lowest quality)"] if res.eliminated else []
+        removed += [f"{n} ({why})" for n, why in sorted(res.invalid.items())]
         lines.append(
-            f"  eliminated: {', '.join(removed) or '-'} | admitted: {', '.join(res.get('admitted', [])) or '-'}"
-            f" | dropped: {', '.join(res.get('dropped', [])) or '-'}"
+            f"  eliminated: {', '.join(removed) or '-'} | admitted: {', '.join(res.admitted) or '-'}"
+            f" | dropped: {', '.join(res.dropped) or '-'}"
         )
         if r.evidence:
             lines.append("  equivocation evidence, proposer excluded: " + ", ".join(r.evidence))

@@ -15,7 +15,7 @@ from collections import Counter
 
 from bpcv.mqtt import BrokerAddress, Bus
 from bpcv.topics import Topics
-from ledger.errors import LedgerError, UnknownParent
+from ledger.node import ChainNode
 from ledger.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -29,40 +29,24 @@ def follow(
     stop: threading.Event,
     seconds: float | None = None,
 ) -> Counter[str]:
-    """Append the blocks that arrive until ``stop`` is set or ``seconds`` pass; returns counts by outcome."""
-    inbox: queue.Queue[bytes] = queue.Queue()
-    bus = Bus(client_id, broker, lambda _t, p: inbox.put(p), [topics.block(replica.state.chain_id)])
+    """Append the blocks that arrive until ``stop`` is set or ``seconds`` pass; returns counts by outcome
+    (head, side, reorg, duplicate, unknown-parent, invalid)."""
+    inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    node = ChainNode(replica, topics, lambda: bus)
+    bus = Bus(client_id, broker, lambda t, p: inbox.put((t, p)), node.subscriptions())
     bus.connect()
-    counts: Counter[str] = Counter()
     deadline = None if seconds is None else time.monotonic() + seconds
     log.info("following chain %s at height %d on %s", replica.state.chain_id, replica.height, broker.url())
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
-                payload = inbox.get(timeout=0.5)
+                topic, payload = inbox.get(timeout=0.5)
             except queue.Empty:
                 continue
-            try:
-                appended = replica.append(payload)
-            except UnknownParent as exc:
-                counts["unknown-parent"] += 1
-                log.warning("block dropped: %s", exc)
-                continue
-            except LedgerError as exc:
-                counts["invalid"] += 1
-                log.warning("invalid block rejected: %s", exc)
-                continue
-            if appended is None:
-                counts["duplicate"] += 1
-            else:
-                counts[appended.status] += 1
-                log.info(
-                    "block %d %s (%d tx), %s",
-                    appended.block.height,
-                    appended.status,
-                    len(appended.block.txs),
-                    appended.block.hash[:16],
-                )
+            height = replica.height
+            node.handle(topic, topics.parse(topic), payload)
+            if replica.height != height:
+                log.info("chain %s at height %d, head %s", replica.state.chain_id, replica.height, replica.head_hash[:16])
     finally:
         bus.close()
-    return counts
+    return node.outcomes

@@ -6,7 +6,9 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
-from bpcv.envelope import decode
+from bpcv.envelope import Envelope, decode
+from bpcv.errors import Rejected
+from bpcv.messages import KINDS, Evidence, Final, Genesis, Message, Register, Result, Reward, Vote, read, read_task
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import decode_block
 from ledger.replica import VerifyReport, verify_store
@@ -33,34 +35,46 @@ def describe_blocks(path: Path | str) -> Iterator[str]:
             proposer = block.proposer + (f" (rank {block.rank})" if block.rank else "")
             yield f"#{height} {block.hash[:16]}… {title} | proposer {proposer} | {when} | {len(block.txs)} tx"
             for tx in block.txs:
-                env = decode(tx)
-                yield "    " + _describe_tx(env.type, env.sender, env.body)
+                yield "    " + describe_tx(decode(tx))
 
 
-def _describe_tx(kind: str, sender: str, body: dict) -> str:
-    if kind == "genesis":
-        return f"genesis by {sender}: chain {body.get('chain')}, {len(body.get('members', {}))} members"
-    if kind == "task":
+def describe_tx(env: Envelope) -> str:
+    """One line for a transaction, from its typed body (or why the body is unreadable)."""
+    who = f"by {env.sender}"
+    try:
+        if env.type == "task":
+            t = read_task(env)
+            return (
+                f"task {who}: {t.category} on {t.dataset} with {t.model}, "
+                f"{t.rounds} rounds, reward {t.reward_per_round}/round"
+            )
+        kind = KINDS.get(env.type)
+        if kind is None:
+            return f"{env.type} {who}"
+        return f"{LABELS.get(env.type, env.type)} {who}: " + _describe(read(env, kind))
+    except Rejected as exc:
+        return f"{env.type} {who}: unreadable body ({exc})"
+
+
+LABELS = {"final": "final model", "evidence": "equivocation evidence", "register": "registration"}
+
+
+def _describe(m: Message) -> str:
+    if isinstance(m, Genesis):
+        return f"chain {m.chain}, {len(m.members)} members"
+    if isinstance(m, Vote):
+        return ", ".join(f"{n}={s:.4f}" for n, s in sorted(m.scores.items()))
+    if isinstance(m, Result):
         return (
-            f"task by {sender}: {body.get('category')} on {body.get('dataset')} with {body.get('model')}, "
-            f"{body.get('rounds')} rounds, reward {body.get('reward_per_round')}/round"
+            f"{m.metric} {m.value}, ranking {m.ranking}, eliminated {m.eliminated}, admitted {m.admitted}"
+            + (", FINAL" if m.final else "")
         )
-    if kind == "vote":
-        scores = ", ".join(f"{n}={s:.4f}" for n, s in sorted(body.get("scores", {}).items()))
-        return f"vote by {sender}: {scores}"
-    if kind == "result":
-        return (
-            f"result by {sender}: {body.get('metric')} {body.get('value')}, ranking {body.get('ranking')}, "
-            f"eliminated {body.get('eliminated')}, admitted {body.get('admitted')}"
-            + (", FINAL" if body.get("final") else "")
-        )
-    if kind == "reward":
-        return f"reward by {sender}: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(body.get("rewards", {}).items()))
-    if kind == "final":
-        digest = str(body.get("model_digest"))[:16]
-        return f"final model by {sender}: digest {digest}…, {body.get('metric')} {body.get('value')}"
-    if kind == "evidence":
-        return f"equivocation evidence by {sender}: {body.get('accused')} signed two blocks at one height"
-    if kind == "register":
-        return f"registration by {sender}: {body.get('node')} as {body.get('role')}"
-    return f"{kind} by {sender}"
+    if isinstance(m, Reward):
+        return ", ".join(f"{n} {v:.2f}" for n, v in sorted(m.rewards.items()))
+    if isinstance(m, Final):
+        return f"digest {m.model_digest[:16]}…, {m.metric} {m.value}"
+    if isinstance(m, Evidence):
+        return f"{m.accused} signed two blocks at one height"
+    if isinstance(m, Register):
+        return f"{m.node} as {m.role}"
+    return m.KIND

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpcv.identity import verify_signature
+from bpcv.messages import Evidence
 from ledger.backends.lmdb import LmdbStore
 from ledger.backends.memory import MemoryStore
 from ledger.block import Block, decode_block
@@ -51,13 +52,13 @@ class Equivocation:
     first: Block
     second: Block
 
-    def evidence_body(self) -> dict[str, object]:
+    def evidence(self) -> Evidence:
         """The body of an ``evidence`` transaction (checked by ``ledger.validate.validate_evidence``)."""
-        return {
-            "accused": self.accused,
-            "headers": [self.first.header_bytes.hex(), self.second.header_bytes.hex()],
-            "signatures": [self.first.signature.hex(), self.second.signature.hex()],
-        }
+        return Evidence(
+            self.accused,
+            [self.first.header_bytes.hex(), self.second.header_bytes.hex()],
+            [self.first.signature.hex(), self.second.signature.hex()],
+        )
 
 
 def _decode(raw: bytes | None, height: int | None) -> Block:

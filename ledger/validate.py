@@ -13,14 +13,14 @@ Two kinds of block follow the genesis:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpcv.envelope import Envelope, open_envelope
+from bpcv.envelope import Envelope, decode, open_envelope
 from bpcv.errors import BpcvError, ConfigError, Rejected
 from bpcv.identity import Member, Registry, verify_signature
-from bpcv.poq import quality_scores, rank_nodes
+from bpcv.messages import Evidence, Final, Genesis, Register, Result, Reward, Vote, read, read_task
+from bpcv.poq import eligible_proposers, quality_scores, rank_nodes, vote_scores
 from bpcv.task import TaskSpec
 from ledger.block import ZERO_HASH, Block, decode_header, merkle_root
 from ledger.errors import CorruptStore, InvalidBlock
@@ -91,16 +91,17 @@ def validate_genesis(block: Block) -> ChainState:
     if len(block.txs) != 1:
         raise _fail(block, "genesis must hold exactly one transaction")
     try:
-        from bpcv.envelope import decode
-
         env = decode(block.txs[0])
-        registry = Registry.from_body(env.body["members"])
-        chain_id = str(env.body["chain"])
-        params = dict(env.body.get("params", {}))
-    except (BpcvError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except Rejected as exc:
         raise _fail(block, f"genesis transaction unreadable: {exc}") from exc
     if env.type != "genesis":
         raise _fail(block, f"genesis transaction has type {env.type!r}")
+    try:
+        genesis = read(env, Genesis)
+        registry = Registry.from_body(genesis.members)
+    except (BpcvError, ValueError) as exc:
+        raise _fail(block, f"genesis transaction unreadable: {exc}") from exc
+    chain_id, params = genesis.chain, genesis.params
     try:
         open_envelope(block.txs[0], registry, roles=("admin",))
     except Rejected as exc:
@@ -117,27 +118,6 @@ def _check_proposer_signature(block: Block, registry: Registry, roles: tuple[str
         raise _fail(block, f"proposer {block.proposer} has role {member.role}, expected {'/'.join(roles)}")
     if not verify_signature(member.public_key, block.header_bytes, block.signature):
         raise _fail(block, f"proposer signature of {block.proposer} does not verify")
-
-
-def vote_scores(vote: Envelope, registry: Registry) -> dict[str, float]:
-    """The scores of a vote, checked: registered agent targets, finite numbers."""
-    scores = vote.body.get("scores")
-    if not isinstance(scores, dict):
-        raise Rejected("malformed", "vote without scores")
-    out: dict[str, float] = {}
-    for target, score in scores.items():
-        member = registry.get(target)
-        if member is None or member.role != "agent":
-            raise Rejected("malformed", f"vote scores unknown node {target!r}")
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise Rejected("malformed", f"vote score for {target} is not a finite number")
-        out[target] = float(score)
-    return out
-
-
-def eligible_proposers(ranking: list[str], excluded: set[str]) -> list[str]:
-    """The PoQ ranking without nodes excluded for equivocation: place k proposes after k timeouts."""
-    return [n for n in ranking if n not in excluded]
 
 
 def equivocation_proof(header_a: bytes, header_b: bytes) -> str:
@@ -157,19 +137,16 @@ def equivocation_proof(header_a: bytes, header_b: bytes) -> str:
 
 def validate_evidence(env: Envelope, registry: Registry, excluded: set[str]) -> str:
     """Check an equivocation evidence transaction; return the accused proposer. Raises Rejected."""
-    body = env.body
-    accused = body.get("accused")
-    headers, signatures = body.get("headers"), body.get("signatures")
-    member = registry.get(accused) if isinstance(accused, str) else None
+    evidence = read(env, Evidence)
+    accused = evidence.accused
+    member = registry.get(accused)
     if member is None or member.role != "agent":
         raise Rejected("malformed", f"evidence accuses unknown agent {accused!r}")
     if accused in excluded:
         raise Rejected("duplicate", f"{accused} is already excluded")
-    if not (isinstance(headers, list) and isinstance(signatures, list) and len(headers) == len(signatures) == 2):
-        raise Rejected("malformed", "evidence needs two headers and two signatures")
     try:
-        raw_headers = [bytes.fromhex(h) for h in headers]
-        raw_sigs = [bytes.fromhex(s) for s in signatures]
+        raw_headers = [bytes.fromhex(h) for h in evidence.headers]
+        raw_sigs = [bytes.fromhex(s) for s in evidence.signatures]
     except (TypeError, ValueError) as exc:
         raise Rejected("malformed", f"evidence is not hex: {exc}") from exc
     why = equivocation_proof(raw_headers[0], raw_headers[1])
@@ -200,9 +177,10 @@ def _validate_registration_block(block: Block, state: ChainState) -> BlockEffect
     for i, raw in enumerate(block.txs):
         try:
             env = open_envelope(raw, state.registry, roles=("admin",))
-            if env.type != "register":
+            if env.type != Register.KIND:
                 raise Rejected("malformed", f"type {env.type!r} in a registration block")
-            new = Member(str(env.body.get("node")), bytes.fromhex(str(env.body.get("key"))), str(env.body.get("role")))
+            registration = read(env, Register)
+            new = Member(registration.node, bytes.fromhex(registration.key), registration.role)
             if new.node_id in state.registry or len(new.public_key) != 32 or new.role == "admin":
                 raise Rejected("malformed", f"{new.node_id}: already a member, a key not of 32 bytes, or an admin")
             admitted.add(new)
@@ -233,8 +211,8 @@ def _validate_round_block(block: Block, state: ChainState) -> BlockEffects:
         if task is not None or len(envs["task"]) > 1:
             raise _fail(block, f"task {block.task} recorded twice")
         try:
-            new_task = task = TaskSpec.from_body(envs["task"][0].body)
-        except BpcvError as exc:
+            new_task = task = read_task(envs["task"][0])
+        except Rejected as exc:
             raise _fail(block, f"task transaction: {exc}") from exc
         if task.task_id != block.task:
             raise _fail(block, "task transaction names another task")
@@ -243,7 +221,11 @@ def _validate_round_block(block: Block, state: ChainState) -> BlockEffects:
     if (block.task, block.round) in state.rounds:
         raise _fail(block, f"round {block.round} of {block.task} is already on the chain")
 
-    result = _check_result(block, task, envs["result"])
+    result_env = _check_result(block, task, envs["result"])
+    try:
+        result = read(result_env, Result)
+    except Rejected as exc:
+        raise _fail(block, f"result: {exc}") from exc
     ranking = _check_votes(block, task, envs["vote"], result, state.registry)
     eligible = eligible_proposers(ranking, state.excluded)
     if not 0 <= block.rank < len(eligible) or eligible[block.rank] != block.proposer:
@@ -270,7 +252,7 @@ def _check_result(block: Block, task: TaskSpec, results: list[Envelope]) -> Enve
 
 
 def _check_votes(
-    block: Block, task: TaskSpec, vote_envs: list[Envelope], result: Envelope, registry: Registry
+    block: Block, task: TaskSpec, vote_envs: list[Envelope], result: Result, registry: Registry
 ) -> list[str]:
     """The votes are exactly those the result lists, well formed; return the PoQ ranking they give."""
     votes: dict[str, dict[str, float]] = {}
@@ -280,46 +262,44 @@ def _check_votes(
         if vote.sender in votes:
             raise _fail(block, f"two votes from {vote.sender}")
         try:
-            votes[vote.sender] = vote_scores(vote, registry)
+            votes[vote.sender] = vote_scores(read(vote, Vote), registry)
         except Rejected as exc:
             raise _fail(block, f"vote of {vote.sender}: {exc}") from exc
-    listed = result.body.get("votes")
-    if not isinstance(listed, list) or sorted(listed) != sorted(v.digest for v in vote_envs):
+    if sorted(result.votes) != sorted(v.digest for v in vote_envs):
         raise _fail(block, "the votes in the block are not exactly those the result lists")
     ranking = rank_nodes(quality_scores(votes, task.quality_rule), task.metric)
     if not ranking:
         raise _fail(block, "no scored node: a round block needs votes")
-    if result.body.get("ranking") != ranking:
-        raise _fail(block, f"result ranking {result.body.get('ranking')} differs from the votes' {ranking}")
-    eliminated = result.body.get("eliminated")
-    if result.body.get("eliminated_reason") == "lowest-quality" and eliminated != ranking[-1]:
-        raise _fail(block, f"eliminated {eliminated} is not the lowest-quality node {ranking[-1]}")
+    if result.ranking != ranking:
+        raise _fail(block, f"result ranking {result.ranking} differs from the votes' {ranking}")
+    if result.eliminated_reason == "lowest-quality" and result.eliminated != ranking[-1]:
+        raise _fail(block, f"eliminated {result.eliminated} is not the lowest-quality node {ranking[-1]}")
     return ranking
 
 
 def _check_records(
-    block: Block, task: TaskSpec, envs: dict[str, list[Envelope]], result: Envelope, ranking: list[str]
+    block: Block, task: TaskSpec, envs: dict[str, list[Envelope]], result: Result, ranking: list[str]
 ) -> None:
     """The reward split (every round) and the final model (last round only) are the ones the result lists."""
     records = envs["reward"] + envs["final"]
-    listed = result.body.get("records")
-    if not isinstance(listed, list) or sorted(listed) != sorted(r.digest for r in records):
+    if sorted(result.records) != sorted(r.digest for r in records):
         raise _fail(block, "the reward/final records in the block are not exactly those the result lists")
     if any(r.sender != task.coordinator or r.round != block.round for r in records):
         raise _fail(block, "a reward/final record is not from the task's coordinator for this round")
     if len(envs["reward"]) != 1:
         raise _fail(block, f"expected one reward record, found {len(envs['reward'])}")
-    rewards = envs["reward"][0].body.get("rewards")
-    if not isinstance(rewards, dict) or not all(
-        n in ranking and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for n, v in rewards.items()
-    ):
+    try:
+        rewards = read(envs["reward"][0], Reward).rewards
+        final_records = [read(env, Final) for env in envs["final"]]
+    except Rejected as exc:
+        raise _fail(block, f"record: {exc}") from exc
+    if not all(n in ranking and v >= 0 for n, v in rewards.items()):
         raise _fail(block, "rewards must be non-negative numbers for ranked nodes")
     if sum(rewards.values()) > task.reward_per_round * (1 + REWARD_SLACK) + REWARD_SLACK:
         raise _fail(block, f"rewards {sum(rewards.values())} exceed the task's {task.reward_per_round} per round")
-    final = bool(result.body.get("final"))
-    if len(envs["final"]) != int(final):
+    if len(final_records) != int(result.final):
         raise _fail(block, "a final-model record belongs in exactly the final round")
-    if final and envs["final"][0].body.get("model_digest") != result.body.get("global_digest"):
+    if result.final and final_records[0].model_digest != result.global_digest:
         raise _fail(block, "the final model digest differs from the round's global model")
 
 

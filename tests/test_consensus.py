@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 
+from bpcv.messages import seal_message
 from bpcv.envelope import seal
 from bpcv.identity import Identity
 from ledger.block import build_block
@@ -76,7 +77,7 @@ def test_equivocation_is_detected_proven_on_chain_and_excludes_the_proposer():
     [proof] = replica.pending_evidence()
     assert proof.accused == "node-01"
 
-    evidence = seal(c.agents["node-02"], "evidence", "t1", 2, proof.evidence_body())
+    evidence = seal_message(c.agents["node-02"], proof.evidence(), "t1", 2)
     # round 2: node-01 is again the PoQ winner, but the block carrying the evidence excludes it from then on
     block2 = round_block(c, 2, replica.head_hash, 2, scores, False, rank=0, extra_txs=(evidence.raw,))
     replica.append(block2.raw)
@@ -88,7 +89,7 @@ def test_equivocation_is_detected_proven_on_chain_and_excludes_the_proposer():
     assert verify_store(replica.store).height == 3
 
     # evidence that proves nothing is refused
-    fake = dict(proof.evidence_body(), signatures=[first.signature.hex(), first.signature.hex()])
+    fake = dict(proof.evidence().to_body(), signatures=[first.signature.hex(), first.signature.hex()])
     bad = seal(c.agents["node-03"], "evidence", "t1", 4, fake)
     other = Replica.open(None, c.genesis.raw)
     other.append(first.raw)

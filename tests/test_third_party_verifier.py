@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bpcv.messages import seal_message
 from bpcv.envelope import seal
 from bpcv.identity import Identity
 from ledger.backends.lmdb import LmdbStore
@@ -49,7 +50,7 @@ def rich_chain(tmp_path):
     replica.append(first.raw)
     replica.append(twin.raw)
     [proof] = replica.pending_evidence()
-    evidence = seal(c.agents["node-03"], "evidence", "t1", 2, proof.evidence_body())
+    evidence = seal_message(c.agents["node-03"], proof.evidence(), "t1", 2)
     replica.append(round_block(c, 3, replica.head_hash, 2, scores, False, extra_txs=(evidence.raw,)).raw)
     # node-01 is excluded now, so place 1 of the eligible ranking is node-03
     replica.append(round_block(c, 4, replica.head_hash, 3, scores, False, rank=1, proposer="node-03", final=True).raw)
