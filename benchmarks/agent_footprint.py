@@ -34,7 +34,7 @@ AGENTS = 4
 
 def run_case(model: str, dp: str, rounds: int, work: Path, broker_url: str) -> dict[str, object]:
     out = work / f"{model.replace(':', '-').replace(',', '_')}-{dp}"
-    cmd = [sys.executable, "-m", "bpcv.cli", "demo", "--broker", broker_url, "--out", str(out), "--agents",
+    cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", broker_url, "--out", str(out), "--agents",
            str(AGENTS), "--standby", "0", "--processes", str(AGENTS), "--rounds", str(rounds), "--epochs", "1",
            "--model", model, "--dp", dp, "--min-nodes", str(AGENTS - 1)]  # fmt: skip
     started = time.monotonic()

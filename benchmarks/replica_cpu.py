@@ -104,7 +104,7 @@ def main() -> None:
         broker = start_broker_process(kind, "127.0.0.1", port, work / "broker")
         url = f"mqtt://127.0.0.1:{port}"
         follower = subprocess.Popen(
-            [sys.executable, "-m", "bpcv.cli", "chain", "follow", str(work / "replica"), "--genesis",
+            [sys.executable, "-m", "bpcv_app.cli", "chain", "follow", str(work / "replica"), "--genesis",
              str(work / "genesis.bin"), "--broker", url, "--seconds", str(args.idle + args.seconds + 15)],
             stdout=subprocess.PIPE, stderr=open(work / "follower.log", "wb"), text=True,
         )  # fmt: skip

@@ -21,7 +21,7 @@ def broker_address(config: AgentConfig | CoordinatorConfig) -> BrokerAddress:
     return BrokerAddress.parse(config.broker, tls)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     """One edge agent: its key, where the broker is, its data and chain replica."""
 
@@ -50,7 +50,7 @@ class AgentConfig:
     prometheus: str = ""  # HOST:PORT: serve this process's samples for Prometheus on /metrics (off when empty)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CoordinatorConfig:
     """The aggregation server: its key, broker, chain replica and where it writes runs."""
 

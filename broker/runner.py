@@ -74,7 +74,7 @@ def start_broker_process(
     if kind != "embedded" and metrics_key is None:
         command = [str(binary), "-c", str(conf)]
     else:
-        command = [sys.executable, "-m", "bpcv.cli", "broker", "run", "--host", host, "--port", str(port)]
+        command = [sys.executable, "-m", "bpcv_app.cli", "broker", "run", "--host", host, "--port", str(port)]
         command += ["--secure", str(workdir)] if kind == "secure" else [f"--{kind}"]
         command += ["--metrics-key", str(metrics_key)] if metrics_key is not None else []
     with open(workdir / f"broker-{kind}.log", "wb") as log_file:  # the child keeps its own handle

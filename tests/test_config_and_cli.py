@@ -45,11 +45,11 @@ def test_bad_task_fields_are_named():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "bpcv.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "bpcv_app.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_help_does_not_import_tensorflow():
-    code = "import sys; from bpcv.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
+    code = "import sys; from bpcv_app.cli import build_parser; build_parser(); print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
     for sub in (
@@ -128,7 +128,7 @@ def test_broker_run_serves_from_any_folder(tmp_path, kind):
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bpcv.cli", "broker", "run", kind, "--port", str(port)],
+        [sys.executable, "-m", "bpcv_app.cli", "broker", "run", kind, "--port", str(port)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -94,8 +94,8 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
     from bpcv.envelope import seal
     from bpcv.identity import Identity
     from bpcv.intake import Intake
-    from bpcv.monitor import FleetView, MonitorClient
     from bpcv.topics import Topics
+    from bpcv_app.monitor import FleetView, MonitorClient
     from ledger.replica import Replica
     from tests.helpers import make_consortium
 

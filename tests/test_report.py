@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from bpcv.errors import ConfigError
-from bpcv.report import (
+from bpcv.sampler import Sample
+from bpcv_app.report import write_report
+from bpcv_app.rundata import (
     RunData,
     bytes_per_round,
     ledger_cpu_percent,
     monotonic,
     processes,
     quality_matrix,
-    write_report,
 )
-from bpcv.sampler import Sample
 from coordinator.timeseries import TimeSeries
 
 ROUNDS = [

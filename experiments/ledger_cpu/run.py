@@ -53,7 +53,7 @@ def start_followers(n: int, work: Path, url: str, seconds: float) -> list[subpro
         log = open(work / f"node-{i:02d}.log", "wb")  # noqa: SIM115 - the child keeps the handle
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bpcv.cli", "chain", "follow", str(work / f"replica-{i:02d}"),
+                [sys.executable, "-m", "bpcv_app.cli", "chain", "follow", str(work / f"replica-{i:02d}"),
                  "--genesis", str(work / "genesis.bin"), "--broker", url, "--client-id", f"ledger-{i:02d}",
                  "--seconds", str(seconds)],
                 stdout=subprocess.PIPE, stderr=log, text=True,

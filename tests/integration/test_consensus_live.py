@@ -54,7 +54,8 @@ def test_equivocating_proposer_is_proven_excluded_and_eliminated(mosquitto, tmp_
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
     coordinator_chain = next(p for p in summary["replicas"] if "/coordinator/" in p)
     audit = subprocess.run(
-        [sys.executable, "-m", "bpcv.cli", "chain", "audit", coordinator_chain, "--task", summary["task"]["task_id"]],
+        [sys.executable, "-m", "bpcv_app.cli", "chain", "audit", coordinator_chain]
+        + ["--task", summary["task"]["task_id"]],
         capture_output=True,
         text=True,
         timeout=60,

@@ -85,7 +85,7 @@ def in_root(root: Path, *cmd: str, timeout: float = 900) -> subprocess.Completed
 
 def bundle(config: Path, broker_url: str, out: Path) -> Path:
     done = run(
-        [sys.executable, "-m", "bpcv.cli", "deploy", "bundle", "--config", str(config), "--broker", broker_url,
+        [sys.executable, "-m", "bpcv_app.cli", "deploy", "bundle", "--config", str(config), "--broker", broker_url,
          "--out", str(out)],
         timeout=300,
     )  # fmt: skip
@@ -104,7 +104,7 @@ def unit_command(root: Path) -> tuple[str, str, str, dict[str, str]]:
 def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_root, mosquitto, tmp_path):
     root, out = fresh_root, tmp_path / "run"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "bpcv.cli", "demo", "--broker", mosquitto.url(), "--out", str(out), "--agents", "3",
+        [sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", mosquitto.url(), "--out", str(out), "--agents", "3",
          "--standby", "0", "--external", "1", "--processes", "2", "--rounds", "3", "--epochs", "1",
          "--timeout", "1200"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -163,7 +163,7 @@ def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_ro
     # the device's own replica, written by user bpcv under /var/lib/bpcv, ends on the coordinator's head
     coordinator_head = summary["chain"]["heads"]["coordinator"]["head_hash"]
     device_chain = root / "var/lib/bpcv/chain"
-    check = run([sys.executable, "-m", "bpcv.cli", "chain", "verify", str(device_chain)], timeout=120)
+    check = run([sys.executable, "-m", "bpcv_app.cli", "chain", "verify", str(device_chain)], timeout=120)
     assert check.returncode == 0 and coordinator_head in check.stdout, check.stdout + check.stderr
     store = TimeSeries(out / "metrics.sqlite", readonly=True)
     samples = store.samples("node-03")
@@ -182,7 +182,7 @@ def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_ro
     assert again.returncode == 0, again.stderr
     assert hashlib.sha256(key.read_bytes()).hexdigest() == key_digest
     assert (root / "etc/bpcv/agent.toml.previous").is_file()
-    after = run([sys.executable, "-m", "bpcv.cli", "chain", "verify", str(device_chain)], timeout=120)
+    after = run([sys.executable, "-m", "bpcv_app.cli", "chain", "verify", str(device_chain)], timeout=120)
     assert after.returncode == 0 and after.stdout == height
 
     # another node's bundle on this device is refused: the key decides who the device is

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bpcv.cli", *args]
+    return [sys.executable, "-m", "bpcv_app.cli", *args]
 
 
 def test_follower_appends_live_blocks_and_refuses_a_forgery(consortium, mosquitto):

@@ -32,7 +32,7 @@ def demo(out: Path, broker, *args: str, timeout: float = 420) -> subprocess.Pope
     cmd = [
         sys.executable,
         "-m",
-        "bpcv.cli",
+        "bpcv_app.cli",
         "demo",
         "--broker",
         broker.url(),
@@ -64,7 +64,8 @@ def watch_with_monitor(out: Path, broker, seconds: float) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while not (out / "genesis.bin").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    cmd = [sys.executable, "-m", "bpcv.cli", "monitor", "--broker", broker.url(), "--genesis", str(out / "genesis.bin")]
+    cmd = [sys.executable, "-m", "bpcv_app.cli", "monitor", "--broker", broker.url()]
+    cmd += ["--genesis", str(out / "genesis.bin")]
     cmd += ["--once", "--duration", str(seconds)]
     env = {**os.environ, "COLUMNS": "160"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -72,7 +73,7 @@ def watch_with_monitor(out: Path, broker, seconds: float) -> subprocess.Popen:
 
 def verify_cli(path: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bpcv.cli", "chain", "verify", path], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bpcv_app.cli", "chain", "verify", path], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.split(" head ")[1].split(",")[0]
@@ -232,7 +233,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     assert monitor.returncode == 0, seen
     assert "round 1: accuracy" in seen and all(n["id"] in seen for n in summary["nodes"]), seen
     report = subprocess.run(
-        [sys.executable, "-m", "bpcv.cli", "report", str(out)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bpcv_app.cli", "report", str(out)], capture_output=True, text=True, timeout=120
     )
     assert report.returncode == 0, report.stderr
     for name in ("accuracy.png", "quality_ranking.png", "chain_height.png", "cpu_memory.png", "traffic.png"):
@@ -256,7 +257,7 @@ def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path)
         rounds.wait(4)
     log = open(tmp_path / "restarted.log", "wb")
     restarted = subprocess.Popen(
-        [sys.executable, "-m", "bpcv.cli", "agent", "--config", str(out / "configs" / f"{victim}.toml")],
+        [sys.executable, "-m", "bpcv_app.cli", "agent", "--config", str(out / "configs" / f"{victim}.toml")],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -95,7 +95,7 @@ def test_a_node_can_publish_only_on_its_own_topics(secure_broker):
 def test_a_live_task_runs_over_the_locked_down_broker(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "bpcv.cli", "demo", "--broker", "secure", "--agents", "4", "--rounds", "2",
+        [sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", "secure", "--agents", "4", "--rounds", "2",
          "--epochs", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip

@@ -1,0 +1,89 @@
+"""``bpcv report RUN_DIR``: figures and a Markdown summary of one run, from what the coordinator wrote
+(``coordinator.json``: the rounds; ``metrics.sqlite``: samples, broker traffic, round events).
+
+The tables come from ``bpcv_app.rundata`` (pure functions), the figures from ``bpcv_app.figures``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bpcv_app.figures import plot_chain, plot_metric, plot_quality, plot_resources, plot_traffic
+from bpcv_app.rundata import MB, RunData, bytes_per_round, load_run, node_table, processes
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list[Path]) -> str:
+    s, rounds = data.summary, data.rounds
+    task = s.get("task", {})
+    final = s.get(f"final_{data.metric}")
+    eliminated = [f"{r['eliminated']} (round {r['round']})" for r in rounds if r.get("eliminated")]
+    lines = [
+        f"# Run report: task {task.get('task_id', '?')}",
+        "",
+        f"- dataset {task.get('dataset', '?')}, model {task.get('model', '?')}, {len(rounds)} rounds, "
+        f"stopped because: {s.get('stopped_because') or s.get('error') or '?'}",
+        f"- final test {data.metric}: {_fmt(final, '.4f')}; final model digest "
+        f"`{(s.get('final_model_digest') or '-')[:16]}`",
+        f"- chain: height {rounds[-1].get('chain_height') if rounds else '-'}, "
+        f"{sum(1 for r in rounds if r.get('on_chain'))}/{len(rounds)} rounds on chain",
+        f"- eliminated: {', '.join(eliminated) or '-'}",
+        f"- samples: {len(data.samples)} from {len({x['node'] for x in data.samples})} nodes in "
+        f"{len(processes(data.samples))} processes",
+    ]
+    if traffic:
+        total = [r.get("received", 0) + r.get("sent", 0) for r in traffic]
+        lines.append(
+            f"- broker traffic per round (in + out): median {statistics.median(total) / MB:.1f} MiB, "
+            f"total {sum(total) / MB:.1f} MiB"
+        )
+    lines += [
+        "",
+        f"| round | {data.metric} | eliminated | admitted | block by (rank) | height |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        block = f"{r.get('block_proposer')} ({r.get('block_rank')})" if r.get("on_chain") else "none"
+        lines.append(
+            f"| {r['round']} | {r[data.metric]:.4f} | {r.get('eliminated') or '-'} | "
+            f"{', '.join(r.get('admitted', [])) or '-'} | {block} | {r.get('chain_height', '-')} |"
+        )
+    lines += [
+        "",
+        "| node | status | reward | CPU median % | CPU peak % | RSS peak MiB | ledger CPU s | privacy ε spent |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in node_table(data):
+        lines.append(
+            f"| {n['node']} | {n['status']} | {_fmt(n['reward'], '.2f')} | {_fmt(n['cpu_median'], '.1f')} | "
+            f"{_fmt(n['cpu_peak'], '.1f')} | {_fmt(n['rss_peak_mb'], '.0f')} | {_fmt(n['ledger_cpu_s'], '.3f')} | "
+            f"{n['epsilon']} |"
+        )
+    lines += ["", "CPU is of the node's process, in % of one core; agents pooled in one process show that process.", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write the figures and ``report.md`` into ``out_dir`` (default RUN_DIR/report); return the paths."""
+    data = load_run(run_dir)
+    out = out_dir or run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    if data.rounds:
+        figures += [plot_metric(data, out / f"{data.metric}.png"), plot_quality(data, out / "quality_ranking.png")]
+    if data.events:
+        figures.append(plot_chain(data, out / "chain_height.png"))
+    if data.samples:
+        figures.append(plot_resources(data, out / "cpu_memory.png"))
+    traffic = bytes_per_round(data)
+    if traffic:
+        figures.append(plot_traffic(traffic, out / "traffic.png"))
+    markdown = out / "report.md"
+    markdown.write_text(summary_markdown(data, traffic, figures))
+    return [*figures, markdown]
