@@ -190,6 +190,11 @@ class Register(Message):
         return cls(b.text("node"), b.text("key"), b.text("role"))
 
 
+def seal_task(requester: Identity, task: TaskSpec) -> Envelope:
+    """The requester's signed ``task`` envelope announcing ``task``."""
+    return seal(requester, "task", task.task_id, 0, task.to_body())
+
+
 def read_task(envelope: Envelope) -> TaskSpec:
     """The task a requester's ``task`` envelope announces (``TaskSpec`` is the task's typed body)."""
     if envelope.type != "task":

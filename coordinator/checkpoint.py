@@ -17,6 +17,7 @@ from typing import Any
 import lmdb
 
 from bpcv.errors import ConfigError
+from coordinator.summary import RoundRow
 
 STATE_KEY, WEIGHTS_KEY = b"state", b"weights"
 
@@ -34,16 +35,30 @@ class RunState:
     left: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     privacy: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[RoundRow] = field(default_factory=list)
     round: int = 0
     phase: str = "started"
-    pending_row: dict[str, Any] | None = None  # the decided round's row, before its block
+    pending_row: RoundRow | None = None  # the decided round's row, before its block
     pending_stop: str | None = None  # why the task stops after the decided round, if it does
     round_records: list[str] = field(default_factory=list)  # hex of the decided round's records + result
     stopped_because: str | None = None
     final_digest: str | None = None
     aborted_round: dict[str, Any] | None = None
     elapsed_s: float = 0.0
+
+    def to_json(self) -> bytes:
+        out = asdict(self)
+        out["rows"] = [r.to_json() for r in self.rows]
+        out["pending_row"] = self.pending_row.to_json() if self.pending_row else None
+        return json.dumps(out).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunState:
+        """Raises TypeError/ValueError/KeyError for a state this version cannot read."""
+        data = json.loads(raw)
+        data["rows"] = [RoundRow.from_json(r) for r in data["rows"]]
+        data["pending_row"] = RoundRow.from_json(data["pending_row"]) if data["pending_row"] else None
+        return cls(**data)
 
 
 class Checkpoint:
@@ -55,7 +70,7 @@ class Checkpoint:
 
     def save(self, state: RunState, weights: bytes) -> None:
         with self._env.begin(write=True) as txn:
-            txn.put(STATE_KEY, json.dumps(asdict(state)).encode())
+            txn.put(STATE_KEY, state.to_json())
             txn.put(WEIGHTS_KEY, weights)
 
     def load(self) -> tuple[RunState, bytes] | None:
@@ -64,8 +79,8 @@ class Checkpoint:
         if raw is None or weights is None:
             return None
         try:
-            return RunState(**json.loads(bytes(raw))), bytes(weights)
-        except (TypeError, ValueError) as exc:
+            return RunState.from_json(bytes(raw)), bytes(weights)
+        except (TypeError, ValueError, KeyError) as exc:
             raise ConfigError(f"coordinator checkpoint unreadable: {exc}") from exc
 
     def close(self) -> None:

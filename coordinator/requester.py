@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from bpcv.envelope import Envelope, seal
+from bpcv.envelope import Envelope
 from bpcv.identity import Identity
+from bpcv.messages import seal_task
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -12,7 +13,7 @@ from bpcv.topics import Topics
 def post_task(bus: Bus, requester: Identity, task: TaskSpec, topics: Topics) -> Envelope:
     """Sign ``task`` and publish it retained on its task topic; returns the envelope sent."""
     task.validate()
-    env = seal(requester, "task", task.task_id, 0, task.to_body())
+    env = seal_task(requester, task)
     if not bus.publish(topics.task(task.task_id), env.raw, retain=True):
         raise RuntimeError(f"the broker did not acknowledge task {task.task_id}")
     return env

@@ -3,8 +3,10 @@
 Rules (DESIGN.md, One round, step 5):
 - a roster node that sent no update is *dropped* (it left; not a misbehaviour);
 - a node whose update failed checks (shape, NaN/Inf, digest) is eliminated for an invalid update;
-- the lowest-quality node is excluded from this round's aggregate and eliminated, unless that would
-  leave fewer than ``min_nodes`` active with no standby node to admit (then it is only excluded);
+- the lowest-quality node is eliminated, unless that would leave fewer than ``min_nodes`` active
+  with no standby node to admit;
+- the aggregation strategy picks which ranked updates it combines (the paper's ``bpcv`` leaves the
+  lowest-quality one out); the others are *excluded* from this round's aggregate;
 - the fastest-responding standby nodes are admitted until the roster is back to ``nodes``;
 - the round's reward is split among the aggregated nodes in proportion to their quality
   (accuracy, or 1/MAE for regression).
@@ -16,10 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bpcv.poq import higher_is_better, quality_scores, rank_nodes
+from bpcv.task import TaskSpec
+from coordinator.strategies.base import Strategy
 
 
 @dataclass(frozen=True)
 class RoundOutcome:
+    """What a round decided (the coordinator publishes it as the round's ``Result``)."""
+
     quality: dict[str, float]
     ranking: list[str]
     proposer: str | None
@@ -49,35 +55,33 @@ def split_reward(quality: Mapping[str, float], nodes: Sequence[str], metric: str
 
 
 def decide_round(
+    *,
+    task: TaskSpec,
+    strategy: Strategy,
     roster: Sequence[str],
     valid_updates: Sequence[str],
     invalid_updates: Mapping[str, str],
     votes: Mapping[str, Mapping[str, float]],
     standby: Sequence[str],
-    metric: str,
-    quality_rule: str,
-    nodes: int,
-    min_nodes: int,
-    reward: float,
 ) -> RoundOutcome:
-    """Decide a round from what arrived. ``standby`` is ordered fastest responder first."""
+    """Decide a round from what arrived: ``votes[voter][target]`` are the scores of the valid updates;
+    ``standby`` is ordered fastest responder first."""
+    metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
-    quality = quality_scores(votes, quality_rule)
+    quality = quality_scores(votes, task.quality_rule)
     quality = {n: q for n, q in quality.items() if n in valid_updates}
     ranking = rank_nodes(quality, metric)
-    excluded = ranking[-1:] if len(ranking) >= 2 else []
-    aggregated = [n for n in ranking if n not in excluded]
+    aggregated = strategy.select(ranking)
+    excluded = [n for n in ranking if n not in aggregated]
 
     remaining = [n for n in roster if n in valid_updates]
     queue = list(standby)
     eliminated = None
-    if excluded:
-        worst = excluded[0]
-        if len(remaining) - 1 + len(queue) >= min_nodes:
-            eliminated = worst
-            remaining.remove(worst)
+    if len(ranking) >= 2 and len(remaining) - 1 + len(queue) >= task.min_nodes:
+        eliminated = ranking[-1]
+        remaining.remove(eliminated)
     admitted = []
-    while len(remaining) < nodes and queue:
+    while len(remaining) < task.nodes and queue:
         node = queue.pop(0)
         admitted.append(node)
         remaining.append(node)
@@ -93,5 +97,5 @@ def decide_round(
         dropped=dropped,
         admitted=admitted,
         next_roster=sorted(remaining),
-        rewards=split_reward(quality, aggregated, metric, reward),
+        rewards=split_reward(quality, aggregated, metric, task.reward_per_round),
     )

@@ -81,6 +81,10 @@ class ChainNode:
     def chain_id(self) -> str:
         return self.replica.state.chain_id
 
+    def equivocators(self) -> set[str]:
+        """Nodes this replica saw sign two blocks at one height, and nodes the chain excluded for it."""
+        return set(self.replica.equivocations) | self.replica.state.excluded
+
     def subscriptions(self) -> list[str]:
         """The topics this node reads: blocks; its own sync answers; others' sync requests if it answers."""
         subs = [self.topics.block(self.chain_id)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bpcv.envelope import Envelope, seal
+from bpcv.envelope import Envelope
+from bpcv.messages import Final, Result, Reward, Vote, seal_message, seal_task
 from bpcv.identity import Identity
 from bpcv.poq import quality_scores, rank_nodes
 from bpcv.task import TaskSpec
@@ -34,7 +35,7 @@ def make_consortium(n_agents: int = 4, quality_rule: str = "mean") -> Consortium
     members.update({n: (a.public_key, "agent") for n, a in agents.items()})
     genesis = make_genesis(admin, "main", members)
     task = TaskSpec(task_id="t1", coordinator="coordinator", nodes=n_agents, min_nodes=2, quality_rule=quality_rule)
-    task_env = seal(requester, "task", task.task_id, 0, task.to_body())
+    task_env = seal_task(requester, task)
     return Consortium(admin, requester, coordinator, agents, genesis, task, task_env)
 
 
@@ -55,26 +56,23 @@ def round_block(
     """A block for ``round_no`` with votes ``scores[voter][target]``, a consistent result and reward split.
 
     The proposer is the node at place ``rank`` of the PoQ ranking unless ``proposer`` names another."""
-    votes = [
-        seal(c.agents[v], "vote", c.task.task_id, round_no, {"metric": "accuracy", "scores": s, "digests": {}})
-        for v, s in scores.items()
-    ]
+    votes = [seal_message(c.agents[v], Vote(s, "accuracy"), c.task.task_id, round_no) for v, s in scores.items()]
     ranking = rank_nodes(quality_scores(scores, c.task.quality_rule), "accuracy")
     split = {ranking[0]: 60.0, ranking[1]: 40.0} if rewards is None else rewards
-    records = [seal(c.coordinator, "reward", c.task.task_id, round_no, {"rewards": split})]
+    records = [seal_message(c.coordinator, Reward(split), c.task.task_id, round_no)]
     if final:
-        records.append(seal(c.coordinator, "final", c.task.task_id, round_no, {"model_digest": "ab" * 32}))
-    body = {
-        "ranking": ranking,
-        "proposer": ranking[0],
-        "votes": sorted(v.digest for v in votes),
-        "records": sorted(r.digest for r in records),
-        "eliminated": ranking[-1],
-        "eliminated_reason": "lowest-quality",
-        "final": final,
-        "global_digest": "ab" * 32,
-    }
-    result = seal(c.coordinator, "result", c.task.task_id, round_no, body)
+        records.append(seal_message(c.coordinator, Final("ab" * 32), c.task.task_id, round_no))
+    body = Result(
+        ranking=ranking,
+        proposer=ranking[0],
+        votes=sorted(v.digest for v in votes),
+        records=sorted(r.digest for r in records),
+        eliminated=ranking[-1],
+        eliminated_reason="lowest-quality",
+        final=final,
+        global_digest="ab" * 32,
+    )
+    result = seal_message(c.coordinator, body, c.task.task_id, round_no)
     txs = ([c.task_env.raw] if include_task else []) + [v.raw for v in votes] + [result.raw]
     txs += [r.raw for r in records] + list(extra_txs)
     who = c.agents[proposer or ranking[rank]]
@@ -87,9 +85,10 @@ def honest_scores(agents: list[str], bad: str | None = None) -> dict[str, dict[s
 
 
 def offline_coordinator(c: Consortium, tmp, roster: list[str], shapes, chain: str = "coord-chain"):
-    """A real Coordinator for ``c``'s task in round 1, not connected to any broker (messages are fed
-    to its ``_dispatch``). ``tmp`` holds the keys and genesis written by the ``consortium`` fixture."""
+    """A real Coordinator running ``c``'s task in round 1, not connected to any broker (messages are
+    fed to its ``handle``). ``tmp`` holds the keys and genesis written by the ``consortium`` fixture."""
     from bpcv.config import CoordinatorConfig
+    from coordinator.collector import RoundCollector
     from coordinator.server import Coordinator
 
     coord = Coordinator(
@@ -100,5 +99,6 @@ def offline_coordinator(c: Consortium, tmp, roster: list[str], shapes, chain: st
             run_dir=str(tmp / "run"),
         )
     )
-    coord.task, coord.round, coord.shapes, coord.roster = c.task, 1, shapes, list(roster)
+    coord.collector = RoundCollector(c.task, coord.intake, shapes)
+    coord.collector.begin_round(1, list(roster))
     return coord

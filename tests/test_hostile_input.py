@@ -37,11 +37,12 @@ def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     c, tmp = consortium
     coord = offline_coordinator(c, tmp, ["node-01", "node-02", "node-03"], SHAPES, chain="coord-chain")
     good = [np.ones(s, np.float32) for s in SHAPES]
-    n1, n2, n3 = (c.agents[n] for n in coord.roster)
+    inbox = coord.collector.inbox
+    n1, n2, n3 = (c.agents[n] for n in inbox.roster)
     impostor = Identity("node-02", Identity.generate("x").signing_key)
 
     def feed(topic, raw):
-        coord._dispatch(topic, raw)
+        coord.handle(topic, raw)
 
     up = TOPICS.update
     feed(up("t1", 1, "node-01"), b"\x00garbage")
@@ -53,13 +54,13 @@ def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     feed(up("t1", 1, "node-03"), update_env(n1, 1, good).raw)  # node-01 on node-03's topic
     feed(up("t1", 1, "node-03"), update_env(n3, 1, good).raw)
     feed(TOPICS.vote("t1", 1, "node-03"), seal(n3, "vote", "t1", 1, {"scores": {}}).raw)  # before manifest
-    coord.manifest = {"node-03": coord.valid["node-03"][0]}
+    assert coord.collector.close_updates(equivocators=set()) == {"node-03": inbox.valid["node-03"][0]}
     feed(TOPICS.vote("t1", 1, "node-03"), seal(n3, "vote", "t1", 1, {"scores": {"node-01": 0.5}}).raw)
     feed(TOPICS.vote("t1", 1, "node-03"), vote_with_infinity(n3))
     feed(TOPICS.block("main"), b"BPBK\x01junk")
 
-    assert coord.invalid == {"node-01": "non-finite", "node-02": "wrong-shape"}
-    assert list(coord.valid) == ["node-03"] and coord.votes == {}
+    assert inbox.invalid == {"node-01": "non-finite", "node-02": "wrong-shape"}
+    assert list(inbox.valid) == ["node-03"] and inbox.votes == {}
     assert dict(coord.intake.rejected) == {
         "malformed": 2,
         "oversize": 1,

@@ -7,7 +7,12 @@ from hypothesis import strategies as st
 
 from bpcv.poq import poq_winner, quality_scores, rank_nodes
 from coordinator.aggregate import fedavg
+from bpcv.errors import ConfigError
+from bpcv.task import TaskSpec
 from coordinator.rounds import decide_round, split_reward
+from coordinator.strategies import STRATEGIES, strategy_named
+from coordinator.strategies.bpcv import Bpcv
+from coordinator.strategies.fedavg import FedAvg
 
 
 def test_quality_ignores_self_scores_and_mean_matches_the_papers_sum_ranking():
@@ -30,6 +35,22 @@ def test_median_resists_a_lying_minority_where_the_mean_does_not():
     assert rank_nodes(quality_scores(votes, "median"), "accuracy")[-1] == "bad"
 
 
+
+def task(**fields) -> TaskSpec:
+    return TaskSpec(task_id="t", coordinator="coordinator", **fields)
+
+
+def decide(roster, valid, invalid, votes, standby, spec, strategy=None):
+    return decide_round(
+        task=spec,
+        strategy=strategy or Bpcv(),
+        roster=roster,
+        valid_updates=valid,
+        invalid_updates=invalid,
+        votes=votes,
+        standby=standby,
+    )
+
 def test_ranking_is_deterministic_on_ties_and_mae_ranks_low_first():
     assert rank_nodes({"b": 0.5, "a": 0.5, "c": 0.9}, "accuracy") == ["c", "a", "b"]
     assert rank_nodes({"b": 2.0, "a": 1.0}, "mae") == ["a", "b"]
@@ -39,7 +60,7 @@ def test_ranking_is_deterministic_on_ties_and_mae_ranks_low_first():
 def test_worst_is_excluded_eliminated_and_fastest_standby_admitted():
     roster = ["a", "b", "c", "d"]
     votes = {v: {t: (0.1 if t == "d" else 0.9) for t in roster if t != v} for v in roster}
-    out = decide_round(roster, roster, {}, votes, ["s2", "s1"], "accuracy", "mean", 4, 2, 100.0)
+    out = decide(roster, roster, {}, votes, ["s2", "s1"], task(nodes=4, min_nodes=2))
     assert out.excluded == ["d"] and out.eliminated == "d" and "d" not in out.aggregated
     assert out.admitted == ["s2"] and out.next_roster == ["a", "b", "c", "s2"]
     assert "d" not in out.rewards
@@ -48,7 +69,7 @@ def test_worst_is_excluded_eliminated_and_fastest_standby_admitted():
 
 def test_missing_update_is_dropped_invalid_is_eliminated_and_min_nodes_is_kept():
     votes = {"a": {"b": 0.9}, "b": {"a": 0.8}}
-    out = decide_round(["a", "b", "c", "x"], ["a", "b"], {"x": "non-finite"}, votes, [], "accuracy", "mean", 4, 2, 10.0)
+    out = decide(["a", "b", "c", "x"], ["a", "b"], {"x": "non-finite"}, votes, [], task(nodes=4, min_nodes=2))
     assert out.dropped == ["c"] and out.invalid == {"x": "non-finite"}
     assert out.excluded == ["a"] and out.eliminated is None  # only 2 left: excluded, not eliminated
     assert out.next_roster == ["a", "b"]
@@ -91,6 +112,28 @@ def test_median_rule_holds_against_any_colluding_minority(n, data):
                 for t in nodes
                 if t != voter
             }
-    out = decide_round(nodes, nodes, {}, votes, ["standby"], "accuracy", "median", n, 2, 100.0)
+    out = decide(nodes, nodes, {}, votes, ["standby"], task(nodes=n, min_nodes=2, quality_rule="median"))
     assert out.eliminated == poisoned and poisoned not in out.aggregated
     assert all(h in out.aggregated for h in nodes if h != poisoned)
+
+
+def test_strategies_select_and_combine_as_computed_by_hand():
+    a = [np.array([[1.0, 2.0]], np.float32), np.array([0.0], np.float32)]
+    b = [np.array([[3.0, 6.0]], np.float32), np.array([4.0], np.float32)]
+    # FedAvg keeps every ranked update; weights 1/4 and 3/4: [[2.5, 5.0]], [3.0]
+    assert FedAvg().select(["a", "b", "c"]) == ["a", "b", "c"]
+    combined = FedAvg().combine([a, b], [1, 3], [0.9, 0.8])
+    assert np.allclose(combined[0], [[2.5, 5.0]]) and np.allclose(combined[1], [3.0])
+    # BPCV leaves the lowest-ranked out (not when it is alone), then averages by data size the same way
+    assert Bpcv().select(["a", "b", "c"]) == ["a", "b"] and Bpcv().select(["a"]) == ["a"]
+    assert np.allclose(Bpcv().combine([a, b], [3, 1], [0.9, 0.8])[0], [[1.5, 3.0]])
+    assert sorted(STRATEGIES) == ["bpcv", "fedavg"] and isinstance(strategy_named("fedavg"), FedAvg)
+    with pytest.raises(ConfigError, match="unknown aggregation strategy 'krum'"):
+        strategy_named("krum")
+
+
+def test_fedavg_strategy_excludes_nobody_but_the_worst_is_still_eliminated():
+    roster = ["a", "b", "c", "d"]
+    votes = {v: {t: (0.1 if t == "d" else 0.9) for t in roster if t != v} for v in roster}
+    out = decide(roster, roster, {}, votes, [], task(nodes=4, min_nodes=2), strategy=FedAvg())
+    assert out.excluded == [] and out.aggregated[-1] == "d" and out.eliminated == "d"

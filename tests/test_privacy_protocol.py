@@ -9,10 +9,11 @@ import numpy as np
 from bpcv.codec import encode_model, model_digest
 from bpcv.config import AgentConfig
 from bpcv.envelope import seal
+from bpcv.messages import Join, Leave, seal_message
 from bpcv.topics import Topics
 from edge_agent.agent import Agent
 from edge_agent.privacy.accountant import epsilon_for
-from edge_agent.trainer import steps_per_round
+from edge_agent.privacy.settings import steps_per_round
 from tests.helpers import offline_coordinator
 
 SHAPES = [(3, 2), (2,)]
@@ -80,13 +81,16 @@ def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(co
 def test_coordinator_treats_a_leave_as_leaving_not_misbehaving(consortium):
     c, tmp = consortium
     coord = offline_coordinator(c, tmp, ["node-01", "node-02"], SHAPES, chain="cc")
-    coord.joins = {n: (0.0, 100) for n in c.agents}
-    coord.privacy = {n: {"mechanism": "laplace", "epsilon_budget": 1.0} for n in c.agents}
-    leave = seal(c.agents["node-02"], "leave", "t1", 1, {"reason": "privacy-budget-spent", "epsilon_spent": 0.98})
-    coord._dispatch(TOPICS.join("t1", "node-02"), leave.raw)
-    forged = seal(c.agents["node-01"], "leave", "t1", 1, {"reason": "x"})
-    coord._dispatch(TOPICS.join("t1", "node-03"), forged.raw)  # node-01 cannot make node-03 leave
-    assert coord.left == {"node-02": "privacy-budget-spent"}
-    assert coord.privacy["node-02"]["epsilon_spent"] == 0.98
-    assert coord.intake.rejected["sender-mismatch"] == 1 and "node-02" not in coord.invalid
+    claims = {"mechanism": "laplace", "epsilon_budget": 1.0}
+    for node, agent in c.agents.items():
+        coord.handle(TOPICS.join("t1", node), seal_message(agent, Join(100, "mnist", claims), "t1").raw)
+    leave = seal_message(c.agents["node-02"], Leave("privacy-budget-spent", 0.98), "t1", 1)
+    coord.handle(TOPICS.join("t1", "node-02"), leave.raw)
+    forged = seal_message(c.agents["node-01"], Leave("x"), "t1", 1)
+    coord.handle(TOPICS.join("t1", "node-03"), forged.raw)  # node-01 cannot make node-03 leave
+    joined = coord.collector.joined
+    assert sorted(joined.order) == sorted(c.agents)
+    assert joined.left == {"node-02": "privacy-budget-spent"}
+    assert joined.privacy["node-02"]["epsilon_spent"] == 0.98
+    assert coord.intake.rejected["sender-mismatch"] == 1 and "node-02" not in coord.collector.inbox.invalid
     coord.close()

@@ -95,7 +95,7 @@ def cmd_chain_follow(args: argparse.Namespace) -> int:
 
 
 def cmd_chain_register(args: argparse.Namespace) -> int:
-    from bpcv.envelope import seal
+    from bpcv.messages import Register, seal_message
     from bpcv.errors import ConfigError
     from bpcv.identity import ROLES, Identity
     from ledger.block import build_block
@@ -110,7 +110,7 @@ def cmd_chain_register(args: argparse.Namespace) -> int:
         raise ConfigError(f"--role must be one of {[r for r in ROLES if r != 'admin']}")
     replica = Replica.open(args.dir, Path(args.genesis).read_bytes())
     try:
-        tx = seal(admin, "register", "", 0, {"node": args.node, "key": key.hex(), "role": args.role})
+        tx = seal_message(admin, Register(args.node, key.hex(), args.role))
         block = build_block(admin, replica.height + 1, replica.head_hash, "", 0, [tx.raw])
         replica.append(block.raw)
     finally:

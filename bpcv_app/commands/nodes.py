@@ -19,7 +19,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         summary = coordinator.serve()
     finally:
         coordinator.close()
-    return 1 if summary.get("error") else 0
+    return 1 if summary.error else 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

@@ -1,0 +1,31 @@
+"""The aggregation strategy interface: how a round's accepted updates become the next global model.
+
+Mutual supervision decides *who is in*: peers' votes rank the round's valid updates, and the
+elimination rule removes a node from the task. A strategy decides *how the ranked updates are
+combined*: which of them it uses (``select``) and the arithmetic (``combine``, plain numpy in
+``coordinator.aggregate``). A strategy holds no state between rounds and does no I/O.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+from coordinator.aggregate import Weights
+
+
+class Strategy(ABC):
+    """One aggregation rule. Subclasses set ``name`` (how a task or config names it)."""
+
+    name: ClassVar[str]
+
+    def select(self, ranking: Sequence[str]) -> list[str]:
+        """The nodes whose updates are combined this round, from the quality ranking (best first). The
+        rest are recorded as the round result's ``excluded``. Default: all of them."""
+        return list(ranking)
+
+    @abstractmethod
+    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+        """The next global model from the selected updates; the three sequences are in the same order
+        (one entry per selected node, at least one). Raises ValueError on inconsistent input."""
