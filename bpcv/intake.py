@@ -15,8 +15,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from bpcv.envelope import DEFAULT_MAX_BYTES, Envelope, open_envelope
-from bpcv.errors import BpcvError, Rejected
+from bpcv.errors import Rejected
 from bpcv.identity import Registry
+from bpcv.messages import read_task
 from bpcv.task import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ class Intake:
         if env is None:
             return None
         try:
-            return env, TaskSpec.from_body(env.body)
-        except BpcvError as exc:
-            self.reject(Rejected("bad-task", str(exc)), topic)
+            return env, read_task(env)
+        except Rejected as exc:
+            self.reject(exc, topic)
             return None
 
     def reject(self, exc: Rejected, topic: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from bpcv.envelope import decode
 from bpcv.errors import BpcvError
+from bpcv.messages import Abort, Result, read
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -103,7 +104,7 @@ def _run(demo: Demo, started: float) -> int:
 
     post_task(bus, requester, task, topics)
     demo.say(f"task {task.task_id} posted: MNIST, {o.model}, up to {o.rounds} rounds, {active} active nodes")
-    pending: dict[str, Any] | None = None
+    pending: tuple[int, Result] | None = None  # the latest round's result, until its block is seen
     chain_height = 0
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
         message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
@@ -115,19 +116,19 @@ def _run(demo: Demo, started: float) -> int:
 
             block = decode_block(payload)
             chain_height = max(chain_height, block.height)
-            if pending is not None and block.round == pending["round"]:
+            if pending is not None and block.round == pending[0]:
                 stand_in = f", standing in at PoQ rank {block.rank}" if block.rank else ""
                 demo.say(_round_line(pending, chain_height, f"block #{block.height} by {block.proposer}{stand_in}"))
                 pending = None
         elif levels[0] == "tasks" and levels[-1] == "result":
             env = decode(payload)
-            if env.type == "abort":
-                demo.say(f"round {env.round:>2} | ABORTED, nothing committed: {env.body.get('reason')}")
-            if env.type != "result":  # the round's reward and final-model records share the topic
+            if env.type == Abort.KIND:
+                demo.say(f"round {env.round:>2} | ABORTED, nothing committed: {read(env, Abort).reason}")
+            if env.type != Result.KIND:  # the round's reward and final-model records share the topic
                 continue
             if pending is not None:
                 demo.say(_round_line(pending, chain_height, "no block"))
-            pending = {"round": env.round, **env.body}
+            pending = (env.round, read(env, Result))
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))
     bus.close()
@@ -163,11 +164,12 @@ def _check_alive(demo: Demo) -> None:
         demo.say(f"  ! agent process {i} exited with code {proc.returncode}; the task goes on without it")
 
 
-def _round_line(body: dict[str, Any], height: int, block: str) -> str:
-    removed = ([body["eliminated"]] if body.get("eliminated") else []) + sorted(body.get("invalid", {}))
+def _round_line(decided: tuple[int, Result], height: int, block: str) -> str:
+    round_no, result = decided
+    removed = ([result.eliminated] if result.eliminated else []) + sorted(result.invalid)
     return (
-        f"round {body['round']:>2} | {body['metric']} {body['value']:.4f} | eliminated {','.join(removed) or '-'}"
-        f" | admitted {','.join(body.get('admitted', [])) or '-'} | chain height {height} ({block})"
+        f"round {round_no:>2} | {result.metric} {result.value or 0.0:.4f} | eliminated {','.join(removed) or '-'}"
+        f" | admitted {','.join(result.admitted) or '-'} | chain height {height} ({block})"
     )
 
 

@@ -15,13 +15,13 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from bpcv.envelope import Envelope
+from bpcv.errors import Rejected
 from bpcv.identity import ROLES, Registry
 from bpcv.intake import Intake, RateLimiter
 from bpcv.mqtt import Bus
-from bpcv.sampler import Sample
+from bpcv.messages import GlobalModel, Manifest, Result, Sample, read
 from bpcv.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class RoundProgress:
     roster: list[str] = field(default_factory=list)
     updates: int | None = None  # accepted for validation (from the manifest)
     votes: set[str] = field(default_factory=set)
-    result: dict[str, Any] | None = None
+    result: Result | None = None
     started: float = 0.0
 
 
@@ -70,28 +70,26 @@ class FleetView:
         if row.status == "?":
             row.status = "online"
 
-    def on_global(self, env: Envelope, now: float) -> None:
-        roster = [str(n) for n in env.body.get("roster", [])]
+    def on_global(self, env: Envelope, message: GlobalModel, now: float) -> None:
         if (env.task, env.round) == (self.progress.task, self.progress.round):
             return  # the coordinator asking again
-        self.progress = RoundProgress(env.task, env.round, roster, started=now)
+        self.progress = RoundProgress(env.task, env.round, list(message.roster), started=now)
 
-    def on_manifest(self, env: Envelope) -> None:
+    def on_manifest(self, env: Envelope, message: Manifest) -> None:
         if (env.task, env.round) == (self.progress.task, self.progress.round):
-            self.progress.updates = len(env.body.get("updates", {}))
+            self.progress.updates = len(message.updates)
 
     def on_vote(self, env: Envelope) -> None:
         self.row(env.sender).last_vote = (env.round, env.ts)
         if (env.task, env.round) == (self.progress.task, self.progress.round):
             self.progress.votes.add(env.sender)
 
-    def on_result(self, env: Envelope) -> None:
-        body = env.body
+    def on_result(self, env: Envelope, result: Result) -> None:
         if (env.task, env.round) == (self.progress.task, self.progress.round):
-            self.progress.result = body
-        value = body.get("value")
-        line = f"round {env.round}: {body.get('metric', 'metric')} {value:.4f}" if isinstance(value, float) else ""
-        line += f", eliminated {body.get('eliminated') or '-'}, proposer {body.get('proposer') or '-'}"
+            self.progress.result = result
+        value = result.value
+        line = f"round {env.round}: {result.metric or 'metric'} {value:.4f}" if value is not None else ""
+        line += f", eliminated {result.eliminated or '-'}, proposer {result.proposer or '-'}"
         if not self.history or not self.history[-1].startswith(f"round {env.round}:"):
             self.history.append(line)
 
@@ -159,11 +157,11 @@ class MonitorClient:
                 self.view.on_status(levels[1], payload)
             elif levels[2] == "metrics":
                 env = self.intake.open(payload, ROLES, topic, topic_sender=levels[1])
-                if env is not None and env.type == "metrics":
+                if env is not None and env.type == Sample.KIND:
                     try:
-                        self.view.on_sample(levels[1], Sample.from_body(env.body), now)
-                    except ValueError as exc:
-                        log.warning("bad metrics from %s: %s", levels[1], exc)
+                        self.view.on_sample(levels[1], read(env, Sample), now)
+                    except Rejected as exc:
+                        self.intake.reject(exc, topic)
             return
         if levels[0] != "tasks" or len(levels) < 5 or levels[2] != "round":
             return
@@ -172,14 +170,17 @@ class MonitorClient:
         env = self.intake.open(payload, ("agent",) if sender else ("coordinator",), topic, topic_sender=sender)
         if env is None or env.type != kind:
             return
-        if kind == "global":
-            self.view.on_global(env, now)
-        elif kind == "manifest":
-            self.view.on_manifest(env)
-        elif kind == "vote":
-            self.view.on_vote(env)
-        elif kind == "result":
-            self.view.on_result(env)
+        try:
+            if kind == "global":
+                self.view.on_global(env, read(env, GlobalModel), now)
+            elif kind == "manifest":
+                self.view.on_manifest(env, read(env, Manifest))
+            elif kind == "vote":
+                self.view.on_vote(env)
+            elif kind == "result":
+                self.view.on_result(env, read(env, Result))
+        except Rejected as exc:
+            self.intake.reject(exc, topic)
 
 
 def render(view: FleetView, now: float):  # noqa: ANN201 - a rich renderable

@@ -4,11 +4,13 @@ and the run's SQLite time series (index, restart)."""
 import math
 import os
 import sqlite3
+import threading
 import time
 
 import psutil
 import pytest
 
+from bpcv.errors import Rejected
 from bpcv.sampler import Sample, Sampler
 from coordinator.timeseries import TimeSeries
 
@@ -32,12 +34,33 @@ def test_sampler_matches_psutil_read_directly():
 
 
 def test_sampler_thread_publishes_once_per_interval():
-    got = []
-    sampler = Sampler(got.append, interval=0.05)
+    """Waits on the samples themselves, not on the clock: on a loaded machine they may come late,
+    but never more often than once per interval, always from the sampler's own thread, and the
+    thread ends on ``stop``."""
+    interval, wanted = 0.05, 6
+    got: list[tuple[float, Sample, threading.Thread]] = []
+    enough = threading.Event()
+
+    def publish(sample: Sample) -> None:
+        got.append((time.monotonic(), sample, threading.current_thread()))
+        if len(got) >= wanted:
+            enough.set()
+
+    sampler = Sampler(publish, interval=interval)
+    started = time.monotonic()
     sampler.start()
-    time.sleep(0.5)
+    arrived = enough.wait(timeout=60)
     sampler.stop()
-    assert 6 <= len(got) <= 11 and all(isinstance(s, Sample) for s in got)
+    assert arrived, f"{len(got)} samples in 60 s at one per {interval} s"
+    threads = {thread for _, _, thread in got}
+    assert len(threads) == 1 and threading.current_thread() not in threads
+    (thread,) = threads
+    thread.join(timeout=60)  # stop() waits two intervals at most; a loaded machine may need longer
+    assert not thread.is_alive(), "the sampler thread did not end after stop()"
+    times = [started] + [t for t, _, _ in got]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.9 * interval, f"samples closer than the {interval} s interval: {gaps}"
+    assert all(isinstance(s, Sample) for _, s, _ in got)
 
 
 def test_metrics_body_is_checked():
@@ -51,7 +74,7 @@ def test_metrics_body_is_checked():
         {**good, "pid": 4.5},
         {**good, "ledger_cpu_s": -1.0},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(Rejected, match="metrics"):
             Sample.from_body(bad)
 
 
@@ -94,6 +117,7 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
     from bpcv.envelope import seal
     from bpcv.identity import Identity
     from bpcv.intake import Intake
+    from bpcv.messages import GlobalModel, Manifest, Result, seal_message
     from bpcv.topics import Topics
     from bpcv_app.monitor import FleetView, MonitorClient
     from ledger.replica import Replica
@@ -111,17 +135,21 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
     client.handle(topics.metrics("node-02"), seal(a1, "metrics", "", 0, metrics).raw, 0.0)  # on another's topic
     impostor = Identity.generate("node-03")  # right name, key not in the genesis
     client.handle(topics.metrics("node-03"), seal(impostor, "metrics", "", 0, metrics).raw, 0.0)
-    roster = {"roster": ["node-01", "node-02"], "assignment": {}, "model_digest": "00"}
-    client.handle(topics.global_model("t1", 1), seal(c.coordinator, "global", "t1", 1, roster).raw, 10.0)
+    roster = GlobalModel(["node-01", "node-02"], {}, "00")
+    client.handle(topics.global_model("t1", 1), seal_message(c.coordinator, roster, "t1", 1).raw, 10.0)
     assert "training" in view.progress_line(12.0)
-    manifest = {"updates": {"node-01": "aa", "node-02": "bb"}}
-    client.handle(topics.manifest("t1", 1), seal(c.coordinator, "manifest", "t1", 1, manifest).raw, 13.0)
+    manifest = Manifest({"node-01": "aa", "node-02": "bb"})
+    client.handle(topics.manifest("t1", 1), seal_message(c.coordinator, manifest, "t1", 1).raw, 13.0)
     client.handle(topics.vote("t1", 1, "node-02"), seal(a2, "vote", "t1", 1, {"scores": {}}).raw, 14.0)
     assert "validating: 1/2 votes" in view.progress_line(14.0)
-    result = {"metric": "accuracy", "value": 0.93, "eliminated": "node-01", "proposer": "node-02"}
-    client.handle(topics.result("t1", 1), seal(a2, "result", "t1", 1, result).raw, 15.0)  # not the coordinator
-    assert view.history == []
-    client.handle(topics.result("t1", 1), seal(c.coordinator, "result", "t1", 1, result).raw, 15.0)
+    result = Result(
+        ranking=["node-02", "node-01"], votes=[], records=[], global_digest="00", metric="accuracy", value=0.93,
+        eliminated="node-01", proposer="node-02",
+    )
+    client.handle(topics.result("t1", 1), seal_message(a2, result, "t1", 1).raw, 15.0)  # not the coordinator
+    client.handle(topics.result("t1", 1), seal(c.coordinator, "result", "t1", 1, {"metric": "accuracy"}).raw, 15.0)
+    assert view.history == [] and client.intake.rejected["malformed"] == 1  # a result without its fields
+    client.handle(topics.result("t1", 1), seal_message(c.coordinator, result, "t1", 1).raw, 15.0)
     assert view.history == ["round 1: accuracy 0.9300, eliminated node-01, proposer node-02"]
     rows = {r["node"]: r for r in view.rows(now=3.0)}
     assert set(rows) == {"node-01", "node-02"}  # the forged samples made no row
