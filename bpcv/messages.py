@@ -16,7 +16,6 @@ Use ``seal_message(identity, message, task, round)`` to send and ``read(envelope
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
@@ -98,8 +97,15 @@ class _Body:
         return dict(value)
 
 
+MAX_MAGNITUDE = 1e15  # no score, reward, metric or epsilon this protocol carries comes near; bigger is hostile
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float of at most MAX_MAGNITUDE: sums of them cannot overflow (a JSON integer with
+    400 digits, or two scores of 1e308, would make ``float``/``math.fsum`` raise OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE
 
 
 def _is_optional_number(value: Any) -> bool:

@@ -70,3 +70,27 @@ def test_oversize_is_refused_before_decoding():
 def test_truncated_or_foreign_bytes_are_malformed(raw):
     with pytest.raises(Rejected, match="malformed"):
         decode(raw)
+
+
+def test_typed_bodies_name_the_bad_field_and_refuse_numbers_that_could_overflow():
+    from bpcv.messages import Result, Reward, Vote, read, seal_message
+
+    good = Vote({"node-02": 0.5}, "accuracy", {"node-02": "ab"})
+    env = seal_message(ALICE, good, "t", 1)
+    assert read(env, Vote) == good and env.body == {
+        "metric": "accuracy", "scores": {"node-02": 0.5}, "digests": {"node-02": "ab"}, "epsilon_spent": None,
+    }  # the bytes the protocol has always carried
+    for bad, field in (
+        ({"metric": "accuracy"}, "'scores' is missing"),
+        ({"scores": {"node-02": "high"}}, "'scores' is not a map"),
+        ({"scores": {"node-02": 10**400}}, "'scores' is not a map"),  # float() of it would raise OverflowError
+        ({"scores": {"a": 1e308, "b": 1e308}}, "'scores' is not a map"),  # their sum would overflow
+        ({"scores": {"node-02": True}}, "'scores' is not a map"),
+        ({"scores": {}, "epsilon_spent": "1"}, "'epsilon_spent' is not a finite number"),
+    ):
+        with pytest.raises(Rejected, match=f"vote: field {field}"):
+            read(seal(ALICE, "vote", "t", 1, bad), Vote)
+    with pytest.raises(Rejected, match="wrong-type"):
+        read(env, Result)
+    with pytest.raises(Rejected, match="reward: field 'rewards' is not a map"):
+        Reward.from_body({"rewards": {"node-01": -(10**20)}})
