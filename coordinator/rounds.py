@@ -14,6 +14,7 @@ Rules (DESIGN.md, One round, step 5):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -41,7 +42,8 @@ class RoundOutcome:
 
 
 def split_reward(quality: Mapping[str, float], nodes: Sequence[str], metric: str, reward: float) -> dict[str, float]:
-    """Shares of ``reward`` for ``nodes`` in proportion to their quality."""
+    """Shares of ``reward`` for ``nodes`` in proportion to their quality, each rounded *down* to 6 decimals,
+    so the shares never sum to more than ``reward`` (rounding each to nearest did: 6 × 0.166667 for 1)."""
     if not nodes or reward <= 0:
         return {n: 0.0 for n in nodes}
     if higher_is_better(metric):
@@ -51,7 +53,8 @@ def split_reward(quality: Mapping[str, float], nodes: Sequence[str], metric: str
     total = sum(weights.values())
     if total <= 0:
         return {n: reward / len(nodes) for n in nodes}
-    return {n: round(reward * w / total, 6) for n, w in weights.items()}
+    # 1e-6 of a micro-unit absorbs float noise (100 x 0.25 may come out as 24.999999999999996)
+    return {n: math.floor(reward * w / total * 1e6 + 1e-6) / 1e6 for n, w in weights.items()}
 
 
 def decide_round(

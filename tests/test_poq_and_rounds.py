@@ -137,3 +137,9 @@ def test_fedavg_strategy_excludes_nobody_but_the_worst_is_still_eliminated():
     votes = {v: {t: (0.1 if t == "d" else 0.9) for t in roster if t != v} for v in roster}
     out = decide(roster, roster, {}, votes, [], task(nodes=4, min_nodes=2), strategy=FedAvg())
     assert out.excluded == [] and out.aggregated[-1] == "d" and out.eliminated == "d"
+
+
+def test_reward_shares_never_sum_above_the_reward():
+    # rounding each share to nearest gave 6 x 0.166667 = 1.000002 > 1, which the chain refuses
+    shares = split_reward({n: 0.9 for n in "abcdef"}, list("abcdef"), "accuracy", 1.0)
+    assert set(shares.values()) == {0.166666} and sum(shares.values()) <= 1.0
