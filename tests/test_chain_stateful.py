@@ -136,4 +136,4 @@ class ReplicaMachine(RuleBasedStateMachine):
 
 
 ReplicaMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
-test_replica_machine = ReplicaMachine.TestCase
+test_replica_machine = pytest.mark.slow(ReplicaMachine.TestCase)  # 40 runs x 30 steps on LMDB: CI stage 2

@@ -14,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ledger.inspect import verify_replica
 from tests.helpers import honest_scores, make_consortium, round_block
+
+pytestmark = pytest.mark.slow  # 60 child processes killed in a loop, minutes on a busy machine: CI stage 2
 
 REPO = Path(__file__).resolve().parent.parent
 KILLS = 60
