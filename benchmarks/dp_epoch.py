@@ -28,7 +28,8 @@ def agent_peak_rss_mb(args: argparse.Namespace) -> float:
     from bpcv.data import load_dataset, make_shard
     from bpcv.models import configure_tensorflow
     from bpcv.task import TaskSpec
-    from edge_agent.trainer import PrivacySettings, Trainer
+    from edge_agent.privacy.settings import PrivacySettings
+    from edge_agent.trainer import Trainer
 
     configure_tensorflow(args.threads)
     ds = load_dataset("mnist")
@@ -56,7 +57,8 @@ def main() -> None:
     from bpcv.data import load_dataset
     from bpcv.models import configure_tensorflow
     from bpcv.task import TaskSpec
-    from edge_agent.trainer import PrivacySettings, Trainer
+    from edge_agent.privacy.settings import PrivacySettings
+    from edge_agent.trainer import Trainer
 
     configure_tensorflow(args.threads)
     ds = load_dataset("mnist")

@@ -1,4 +1,17 @@
-"""Agent behaviours for experiments, as pure functions: honest, or one of the attacks the system must survive.
+"""Agent behaviours for experiments: honest, or one of the attacks the system must survive.
+
+A behaviour is an object with hooks; the agent's protocol calls them at fixed points and never asks
+which behaviour it runs:
+
+- **on train** — ``trains`` (whether to run local training at all) and ``training_labels`` (the
+  labels it trains on);
+- **on update** — ``shape_update``: the weights it publishes, given the global model and (if it
+  trained) its local result;
+- **on vote** — ``shape_scores``: the scores it reports, given its honest scores;
+- **on propose** — ``before_propose`` / ``after_propose``, the ``ledger.node.ProposalHooks`` its
+  chain node calls around each of its own block proposals.
+
+The honest default of every hook changes nothing. The attacks, registered by name in ``REGISTRY``:
 
 - ``random-weights``: sends random weights instead of training;
 - ``label-flip``: trains on labels mapped y -> (C - 1 - y);
@@ -18,71 +31,184 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+from collections.abc import Callable
+
 import numpy as np
 
-BEHAVIOURS = (
-    "honest",
-    "random-weights",
-    "label-flip",
-    "sign-flip",
-    "free-ride",
-    "lying-voter",
-    "noisy",
-    "collude",
-    "equivocate",
-    "dies-at-proposal",
-)
+from bpcv.identity import Identity
+from ledger.block import Block, build_block
+from ledger.node import ProposalHooks
+
+log = logging.getLogger(__name__)
 SIGN_FLIP_SCALE = 4.0
 NOISE_SCALE = 1.5
+Weights = list[np.ndarray]
 
 
-def check_behaviour(name: str) -> str:
-    if name not in BEHAVIOURS:
-        raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
-    return name
+class Behaviour(ProposalHooks):
+    """The honest agent: every hook leaves the protocol's value as it is. ``identity`` is the agent's
+    key, for behaviours that sign something of their own (``equivocate``)."""
+
+    name = "honest"
+    trains = True  # on train: whether local training runs at all
+
+    def __init__(self, identity: Identity | None = None) -> None:
+        self.identity = identity
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id if self.identity is not None else "?"
+
+    def training_labels(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        """On train: the labels local training uses."""
+        return labels
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        """On update: the weights published, given the global model and (if it trained) the local result."""
+        assert local_weights is not None
+        return local_weights
+
+    def shape_scores(self, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+        """On vote: the scores reported, given the honest scores of the assigned peers (for the same peers:
+        the vote's digests name the models scored)."""
+        return scores
 
 
-def trains(behaviour: str) -> bool:
-    """Whether this behaviour runs local training at all."""
-    return behaviour not in ("random-weights", "free-ride")
+class RandomWeights(Behaviour):
+    name = "random-weights"
+    trains = False
 
-
-def training_labels(behaviour: str, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return (num_classes - 1 - labels) if behaviour == "label-flip" else labels
-
-
-def shape_update(
-    behaviour: str, global_weights: list[np.ndarray], local_weights: list[np.ndarray] | None, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """The weights this behaviour publishes, given the global model and (if it trained) its local result."""
-    if behaviour == "random-weights":
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
         return [rng.normal(0.0, 1.0, size=w.shape).astype(np.float32) for w in global_weights]
-    if behaviour == "free-ride":
-        return [np.array(w, dtype=np.float32) for w in global_weights]
-    assert local_weights is not None
-    if behaviour == "noisy":
-        return [
-            (w + rng.normal(0.0, NOISE_SCALE * float(np.std(w)), size=w.shape)).astype(np.float32)
-            for w in local_weights
-        ]
-    if behaviour == "sign-flip":
+
+
+class LabelFlip(Behaviour):
+    name = "label-flip"
+
+    def training_labels(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        return num_classes - 1 - labels
+
+
+class SignFlip(Behaviour):
+    name = "sign-flip"
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        assert local_weights is not None
         return [
             (g - SIGN_FLIP_SCALE * (w - g)).astype(np.float32)
             for g, w in zip(global_weights, local_weights, strict=True)
         ]
-    return local_weights
 
 
-def shape_scores(behaviour: str, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
-    """The scores this behaviour reports: a lying voter reverses the order of its honest scores; a
-    colluder gives its victim (the highest node id) the worst score and everyone else the best."""
-    if behaviour == "collude" and scores:
+class FreeRide(Behaviour):
+    name = "free-ride"
+    trains = False
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        return [np.array(w, dtype=np.float32) for w in global_weights]
+
+
+class LyingVoter(Behaviour):
+    """Reverses the order of its honest scores."""
+
+    name = "lying-voter"
+
+    def shape_scores(self, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+        if not scores:
+            return scores
+        if higher_is_better:
+            return {n: round(1.0 - s, 6) for n, s in scores.items()}
+        top = max(scores.values())
+        return {n: round(top - s, 6) for n, s in scores.items()}
+
+
+class Noisy(Behaviour):
+    name = "noisy"
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        assert local_weights is not None
+        return [
+            (w + rng.normal(0.0, NOISE_SCALE * float(np.std(w)), size=w.shape)).astype(np.float32)
+            for w in local_weights
+        ]
+
+
+class Collude(Behaviour):
+    """Gives its victim (the highest node id it scores) the worst score and everyone else the best."""
+
+    name = "collude"
+
+    def shape_scores(self, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+        if not scores:
+            return scores
         victim = max(scores)
         best, worst = (1.0, 0.0) if higher_is_better else (0.0, max(scores.values()) * 10)
         return {n: worst if n == victim else best for n in scores}
-    if behaviour != "lying-voter" or not scores:
-        return scores
-    if higher_is_better:
-        return {n: round(1.0 - s, 6) for n, s in scores.items()}
-    top = max(scores.values())
-    return {n: round(top - s, 6) for n, s in scores.items()}
+
+
+class Equivocate(Behaviour):
+    """After each of its proposals, signs and publishes a twin: the same transactions, height, parent
+    and rank, 1 ms later."""
+
+    name = "equivocate"
+
+    def after_propose(self, block: Block, txs: list[bytes], publish: Callable[[Block], None]) -> None:
+        assert self.identity is not None, "equivocate signs its twin block with the agent's key"
+        twin = build_block(
+            self.identity,
+            block.height,
+            block.prev_hash,
+            block.task,
+            block.round,
+            txs,
+            ts=block.ts + 0.001,
+            rank=block.rank,
+        )
+        publish(twin)
+        log.warning("%s: equivocated: a second block %s… at height %d", self.node_id, twin.hash[:12], twin.height)
+
+
+class DiesAtProposal(Behaviour):
+    """SIGKILLs its own process when it is about to propose as the round's PoQ winner (place 0)."""
+
+    name = "dies-at-proposal"
+
+    def before_propose(self, rank: int) -> None:
+        if rank == 0:
+            log.warning("%s: dying at proposal time (behaviour dies-at-proposal)", self.node_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+REGISTRY: dict[str, type[Behaviour]] = {
+    b.name: b
+    for b in (
+        Behaviour,
+        RandomWeights,
+        LabelFlip,
+        SignFlip,
+        FreeRide,
+        LyingVoter,
+        Noisy,
+        Collude,
+        Equivocate,
+        DiesAtProposal,
+    )
+}
+BEHAVIOURS = tuple(REGISTRY)  # the names, honest first (the CLI and demo list them)
+
+
+def check_behaviour(name: str) -> str:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown behaviour {name!r}; known: {', '.join(BEHAVIOURS)}")
+    return name
+
+
+def create(name: str, identity: Identity | None = None) -> Behaviour:
+    """The behaviour called ``name``, for the agent with key ``identity``; ValueError if unknown."""
+    return REGISTRY[check_behaviour(name)](identity)

@@ -19,7 +19,8 @@ from bpcv.models import configure_tensorflow
 from bpcv.sampler import Sample, Sampler
 from bpcv.task import TaskSpec
 from edge_agent.agent import Agent, Job
-from edge_agent.trainer import PrivacySettings, Trainer
+from edge_agent.privacy.settings import PrivacySettings
+from edge_agent.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,7 @@ with probability q = batch_size / n (Poisson sampling, which the privacy account
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,22 +17,9 @@ import numpy as np
 from bpcv.metrics import predict, score
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
+from edge_agent.privacy.settings import PrivacySettings, steps_per_round
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrivacySettings:
-    """The mechanism, clip norm (L1 for Laplace, L2 for Gaussian) and noise multiplier of GD-DP."""
-
-    mechanism: str
-    clip: float
-    noise_multiplier: float
-
-
-def steps_per_round(num_samples: int, task: TaskSpec) -> int:
-    """Optimizer steps one round of local training takes."""
-    return task.local_epochs * math.ceil(num_samples / task.batch_size)
 
 
 def poisson_batches(

@@ -1,11 +1,22 @@
-"""Real TensorFlow training on a small slice of real MNIST, and what each behaviour publishes."""
+"""Real TensorFlow training on a small slice of real MNIST, what each behaviour publishes, and one round
+through the agent's protocol with a behaviour's hooks in it (TensorFlow stubbed there)."""
+
+import queue
 
 import numpy as np
 import pytest
 
+from bpcv.codec import encode_model, model_digest
+from bpcv.config import AgentConfig
 from bpcv.data import load_dataset, make_shard
+from bpcv.envelope import open_envelope
+from bpcv.identity import Identity
+from bpcv.messages import GlobalModel, Manifest, Result, Reward, Update, Vote, seal_message
 from bpcv.task import TaskSpec
+from bpcv.topics import Topics
 from edge_agent import behaviours
+from edge_agent.agent import Agent, Status
+from ledger.block import build_block, decode_block
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +43,7 @@ def test_local_training_improves_validation_accuracy(trainer_and_data):
 
 def test_label_flip_training_scores_badly_on_honest_validation_data(trainer_and_data):
     trainer, shard = trainer_and_data
-    flipped = behaviours.training_labels("label-flip", shard.y_train, 10)
+    flipped = behaviours.create("label-flip").training_labels(shard.y_train, 10)
     assert np.all(flipped == 9 - shard.y_train)
     weights, _ = trainer.train(trainer.model.get_weights(), shard.x_train, flipped, seed=1)
     assert trainer.evaluate(weights, shard.x_val, shard.y_val) < 0.2
@@ -41,12 +52,133 @@ def test_label_flip_training_scores_badly_on_honest_validation_data(trainer_and_
 def test_update_shaping_per_behaviour():
     rng = np.random.default_rng(0)
     g, w = [np.zeros(3, np.float32)], [np.ones(3, np.float32)]
-    assert behaviours.shape_update("honest", g, w, rng)[0].tolist() == [1, 1, 1]
-    assert behaviours.shape_update("free-ride", g, None, rng)[0].tolist() == [0, 0, 0]
-    assert behaviours.shape_update("sign-flip", g, w, rng)[0].tolist() == [-4, -4, -4]
-    assert not np.allclose(behaviours.shape_update("random-weights", g, None, rng)[0], 0)
-    assert not behaviours.trains("free-ride") and behaviours.trains("label-flip")
-    assert behaviours.shape_scores("lying-voter", {"a": 0.9, "b": 0.2}, True) == {"a": 0.1, "b": 0.8}
-    assert behaviours.shape_scores("honest", {"a": 0.9}, True) == {"a": 0.9}
+    b = behaviours.create
+    assert b("honest").shape_update(g, w, rng)[0].tolist() == [1, 1, 1]
+    assert b("free-ride").shape_update(g, None, rng)[0].tolist() == [0, 0, 0]
+    assert b("sign-flip").shape_update(g, w, rng)[0].tolist() == [-4, -4, -4]
+    assert not np.allclose(b("random-weights").shape_update(g, None, rng)[0], 0)
+    assert not b("free-ride").trains and b("label-flip").trains
+    assert b("lying-voter").shape_scores({"a": 0.9, "b": 0.2}, True) == {"a": 0.1, "b": 0.8}
+    assert b("honest").shape_scores({"a": 0.9}, True) == {"a": 0.9}
     with pytest.raises(ValueError, match="unknown behaviour"):
         behaviours.check_behaviour("evil")
+    with pytest.raises(ValueError, match="unknown behaviour"):
+        behaviours.create("evil")
+    assert behaviours.BEHAVIOURS[0] == "honest" and set(behaviours.BEHAVIOURS) == set(behaviours.REGISTRY)
+
+
+def test_proposal_hooks_per_behaviour(monkeypatch):
+    """equivocate publishes a twin of its block (same height, parent, rank and txs, 1 ms later);
+    dies-at-proposal kills its own process when it is about to propose as the winner, not as a stand-in."""
+    me = Identity.generate("node-01")
+    block = build_block(me, 3, "ab" * 32, "t1", 2, [b"tx"], ts=100.0, rank=1)
+    published = []
+    behaviours.create("honest", me).after_propose(block, [b"tx"], published.append)
+    assert published == []
+    behaviours.create("equivocate", me).after_propose(block, [b"tx"], published.append)
+    (twin,) = published
+    assert (twin.height, twin.prev_hash, twin.task, twin.round, twin.rank, twin.txs, twin.proposer) == (
+        3,
+        "ab" * 32,
+        "t1",
+        2,
+        1,
+        (b"tx",),
+        "node-01",
+    )
+    assert twin.ts == 100.001 and twin.hash != block.hash
+
+    kills = []
+    monkeypatch.setattr(behaviours.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    dies = behaviours.create("dies-at-proposal", me)
+    dies.before_propose(1)
+    assert kills == []
+    dies.before_propose(0)
+    assert kills == [(behaviours.os.getpid(), behaviours.signal.SIGKILL)]
+    behaviours.create("honest", me).before_propose(0)
+    assert len(kills) == 1
+
+
+SHAPES = [(3, 2), (2,)]
+
+
+class FakeTrainer:
+    """Stands in for TensorFlow: training adds 0.01, every peer scores 0.5."""
+
+    shapes = SHAPES
+
+    def train(self, weights, x, y, seed):
+        return [w + 0.01 for w in weights], 1
+
+    def evaluate(self, weights, x, y):
+        return 0.5
+
+
+def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
+    """Global model -> update, manifest -> vote (typed bodies, the wire's fields), result naming the agent
+    PoQ winner -> it proposes the round block on its replica; its behaviour's hook then publishes a twin."""
+    c, tmp = consortium
+    topics = Topics()
+    config = AgentConfig(
+        key=str(tmp / "node-01.key"),
+        genesis=str(tmp / "genesis.bin"),
+        chain_dir=str(tmp / "chain"),
+        num_shards=40,
+        behaviour="equivocate",
+    )
+    agent = Agent(config, queue.Queue(), lambda *a: FakeTrainer())
+    published = []
+    agent.bus.publish = lambda topic, payload, **kw: published.append((topic, payload)) or True
+    agent.handle(topics.task("t1"), c.task_env.raw)
+
+    zeros = encode_model([np.zeros(s, np.float32) for s in SHAPES])
+    roster = ["node-01", "node-02", "node-03"]
+    assignment = {"node-01": ["node-02", "node-03"]}
+    glob = seal_message(c.coordinator, GlobalModel(roster, assignment, model_digest(zeros)), "t1", 1, [zeros])
+    agent.handle(topics.global_model("t1", 1), glob.raw)
+    assert agent.status == Status.ACTIVE == "active" and agent.round == 1
+    ((topic, raw),) = published
+    update = open_envelope(raw, agent.replica.state.registry, ("agent",))
+    assert topic == topics.update("t1", 1, "node-01")
+    assert sorted(update.body) == ["digest", "epsilon_spent", "num_samples"]
+
+    digests = {}
+    for peer in ("node-02", "node-03"):
+        blob = encode_model([np.full(s, 0.1, np.float32) for s in SHAPES])
+        env = seal_message(c.agents[peer], Update(model_digest(blob), 100), "t1", 1, [blob])
+        agent.handle(topics.update("t1", 1, peer), env.raw)
+        digests[peer] = model_digest(blob)
+    agent.handle(topics.manifest("t1", 1), seal_message(c.coordinator, Manifest(digests), "t1", 1).raw)
+    vote = open_envelope(published[-1][1], agent.replica.state.registry, ("agent",))
+    assert vote.type == "vote" and sorted(vote.body) == ["digests", "epsilon_spent", "metric", "scores"]
+    assert vote.body["scores"] == {"node-02": 0.5, "node-03": 0.5} and vote.body["digests"] == digests
+
+    scores = {"node-02": {"node-01": 0.9, "node-03": 0.8}, "node-03": {"node-01": 0.9, "node-02": 0.7}}
+    votes = [vote] + [seal_message(c.agents[v], Vote(s, "accuracy"), "t1", 1) for v, s in scores.items()]
+    for v in votes[1:]:
+        agent.handle(topics.vote("t1", 1, v.sender), v.raw)
+    reward = seal_message(c.coordinator, Reward({"node-01": 60.0, "node-03": 40.0}), "t1", 1)
+    ranking = ["node-01", "node-03", "node-02"]  # quality 0.9, 0.65, 0.6
+    result = Result(
+        ranking=ranking,
+        votes=sorted(v.digest for v in votes),
+        records=[reward.digest],
+        global_digest="ab" * 32,
+        proposer="node-01",
+        eliminated="node-02",
+        eliminated_reason="lowest-quality",
+    )
+    result_env = seal_message(c.coordinator, result, "t1", 1)
+    agent.handle(topics.result("t1", 1), reward.raw)
+    agent.handle(topics.result("t1", 1), result_env.raw)
+
+    blocks = [decode_block(raw) for topic, raw in published if topic == topics.block("main")]
+    assert agent.replica.height == 1 and len(blocks) == 2  # the block, and the behaviour's twin
+    block, twin = blocks
+    assert block.hash == agent.replica.head_hash and (block.proposer, block.rank) == ("node-01", 0)
+    in_order = [v.raw for v in sorted(votes, key=lambda v: v.digest)]
+    assert block.txs == (c.task_env.raw, *in_order, result_env.raw, reward.raw)  # task, votes, result, records
+    assert (twin.height, twin.prev_hash, twin.txs) == (block.height, block.prev_hash, block.txs)
+    assert twin.hash != block.hash
+    assert agent.status == "active"
+    agent.replica.close()

@@ -9,7 +9,7 @@ from bpcv.config import AgentConfig
 from bpcv.errors import ConfigError
 from bpcv.task import TaskSpec
 from edge_agent.privacy.accountant import MECHANISMS, PrivacyAccountant, calibrate_noise_multiplier
-from edge_agent.trainer import PrivacySettings, steps_per_round
+from edge_agent.privacy.settings import PrivacySettings, steps_per_round
 
 DEFAULT_CLIP = {"laplace": 100.0, "gaussian": 1.0}  # L1 for Laplace, L2 for Gaussian (measured norms: docs)
 DEFAULT_DELTA = {"laplace": 0.0, "gaussian": 1e-5}

@@ -41,7 +41,8 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     from bpcv.task import TaskSpec
     from coordinator.aggregate import fedavg
     from edge_agent.privacy.accountant import calibrate_noise_multiplier, epsilon_for
-    from edge_agent.trainer import PrivacySettings, Trainer, steps_per_round
+    from edge_agent.privacy.settings import PrivacySettings, steps_per_round
+    from edge_agent.trainer import Trainer
 
     mechanism, budget, delta, clip = parse_config(text)
     ds = load_dataset("mnist")

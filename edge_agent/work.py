@@ -1,0 +1,118 @@
+"""An agent's own work in a task, apart from the protocol: train on its shard, score its peers'
+updates on its validation split, and account the privacy it spends.
+
+``ShardWork.prepare`` loads the agent's shard, plans its privacy (``edge_agent.privacy.plan``) and gets
+a trainer for the task; the protocol (``edge_agent.agent``) then asks it for one round's update and
+one round's scores. The behaviour's train / update / vote hooks are applied here, so the protocol
+never sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from bpcv.codec import decode_model
+from bpcv.config import AgentConfig
+from bpcv.data import Shard, load_dataset, make_shard
+from bpcv.errors import BpcvError, Rejected
+from bpcv.poq import higher_is_better
+from bpcv.task import TaskSpec
+from edge_agent.behaviours import Behaviour
+from edge_agent.privacy.plan import PrivacyPlan, plan_privacy
+from edge_agent.privacy.settings import PrivacySettings
+from edge_agent.trainer import Trainer
+
+log = logging.getLogger(__name__)
+Weights = list[np.ndarray]
+TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
+
+
+class ShardWork:
+    """Training and scoring for one task on one agent's shard, with its privacy plan and behaviour."""
+
+    def __init__(
+        self,
+        node_id: str,
+        task: TaskSpec,
+        shard: Shard,
+        num_classes: int,
+        trainer: Trainer,
+        privacy: PrivacyPlan | None,
+        behaviour: Behaviour,
+        rng: np.random.Generator,
+    ) -> None:
+        self.node_id = node_id
+        self.task = task
+        self.shard = shard
+        self.num_classes = num_classes
+        self.trainer = trainer
+        self.privacy = privacy
+        self.behaviour = behaviour
+        self.rng = rng  # the behaviour's randomness (random or noisy weights)
+
+    @classmethod
+    def prepare(
+        cls, config: AgentConfig, node_id: str, task: TaskSpec, trainers: TrainerProvider, behaviour: Behaviour
+    ) -> ShardWork:
+        """The work for ``task`` on the shard ``config`` names; BpcvError (saying why) if the local data
+        is unusable or the privacy settings cannot be met."""
+        try:
+            dataset = load_dataset(config.dataset, config.data_path or None)
+            shard = make_shard(
+                dataset, config.shard, config.num_shards, config.partition, config.seed, config.val_fraction
+            )
+        except BpcvError as exc:
+            raise BpcvError(f"local data unusable: {exc}") from exc
+        privacy = plan_privacy(config, task, shard.num_samples)
+        trainer = trainers(task, dataset.input_shape, dataset.num_classes, privacy.settings if privacy else None)
+        rng = np.random.default_rng(zlib.crc32(node_id.encode()) + config.seed)
+        return cls(node_id, task, shard, dataset.num_classes, trainer, privacy, behaviour, rng)
+
+    @property
+    def num_samples(self) -> int:
+        return self.shard.num_samples
+
+    def privacy_claims(self) -> dict[str, float | str]:
+        """What the agent states about its privacy when it joins."""
+        return self.privacy.claims() if self.privacy is not None else {"mechanism": "off"}
+
+    def epsilon_spent(self) -> float | None:
+        """The privacy spent on this task so far (None without DP: no guarantee to state)."""
+        return round(self.privacy.accountant.epsilon_spent, 6) if self.privacy is not None else None
+
+    def can_afford_round(self) -> bool:
+        """Whether one more round of training stays within the privacy budget."""
+        return self.privacy is None or self.privacy.accountant.can_afford(self.privacy.steps_per_round)
+
+    def decode(self, blob: bytes) -> Weights:
+        """A model blob as weights of the task's shapes; Rejected if it is not one."""
+        return decode_model(blob, self.trainer.shapes)
+
+    def local_update(self, global_weights: Weights, round_no: int) -> Weights:
+        """The weights to publish for ``round_no``: trained from the global model on the shard (spending
+        privacy), as the behaviour shapes them."""
+        local = None
+        if self.behaviour.trains:
+            labels = self.behaviour.training_labels(self.shard.y_train, self.num_classes)
+            seed = zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31
+            local, steps = self.trainer.train(global_weights, self.shard.x_train, labels, seed=seed)
+            if self.privacy is not None:
+                self.privacy.accountant.spend(steps)
+        return self.behaviour.shape_update(global_weights, local, self.rng)
+
+    def score_peers(self, blobs: Mapping[str, bytes]) -> dict[str, float]:
+        """The scores to report of the peers' update blobs, on the validation split, as the behaviour
+        shapes them; a peer whose blob is not a model of the task's shapes is left out."""
+        scores: dict[str, float] = {}
+        for peer, blob in blobs.items():
+            try:
+                weights = self.decode(blob)
+            except Rejected as exc:
+                log.warning("%s: update of %s unusable: %s", self.node_id, peer, exc)
+                continue
+            scores[peer] = round(self.trainer.evaluate(weights, self.shard.x_val, self.shard.y_val), 6)
+        return self.behaviour.shape_scores(scores, higher_is_better(self.task.metric))
