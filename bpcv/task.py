@@ -55,9 +55,9 @@ class TaskSpec:
             raise ConfigError(f"task: unknown field(s) {unknown}")
         try:
             spec = cls(**body)
-        except TypeError as exc:
-            raise ConfigError(f"task: {exc}") from exc
-        spec.validate()
+            spec.validate()
+        except (TypeError, ValueError, OverflowError) as exc:  # a field of the wrong type, e.g. "reward_per_round": "x"
+            raise ConfigError(f"task: a field has the wrong type: {exc}") from exc
         return spec
 
     def validate(self) -> None:

@@ -161,8 +161,8 @@ def decode_block(raw: bytes) -> Block:
             bytes(signature),
             bytes(raw),
         )
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:
-        raise CorruptStore(f"block does not decode: {exc}") from exc
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError, TypeError, KeyError, OverflowError) as exc:
+        raise CorruptStore(f"block does not decode: {exc}") from exc  # OverflowError: int() of a header's 1e400
 
 
 def block_height(raw: bytes) -> int | None:

@@ -44,7 +44,10 @@ def follow(
             except queue.Empty:
                 continue
             height = replica.height
-            node.handle(topic, topics.parse(topic), payload)
+            try:
+                node.handle(topic, topics.parse(topic), payload)
+            except Exception:  # one bad message must never stop the follower
+                log.exception("handling a message on %s failed", topic)
             if replica.height != height:
                 log.info("chain %s at height %d, head %s", replica.state.chain_id, replica.height, replica.head_hash[:16])
     finally:

@@ -122,3 +122,19 @@ def test_verify_store_on_memory_and_decode_of_garbage():
     assert report.blocks == 3 and report.head_hash == replica.head_hash
     with pytest.raises(CorruptStore):
         decode_block(b"BPBK\x01garbage")
+
+
+def test_hostile_header_numbers_and_task_field_types_are_refused_not_raised():
+    """Found while specifying the protocol: these raised OverflowError/TypeError out of the validator."""
+    c = make_consortium(n_agents=3)
+    replica = Replica.open(None, c.genesis.raw)
+    good = round_block(c, 1, c.genesis.hash, 1, honest_scores(list(c.agents)), include_task=True)
+    header = good.header_bytes.replace(b'"height":1', b'"height":1e400')
+    assert header != good.header_bytes
+    with pytest.raises(InvalidBlock, match="does not decode"):
+        replica.append(good.raw.replace(good.header_bytes, header))
+    wrong_task = seal(c.requester, "task", "t1", 0, {**c.task.to_body(), "reward_per_round": "lots"})
+    block = build_block(c.agents["node-01"], 1, c.genesis.hash, "t1", 1, [wrong_task.raw], rank=0)
+    with pytest.raises(InvalidBlock, match="task transaction: .*wrong type"):
+        replica.append(block.raw)
+    assert replica.height == 0
