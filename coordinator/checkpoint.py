@@ -9,6 +9,7 @@ publishes round r's result again and waits for its block; otherwise it starts ro
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,19 @@ from coordinator.summary import RoundRow
 STATE_KEY, WEIGHTS_KEY = b"state", b"weights"
 
 
+class NodeStatus(str, enum.Enum):
+    """A node's standing in the task as the coordinator sees it (the value is what coordinator.json shows)."""
+
+    ACTIVE = "active"  # in the roster
+    STANDBY = "standby"  # joined, waiting to be admitted
+    ELIMINATED = "eliminated"  # removed: lowest quality, or an invalid update
+    DROPPED = "dropped"  # missed a round (crashed, lost the network); back to standby if it joins again
+    LEFT = "left"  # said it stops contributing (privacy budget spent)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class RunState:
     """One task's progress on the coordinator (JSON-serialisable)."""
@@ -30,7 +44,7 @@ class RunState:
     joins: dict[str, list[int]]  # node -> [join order, sample count]
     roster: list[str]
     standby: list[str]
-    status: dict[str, str]
+    status: dict[str, NodeStatus]
     rewards: dict[str, float]
     left: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
@@ -58,6 +72,7 @@ class RunState:
         data = json.loads(raw)
         data["rows"] = [RoundRow.from_json(r) for r in data["rows"]]
         data["pending_row"] = RoundRow.from_json(data["pending_row"]) if data["pending_row"] else None
+        data["status"] = {n: NodeStatus(v) for n, v in data["status"].items()}
         return cls(**data)
 
 

@@ -75,7 +75,7 @@ class RoundRow:
 class NodeSummary:
     """What became of one node in the task."""
 
-    status: str
+    status: str  # a coordinator.checkpoint.NodeStatus value
     reward: float
     num_samples: int
     left_because: str | None

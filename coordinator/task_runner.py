@@ -26,7 +26,7 @@ from bpcv.metrics import predict, score
 from bpcv.models import build_model, configure_tensorflow
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
-from coordinator.checkpoint import RunState
+from coordinator.checkpoint import NodeStatus, RunState
 from coordinator.collector import RoundCollector
 from coordinator.rounds import RoundOutcome, decide_round
 from coordinator.strategies import DEFAULT_STRATEGY, strategy_named
@@ -102,7 +102,7 @@ class TaskRunner:
             for node in joined.rejoined:
                 joined.dropped.discard(node)
                 state.standby.append(node)
-                state.status[node] = "standby"
+                state.status[node] = NodeStatus.STANDBY
             joined.rejoined.clear()
             outcome, blob = self._run_round(round_no, weights, state)
             if len(collector.inbox.valid) < task.min_nodes:  # quorum lost: nothing of this round is committed
@@ -147,7 +147,7 @@ class TaskRunner:
             joins={n: [i, joined.samples(n)] for i, n in enumerate(by_speed)},
             roster=roster,
             standby=by_speed[task.nodes :],
-            status={n: "active" if n in roster else "standby" for n in by_speed},
+            status={n: NodeStatus.ACTIVE if n in roster else NodeStatus.STANDBY for n in by_speed},
             rewards={n: 0.0 for n in by_speed},
             privacy=joined.privacy,
             left=joined.left,
@@ -220,14 +220,14 @@ class TaskRunner:
         state.standby = [n for n in state.standby if n not in outcome.admitted]
         self.collector.joined.dropped.update(n for n in outcome.dropped if n not in left)
         for node in outcome.dropped:
-            state.status[node] = "left" if node in left else "dropped"
+            state.status[node] = NodeStatus.LEFT if node in left else NodeStatus.DROPPED
         for node in left:
-            if state.status.get(node) == "standby":
-                state.status[node] = "left"
+            if state.status.get(node) == NodeStatus.STANDBY:
+                state.status[node] = NodeStatus.LEFT
         for node in list(outcome.invalid) + ([outcome.eliminated] if outcome.eliminated else []):
-            state.status[node] = "eliminated"
+            state.status[node] = NodeStatus.ELIMINATED
         for node in outcome.admitted:
-            state.status[node] = "active"
+            state.status[node] = NodeStatus.ACTIVE
         for node, amount in outcome.rewards.items():
             state.rewards[node] = round(state.rewards[node] + amount, 6)
         state.roster = outcome.next_roster
