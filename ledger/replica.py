@@ -120,8 +120,14 @@ class Replica:
 
     @classmethod
     def open(cls, path: Path | str | None, genesis_raw: bytes | None = None) -> Replica:
-        """An LMDB replica at ``path``, or an in-memory one when ``path`` is None."""
-        return cls(LmdbStore(path) if path is not None else MemoryStore(), genesis_raw)
+        """An LMDB replica at ``path``, or an in-memory one when ``path`` is None. A replica that does not
+        verify raises (InvalidBlock naming the height) and leaves its store closed."""
+        store = LmdbStore(path) if path is not None else MemoryStore()
+        try:
+            return cls(store, genesis_raw)
+        except BaseException:
+            store.close()
+            raise
 
     @property
     def height(self) -> int:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import lmdb
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -92,19 +93,21 @@ class ReplicaMachine(RuleBasedStateMachine):
         if replica.height == 0:
             return
         height = 1 + int(where * replica.height)
-        env = replica.store._env  # the replica's own LMDB environment
-        key = schema.block_key(height)
-        with env.begin() as txn:
-            original = bytes(txn.get(key))
-        flipped = bytearray(original)
-        flipped[int(where * len(original))] ^= 1 << bit
-        with env.begin(write=True) as txn:
-            txn.put(key, bytes(flipped))
-        with pytest.raises(InvalidBlock) as caught:
-            verify_store(replica.store)
+        path, key = self.tmp / f"r{i}", schema.block_key(height)
+        replica.close()  # flip a bit on disk, as a failing disk would, below the store's interface
+        with lmdb.open(str(path), subdir=True) as env:
+            with env.begin() as txn:
+                original = bytes(txn.get(key))
+            flipped = bytearray(original)
+            flipped[int(where * len(original))] ^= 1 << bit
+            with env.begin(write=True) as txn:
+                txn.put(key, bytes(flipped))
+        with pytest.raises(InvalidBlock) as caught:  # reopening re-verifies the whole replica
+            Replica.open(path, CONSORTIUM.genesis.raw)
         assert caught.value.height == height
-        with env.begin(write=True) as txn:
+        with lmdb.open(str(path), subdir=True) as env, env.begin(write=True) as txn:
             txn.put(key, original)
+        self.replicas[i] = Replica.open(path, CONSORTIUM.genesis.raw)
 
     @invariant()
     def height_never_decreases(self) -> None:

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from bpcv.messages import seal_message
 from bpcv.envelope import seal
 from bpcv.identity import Identity
+from ledger import schema
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import build_block
 from ledger.inspect import verify_replica
@@ -72,11 +74,9 @@ def test_a_flipped_byte_is_found_at_the_same_height(rich_chain, height, offset):
     _, path = rich_chain
     with LmdbStore(path) as store:
         raw = bytearray(store.get(height))
-        raw[offset] ^= 0x01
-        with store._env.begin(write=True) as txn:
-            from ledger import schema
-
-            txn.put(schema.block_key(height), bytes(raw))
+    raw[offset] ^= 0x01
+    with lmdb.open(str(path), subdir=True) as env, env.begin(write=True) as txn:  # a failing disk, below the store
+        txn.put(schema.block_key(height), bytes(raw))
     done = third_party(path)
     assert done.returncode == 2 and f"height {height}:" in done.stdout, done.stdout
     with pytest.raises(Exception) as ours:
