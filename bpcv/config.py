@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+import tomllib
 
 from bpcv.errors import ConfigError
 from bpcv.mqtt import BrokerAddress, TlsFiles

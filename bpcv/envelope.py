@@ -81,11 +81,13 @@ def seal(
     body: dict[str, Any],
     blobs: tuple[bytes, ...] | list[bytes] = (),
     ts: float | None = None,
+    nonce: str | None = None,
 ) -> Envelope:
-    """Build and sign an envelope from ``identity``."""
+    """Build and sign an envelope from ``identity``. ``ts`` and ``nonce`` default to now and 12 random
+    bytes; fixed ones make reproducible bytes (test corpora, documented examples), never live messages."""
     header: dict[str, Any] = {
         "body": body,
-        "nonce": os.urandom(12).hex(),
+        "nonce": os.urandom(12).hex() if nonce is None else nonce,
         "round": int(round),
         "sender": identity.node_id,
         "task": task,

@@ -307,7 +307,8 @@ class Manifest(Message):
         b = _Body(cls.KIND, body)
         resend = b.names("resend_to", None) if "resend_to" in body else None
         return cls(
-            b.mapping("updates", lambda d: isinstance(d, str), "a digest"), tuple(resend) if resend is not None else None
+            b.mapping("updates", lambda d: isinstance(d, str), "a digest"),
+            tuple(resend) if resend is not None else None,
         )
 
 
@@ -524,7 +525,21 @@ class Sample(Message):
 KINDS: dict[str, type[Message]] = {
     kind.KIND: kind
     for kind in (
-        Genesis, Register, Join, Leave, GlobalModel, Update, Manifest, Vote, Result, Reward, Final, Abort,
-        WantBlock, SyncRequest, Evidence, Sample,
+        Genesis,
+        Register,
+        Join,
+        Leave,
+        GlobalModel,
+        Update,
+        Manifest,
+        Vote,
+        Result,
+        Reward,
+        Final,
+        Abort,
+        WantBlock,
+        SyncRequest,
+        Evidence,
+        Sample,
     )
 }  # envelope type -> its body's class ("task" bodies are TaskSpec: read_task)

@@ -20,8 +20,8 @@ from bpcv.envelope import Envelope
 from bpcv.errors import Rejected
 from bpcv.identity import ROLES, Registry
 from bpcv.intake import Intake, RateLimiter
-from bpcv.mqtt import Bus
 from bpcv.messages import GlobalModel, Manifest, Result, Sample, read
+from bpcv.mqtt import Bus
 from bpcv.topics import Topics
 
 log = logging.getLogger(__name__)

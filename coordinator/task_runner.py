@@ -160,7 +160,9 @@ class TaskRunner:
         blob = encode_model(weights)
         roster = inbox.roster
         global_model = GlobalModel(roster, {n: [p for p in roster if p != n] for n in roster}, model_digest(blob))
-        server.publish(server.topics.global_model(task.task_id, round_no), self._seal(global_model, round_no, [blob]).raw)
+        server.publish(
+            server.topics.global_model(task.task_id, round_no), self._seal(global_model, round_no, [blob]).raw
+        )
         server.pump(
             lambda: not collector.missing_updates(),
             task.update_timeout_s,
@@ -190,7 +192,9 @@ class TaskRunner:
             return
         round_no, topics = self.collector.inbox.round, self.server.topics
         log.info("round %d: asking again for the %s of %s", round_no, "updates" if blobs else "votes", missing)
-        topic = (topics.global_model if isinstance(message, GlobalModel) else topics.manifest)(self.task.task_id, round_no)
+        topic = (topics.global_model if isinstance(message, GlobalModel) else topics.manifest)(
+            self.task.task_id, round_no
+        )
         again = self._seal(replace_resend(message, missing), round_no, blobs)
         self.server.publish(topic, again.raw, wait=None)
 
@@ -316,7 +320,9 @@ class TaskRunner:
     def _abort(self, round_no: int, valid: int) -> dict[str, object]:
         """End the task without committing ``round_no``: a signed ``abort`` on the round's result topic."""
         reason = f"quorum lost in round {round_no}: {valid} valid updates, {self.task.min_nodes} needed"
-        self.server.publish(self.server.topics.result(self.task.task_id, round_no), self._seal(Abort(reason), round_no).raw)
+        self.server.publish(
+            self.server.topics.result(self.task.task_id, round_no), self._seal(Abort(reason), round_no).raw
+        )
         log.error("task %s aborted: %s", self.task.task_id, reason)
         return {"round": round_no, "reason": reason, "valid_updates": valid}
 

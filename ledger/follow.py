@@ -49,7 +49,9 @@ def follow(
             except Exception:  # one bad message must never stop the follower
                 log.exception("handling a message on %s failed", topic)
             if replica.height != height:
-                log.info("chain %s at height %d, head %s", replica.state.chain_id, replica.height, replica.head_hash[:16])
+                log.info(
+                    "chain %s at height %d, head %s", replica.state.chain_id, replica.height, replica.head_hash[:16]
+                )
     finally:
         bus.close()
     return node.outcomes

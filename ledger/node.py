@@ -192,7 +192,9 @@ class ChainNode:
             log.error("%s: own block for round %d does not validate: %s", self.identity.node_id, round_no, exc)
             return None
         self.publish(block)
-        log.info("%s: proposed block %d for round %d (PoQ rank %d)", self.identity.node_id, block.height, round_no, rank)
+        log.info(
+            "%s: proposed block %d for round %d (PoQ rank %d)", self.identity.node_id, block.height, round_no, rank
+        )
         self.hooks.after_propose(block, txs, self.publish)
         return block
 

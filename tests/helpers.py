@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bpcv.envelope import Envelope
-from bpcv.messages import Final, Result, Reward, Vote, seal_message, seal_task
 from bpcv.identity import Identity
+from bpcv.messages import Final, Result, Reward, Vote, seal_message, seal_task
 from bpcv.poq import quality_scores, rank_nodes
 from bpcv.task import TaskSpec
 from ledger.block import Block, build_block

@@ -80,9 +80,5 @@ def test_no_class_has_more_than_15_instance_attributes():
 
 def test_message_bodies_are_read_only_in_bpcv_messages():
     assert BODY_READ.search('x = env.body.get("scores", {})') and not BODY_READ.search("read(env, Vote)")
-    readers = {
-        str(p.relative_to(ROOT))
-        for p in python_files(*PACKAGES)
-        if BODY_READ.search(p.read_text())
-    }
+    readers = {str(p.relative_to(ROOT)) for p in python_files(*PACKAGES) if BODY_READ.search(p.read_text())}
     assert readers == BODY_READERS_ALLOWED

@@ -5,9 +5,9 @@ import itertools
 
 import pytest
 
-from bpcv.messages import seal_message
 from bpcv.envelope import seal
 from bpcv.identity import Identity
+from bpcv.messages import seal_message
 from ledger.block import build_block
 from ledger.errors import InvalidBlock, UnknownParent
 from ledger.replica import Replica, preferred, verify_store

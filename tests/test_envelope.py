@@ -78,7 +78,10 @@ def test_typed_bodies_name_the_bad_field_and_refuse_numbers_that_could_overflow(
     good = Vote({"node-02": 0.5}, "accuracy", {"node-02": "ab"})
     env = seal_message(ALICE, good, "t", 1)
     assert read(env, Vote) == good and env.body == {
-        "metric": "accuracy", "scores": {"node-02": 0.5}, "digests": {"node-02": "ab"}, "epsilon_spent": None,
+        "metric": "accuracy",
+        "scores": {"node-02": 0.5},
+        "digests": {"node-02": "ab"},
+        "epsilon_spent": None,
     }  # the bytes the protocol has always carried
     for bad, field in (
         ({"metric": "accuracy"}, "'scores' is missing"),

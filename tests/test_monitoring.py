@@ -93,8 +93,8 @@ def test_timeseries_keeps_rows_across_a_restart_and_is_indexed(tmp_path):
 
 
 def test_replica_counts_the_cpu_it_spends_on_blocks():
-    from tests.helpers import make_consortium, round_block
     from ledger.replica import Replica
+    from tests.helpers import make_consortium, round_block
 
     c = make_consortium(n_agents=8)
     replica = Replica.open(None, c.genesis.raw)
@@ -143,8 +143,14 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
     client.handle(topics.vote("t1", 1, "node-02"), seal(a2, "vote", "t1", 1, {"scores": {}}).raw, 14.0)
     assert "validating: 1/2 votes" in view.progress_line(14.0)
     result = Result(
-        ranking=["node-02", "node-01"], votes=[], records=[], global_digest="00", metric="accuracy", value=0.93,
-        eliminated="node-01", proposer="node-02",
+        ranking=["node-02", "node-01"],
+        votes=[],
+        records=[],
+        global_digest="00",
+        metric="accuracy",
+        value=0.93,
+        eliminated="node-01",
+        proposer="node-02",
     )
     client.handle(topics.result("t1", 1), seal_message(a2, result, "t1", 1).raw, 15.0)  # not the coordinator
     client.handle(topics.result("t1", 1), seal(c.coordinator, "result", "t1", 1, {"metric": "accuracy"}).raw, 15.0)

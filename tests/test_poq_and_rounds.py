@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpcv.poq import poq_winner, quality_scores, rank_nodes
-from coordinator.aggregate import fedavg
 from bpcv.errors import ConfigError
+from bpcv.poq import poq_winner, quality_scores, rank_nodes
 from bpcv.task import TaskSpec
+from coordinator.aggregate import fedavg
 from coordinator.rounds import decide_round, split_reward
 from coordinator.strategies import STRATEGIES, strategy_named
 from coordinator.strategies.bpcv import Bpcv
@@ -35,7 +35,6 @@ def test_median_resists_a_lying_minority_where_the_mean_does_not():
     assert rank_nodes(quality_scores(votes, "median"), "accuracy")[-1] == "bad"
 
 
-
 def task(**fields) -> TaskSpec:
     return TaskSpec(task_id="t", coordinator="coordinator", **fields)
 
@@ -50,6 +49,7 @@ def decide(roster, valid, invalid, votes, standby, spec, strategy=None):
         votes=votes,
         standby=standby,
     )
+
 
 def test_ranking_is_deterministic_on_ties_and_mae_ranks_low_first():
     assert rank_nodes({"b": 0.5, "a": 0.5, "c": 0.9}, "accuracy") == ["c", "a", "b"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from bpcv.messages import seal_message
 from bpcv.envelope import seal
 from bpcv.identity import Identity
+from bpcv.messages import seal_message
 from ledger import schema
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import build_block

@@ -95,9 +95,9 @@ def cmd_chain_follow(args: argparse.Namespace) -> int:
 
 
 def cmd_chain_register(args: argparse.Namespace) -> int:
-    from bpcv.messages import Register, seal_message
     from bpcv.errors import ConfigError
     from bpcv.identity import ROLES, Identity
+    from bpcv.messages import Register, seal_message
     from ledger.block import build_block
     from ledger.replica import Replica
 

@@ -18,13 +18,14 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from bpcv.envelope import MAGIC, VERSION, Envelope, canonical_json, decode, round_ts
+from bpcv.envelope import Envelope, canonical_json, round_ts, seal
 from bpcv.identity import Identity, check_node_id
 from bpcv.poq import quality_scores, rank_nodes
 from bpcv.task import TaskSpec
 from ledger.block import HEADER_FIELDS, ZERO_HASH, Block, build_block, decode_block
 from ledger.block import MAGIC as BLOCK_MAGIC
 from ledger.block import VERSION as BLOCK_VERSION
+from tests.helpers import Consortium
 
 SEED = "bpcv-fuzz-corpus/v1"
 TS = 1_700_000_000.0  # every envelope and block here carries this timestamp (validation ignores it)
@@ -39,33 +40,17 @@ def identity(node_id: str, seed: str = SEED) -> Identity:
 
 
 def sealed(who: Identity, type: str, task: str, round_no: int, body: dict[str, Any], blobs=()) -> Envelope:
-    """``bpcv.envelope.seal`` with a fixed timestamp and a content-derived nonce (so: reproducible).
-
-    The bytes follow the envelope layout of docs/PROTOCOL.md; the result is checked by ``decode`` here
-    and by the signature check of whoever receives it."""
+    """``bpcv.envelope.seal`` with a fixed timestamp and a content-derived nonce (so: reproducible)."""
     unsigned = {"body": body, "round": int(round_no), "sender": who.node_id, "task": task, "ts": round_ts(TS)}
     material = canonical_json({**unsigned, "type": type}) + b"".join(blobs)
-    header = {**unsigned, "type": type, "nonce": hashlib.sha256(material).hexdigest()[:24]}
-    header_bytes = canonical_json(header)
-    parts = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header_bytes)), header_bytes, struct.pack(">H", len(blobs))]
-    for blob in blobs:
-        parts += [struct.pack(">I", len(blob)), bytes(blob)]
-    signed = b"".join(parts)
-    return decode(signed + who.sign(signed))
+    return seal(who, type, task, round_no, body, blobs, ts=TS, nonce=hashlib.sha256(material).hexdigest()[:24])
 
 
-@dataclass(frozen=True)
-class Chain:
+@dataclass
+class Chain(Consortium):
     """The consortium of ``seed``: admin, requester, coordinator, four agents, the genesis, task ``t1``."""
 
-    seed: str
-    admin: Identity
-    requester: Identity
-    coordinator: Identity
-    agents: dict[str, Identity]
-    genesis: Block
-    task: TaskSpec
-    task_env: Envelope
+    seed: str = SEED
 
     def member(self, node_id: str) -> Identity:
         """Any identity made from this chain's seed, registered or not (``node-99`` is not)."""
@@ -87,7 +72,7 @@ def make_chain(seed: str = SEED) -> Chain:
     genesis = build_block(admin, 0, ZERO_HASH, "", 0, [sealed(admin, "genesis", "", 0, body).raw], ts=TS)
     task = TaskSpec(task_id=TASK_ID, coordinator="coordinator", nodes=len(AGENTS), min_nodes=2)
     task_env = sealed(requester, "task", TASK_ID, 0, task.to_body())
-    return Chain(seed, admin, requester, coordinator, agents, genesis, task, task_env)
+    return Chain(admin, requester, coordinator, agents, genesis, task, task_env, seed)
 
 
 def scores() -> dict[str, dict[str, float]]:
