@@ -18,6 +18,7 @@ carried up unchanged, the root of no transactions is SHA-256 of nothing).
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import time
 from dataclasses import dataclass, field
@@ -124,6 +125,20 @@ def decode_header(header_bytes: bytes) -> dict[str, Any]:
     return header
 
 
+def _check_header_types(header: dict[str, Any]) -> None:
+    """Every header field has the JSON type producers write: no conversion of ``"1"`` or ``0.7``."""
+    for name in ("height", "round", "rank", "tx_count"):
+        value = header[name]
+        if type(value) is not int or value < 0:
+            raise CorruptStore(f"block header field {name} is not an integer >= 0: {value!r:.40}")
+    for name in ("merkle_root", "prev_hash", "proposer", "task"):
+        if not isinstance(header[name], str):
+            raise CorruptStore(f"block header field {name} is not a string")
+    ts = header["ts"]
+    if type(ts) not in (int, float) or not math.isfinite(ts):
+        raise CorruptStore(f"block header field ts is not a finite number: {ts!r:.40}")
+
+
 def decode_block(raw: bytes) -> Block:
     """Parse a block's bytes; raises CorruptStore naming what does not parse."""
     try:
@@ -146,16 +161,19 @@ def decode_block(raw: bytes) -> Block:
             pos += tlen
         if pos != len(raw) - SIGNATURE_BYTES:
             raise CorruptStore("block length does not match its contents")
+        _check_header_types(header)
+        if header["tx_count"] != ntx:
+            raise CorruptStore(f"block header tx_count {header['tx_count']} but {ntx} transactions")
         signature = raw[pos:]
         return Block(
-            int(header["height"]),
-            str(header["prev_hash"]),
-            str(header["task"]),
-            int(header["round"]),
-            str(header["proposer"]),
-            int(header["rank"]),
+            header["height"],
+            header["prev_hash"],
+            header["task"],
+            header["round"],
+            header["proposer"],
+            header["rank"],
             float(header["ts"]),
-            str(header["merkle_root"]),
+            header["merkle_root"],
             tuple(txs),
             bytes(header_bytes),
             bytes(signature),

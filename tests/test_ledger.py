@@ -1,5 +1,7 @@
 """The chain: one contract suite for both stores, block validation rules, tamper detection in LMDB."""
 
+import struct
+
 import lmdb
 import pytest
 
@@ -124,6 +126,12 @@ def test_verify_store_on_memory_and_decode_of_garbage():
         decode_block(b"BPBK\x01garbage")
 
 
+def with_header(raw: bytes, header: bytes) -> bytes:
+    """``raw`` (a block) with its header bytes replaced, the length prefix kept consistent."""
+    (hlen,) = struct.unpack_from(">I", raw, 5)
+    return raw[:5] + struct.pack(">I", len(header)) + header + raw[9 + hlen :]
+
+
 def test_hostile_header_numbers_and_task_field_types_are_refused_not_raised():
     """Found while specifying the protocol: these raised OverflowError/TypeError out of the validator."""
     c = make_consortium(n_agents=3)
@@ -131,10 +139,30 @@ def test_hostile_header_numbers_and_task_field_types_are_refused_not_raised():
     good = round_block(c, 1, c.genesis.hash, 1, honest_scores(list(c.agents)), include_task=True)
     header = good.header_bytes.replace(b'"height":1', b'"height":1e400')
     assert header != good.header_bytes
-    with pytest.raises(InvalidBlock, match="does not decode"):
-        replica.append(good.raw.replace(good.header_bytes, header))
+    with pytest.raises(InvalidBlock, match="height is not an integer"):
+        replica.append(with_header(good.raw, header))
     wrong_task = seal(c.requester, "task", "t1", 0, {**c.task.to_body(), "reward_per_round": "lots"})
     block = build_block(c.agents["node-01"], 1, c.genesis.hash, "t1", 1, [wrong_task.raw], rank=0)
     with pytest.raises(InvalidBlock, match="task transaction: .*wrong type"):
         replica.append(block.raw)
     assert replica.height == 0
+
+
+@pytest.mark.parametrize(
+    "old,new,why",
+    [
+        (b'"tx_count":', b'"tx_count":9', "tx_count"),
+        (b'"height":1', b'"height":"1"', "height is not an integer"),
+        (b'"rank":0', b'"rank":0.0', "rank is not an integer"),
+        (b'"round":1', b'"round":true', "round is not an integer"),
+    ],
+)
+def test_a_header_field_of_another_type_or_a_wrong_tx_count_does_not_decode(old, new, why):
+    c = make_consortium(n_agents=3)
+    good = round_block(c, 1, c.genesis.hash, 1, honest_scores(list(c.agents)), include_task=True)
+    header = good.header_bytes.replace(old, new, 1)
+    if old == b'"tx_count":':  # the count is the field's whole value
+        header = good.header_bytes.replace(b'"tx_count":%d' % len(good.txs), b'"tx_count":%d' % (len(good.txs) + 1))
+    assert header != good.header_bytes and decode_block(with_header(good.raw, good.header_bytes)) == good
+    with pytest.raises(CorruptStore, match=why):
+        decode_block(with_header(good.raw, header))
