@@ -22,6 +22,7 @@ from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from bpcv_app.demo_setup import STANDBY_JOIN_DELAY_S, Demo, DemoNode, DemoOptions
+from coordinator.summary import TaskSummary
 
 MAX_COORDINATOR_RESTARTS = 3
 
@@ -178,7 +179,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
     from ledger.inspect import verify_replica
 
     demo.stop_all()
-    coord_summary = json.loads((demo.out / "coordinator.json").read_text())
+    coord = TaskSummary.from_json(json.loads((demo.out / "coordinator.json").read_text()))
     replicas = {"coordinator": demo.out / "nodes" / "coordinator" / "chain"}
     replicas.update({n.node_id: n.replica for n in nodes if not n.external})
     verified: dict[str, dict[str, Any]] = {}
@@ -190,53 +191,54 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
             verified[node_id] = {"valid": False, "error": str(exc)}
     heads = {v.get("head_hash") for v in verified.values()}
     all_valid = all(v["valid"] for v in verified.values())
-    metric = coord_summary["task"]["category"] == "classification" and "accuracy" or "mae"
-    rounds = []
-    for row in coord_summary["rounds"]:
-        rounds.append(
-            {
-                "round": row["round"],
-                metric: row[metric],
-                "eliminated": ([row["eliminated"]] if row["eliminated"] else []) + sorted(row["invalid"]),
-                "admitted": row["admitted"],
-                "chain_height": row["chain_height"],
-                "aggregated": row["aggregated"],
-                "excluded": row["excluded"],
-                "invalid": row["invalid"],
-                "dropped": row["dropped"],
-                "proposer": row["proposer"],
-                "block_proposer": row["block_proposer"],
-                "block_rank": row["block_rank"],
-                "ranking": row["ranking"],
-                "quality": row["quality"],
-                "rewards": row["rewards"],
-            }
-        )
-    coord_nodes = coord_summary.get("nodes", {})
+    metric = coord.metric
+    rounds = [
+        {
+            "round": row.round,
+            metric: row.value,
+            "eliminated": ([row.eliminated] if row.eliminated else []) + sorted(row.invalid),
+            "admitted": row.admitted,
+            "chain_height": row.chain_height,
+            "aggregated": row.aggregated,
+            "excluded": row.excluded,
+            "invalid": row.invalid,
+            "dropped": row.dropped,
+            "proposer": row.proposer,
+            "block_proposer": row.block_proposer,
+            "block_rank": row.block_rank,
+            "ranking": row.ranking,
+            "quality": row.quality,
+            "rewards": row.rewards,
+        }
+        for row in coord.rounds
+    ]
+
+    def node_entry(node: DemoNode) -> dict[str, Any]:
+        info = coord.nodes.get(node.node_id)
+        privacy = info.privacy if info else {}
+        return {
+            "id": node.node_id,
+            "behaviour": node.behaviour,
+            "external": node.external,
+            "status": info.status if info else "absent",
+            "reward": info.reward if info else 0.0,
+            "mechanism": privacy.get("mechanism", "off"),
+            "epsilon_budget": privacy.get("epsilon_budget"),
+            "epsilon_spent": privacy.get("epsilon_spent"),
+        }
+
     summary = {
-        "task": coord_summary["task"],
+        "task": coord.task,
         "rounds": rounds,
-        f"final_{metric}": coord_summary.get(f"final_{metric}"),
-        "stopped_because": coord_summary.get("stopped_because"),
-        "aborted_round": coord_summary.get("aborted_round"),
-        "final_model_digest": coord_summary.get("final_model_digest"),
+        f"final_{metric}": coord.final_value,
+        "stopped_because": coord.stopped_because,
+        "aborted_round": coord.aborted_round,
+        "final_model_digest": coord.final_model_digest,
         "replicas": [str(p) for p in replicas.values()],
         "chain": {"all_valid": all_valid, "same_head": len(heads) == 1, "heads": verified},
-        "nodes": [
-            {
-                "id": n.node_id,
-                "behaviour": n.behaviour,
-                "external": n.external,
-                "status": coord_nodes.get(n.node_id, {}).get("status", "absent"),
-                "reward": coord_nodes.get(n.node_id, {}).get("reward", 0.0),
-                "mechanism": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("mechanism", "off"),
-                "epsilon_budget": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("epsilon_budget"),
-                "epsilon_spent": coord_nodes.get(n.node_id, {}).get("privacy", {}).get("epsilon_spent"),
-            }
-            for n in nodes
-        ],
-        "rejected": coord_summary.get("rejected", {}),
-        "error": coord_summary.get("error"),
+        "nodes": [node_entry(n) for n in nodes],
+        "rejected": coord.rejected,
+        "error": coord.error,
         "duration_s": round(time.monotonic() - started, 1),
     }
     (demo.out / "summary.json").write_text(json.dumps(summary, indent=2))

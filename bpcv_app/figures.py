@@ -52,17 +52,17 @@ def _mark_blocks(ax, data: RunData) -> None:  # noqa: ANN001
 def plot_metric(data: RunData, path: Path) -> Path:
     plt, fig, (ax,) = _figure()
     rounds = data.rounds
-    x = [r["round"] for r in rounds]
-    y = [r[data.metric] for r in rounds]
+    x = [r.round for r in rounds]
+    y = [r.value for r in rounds]
     ax.plot(x, y, marker="o", color="tab:blue", label=f"global model, test {data.metric}")
-    target = data.summary.get("task", {}).get("target")
+    target = data.summary.task.get("target")
     if target is not None:
         ax.axhline(target, color="tab:green", linestyle="--", label=f"target {target}")
     for r in rounds:
-        if r.get("eliminated"):
+        if r.eliminated:
             ax.annotate(
-                f"out: {r['eliminated']}",
-                (r["round"], r[data.metric]),
+                f"out: {r.eliminated}",
+                (r.round, r.value),
                 textcoords="offset points",
                 xytext=(0, -14),
                 ha="center",
@@ -105,7 +105,7 @@ def plot_quality(data: RunData, path: Path) -> Path:
         ink = "red" if alarm else ("black" if light else "white")
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color=ink, bbox=box)
     ax.set_yticks(range(len(nodes)), nodes)
-    ax.set_xticks(range(len(data.rounds)), [str(r["round"]) for r in data.rounds])
+    ax.set_xticks(range(len(data.rounds)), [str(r.round) for r in data.rounds])
     ax.set_xlabel("round")
     ax.set_title("Quality ranking per round: #k = rank, out = eliminated, bad = invalid update, blank = not active")
     return _save(plt, fig, path)
@@ -144,7 +144,7 @@ def plot_resources(data: RunData, path: Path) -> Path:
         colour.update({n: c for n in nodes})
         cpu_ax.plot(seconds, [s["cpu_percent"] for s in own], linewidth=1, color=c, label=label)
         rss_ax.plot(seconds, [s["rss_bytes"] / MB for s in own], linewidth=1, color=c, label=label)
-    task_nodes = data.summary.get("nodes", {})
+    task_nodes = data.summary.nodes
     agents = [n for n in sorted(per_node) if n in task_nodes]
     grid = np.arange(0.0, max((s["ts"] for s in data.samples), default=data.t0) - data.t0 + 1.0, 1.0)
     per_agent = []

@@ -20,18 +20,17 @@ def _fmt(value: Any, spec: str) -> str:
 
 def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list[Path]) -> str:
     s, rounds = data.summary, data.rounds
-    task = s.get("task", {})
-    final = s.get(f"final_{data.metric}")
-    eliminated = [f"{r['eliminated']} (round {r['round']})" for r in rounds if r.get("eliminated")]
+    task = s.task
+    eliminated = [f"{r.eliminated} (round {r.round})" for r in rounds if r.eliminated]
     lines = [
         f"# Run report: task {task.get('task_id', '?')}",
         "",
         f"- dataset {task.get('dataset', '?')}, model {task.get('model', '?')}, {len(rounds)} rounds, "
-        f"stopped because: {s.get('stopped_because') or s.get('error') or '?'}",
-        f"- final test {data.metric}: {_fmt(final, '.4f')}; final model digest "
-        f"`{(s.get('final_model_digest') or '-')[:16]}`",
-        f"- chain: height {rounds[-1].get('chain_height') if rounds else '-'}, "
-        f"{sum(1 for r in rounds if r.get('on_chain'))}/{len(rounds)} rounds on chain",
+        f"stopped because: {s.stopped_because or s.error or '?'}",
+        f"- final test {data.metric}: {_fmt(s.final_value, '.4f')}; final model digest "
+        f"`{(s.final_model_digest or '-')[:16]}`",
+        f"- chain: height {rounds[-1].chain_height if rounds else '-'}, "
+        f"{sum(1 for r in rounds if r.on_chain)}/{len(rounds)} rounds on chain",
         f"- eliminated: {', '.join(eliminated) or '-'}",
         f"- samples: {len(data.samples)} from {len({x['node'] for x in data.samples})} nodes in "
         f"{len(processes(data.samples))} processes",
@@ -48,10 +47,10 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
         "|---|---|---|---|---|---|",
     ]
     for r in rounds:
-        block = f"{r.get('block_proposer')} ({r.get('block_rank')})" if r.get("on_chain") else "none"
+        block = f"{r.block_proposer} ({r.block_rank})" if r.on_chain else "none"
         lines.append(
-            f"| {r['round']} | {r[data.metric]:.4f} | {r.get('eliminated') or '-'} | "
-            f"{', '.join(r.get('admitted', [])) or '-'} | {block} | {r.get('chain_height', '-')} |"
+            f"| {r.round} | {r.value:.4f} | {r.eliminated or '-'} | "
+            f"{', '.join(r.admitted) or '-'} | {block} | {r.chain_height} |"
         )
     lines += [
         "",

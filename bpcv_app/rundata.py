@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bpcv.errors import ConfigError
+from coordinator.summary import RoundRow, TaskSummary
 from coordinator.timeseries import TimeSeries
 
 MB = 1024 * 1024
@@ -22,7 +23,7 @@ MB = 1024 * 1024
 
 @dataclass
 class RunData:
-    summary: dict[str, Any]
+    summary: TaskSummary
     samples: list[dict[str, Any]]
     events: list[tuple[float, int, str, dict[str, Any]]]
     traffic: dict[str, list[tuple[float, int]]]
@@ -34,11 +35,11 @@ class RunData:
 
     @property
     def metric(self) -> str:
-        return str(self.summary.get("task", {}).get("metric", "accuracy"))
+        return self.summary.metric
 
     @property
-    def rounds(self) -> list[dict[str, Any]]:
-        return list(self.summary.get("rounds", []))
+    def rounds(self) -> list[RoundRow]:
+        return self.summary.rounds
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -47,9 +48,13 @@ def load_run(run_dir: Path) -> RunData:
     if not summary_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder: no coordinator.json (was the task run with --out there?)")
     try:
-        summary = json.loads(summary_path.read_text())
+        raw = json.loads(summary_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{summary_path} is not readable JSON: {exc}") from exc
+    try:
+        summary = TaskSummary.from_json(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{summary_path} is not a coordinator summary this version reads: {exc!r}") from exc
     try:
         store = TimeSeries(run_dir / "metrics.sqlite", readonly=True)
     except FileNotFoundError:
@@ -144,22 +149,22 @@ def chain_heights(data: RunData) -> list[tuple[float, int]]:
 def node_table(data: RunData) -> list[dict[str, Any]]:
     """Per node: status, reward, median/peak CPU of its process, peak RSS, ledger CPU seconds."""
     per_node = by_node(data.samples)
-    statuses = data.summary.get("nodes", {})
+    statuses = data.summary.nodes
     rows = []
     for node in sorted(set(per_node) | set(statuses)):
         own = per_node.get(node, [])
-        info = statuses.get(node, {})
+        info = statuses.get(node)
         rows.append(
             {
                 "node": node,
-                "status": info.get("status", "-"),
-                "reward": info.get("reward"),
+                "status": info.status if info else "-",
+                "reward": info.reward if info else None,
                 "samples": len(own),
                 "cpu_median": statistics.median(s["cpu_percent"] for s in own) if own else None,
                 "cpu_peak": max(s["cpu_percent"] for s in own) if own else None,
                 "rss_peak_mb": max(s["rss_bytes"] for s in own) / MB if own else None,
                 "ledger_cpu_s": max(s["ledger_cpu_s"] for s in own) if own else None,
-                "epsilon": _epsilon(info.get("privacy", {})),
+                "epsilon": _epsilon(info.privacy if info else {}),
             }
         )
     return rows
@@ -173,20 +178,20 @@ def _epsilon(privacy: dict[str, Any]) -> str:
     return f"{spent:.3f} of {budget} ({privacy['mechanism']})" if budget is not None else f"{spent:.3f}"
 
 
-def quality_matrix(rounds: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, dict[tuple[int, int], str]]:
+def quality_matrix(rounds: list[RoundRow]) -> tuple[list[str], np.ndarray, dict[tuple[int, int], str]]:
     """Nodes, a nodes × rounds matrix of peer-voted quality (NaN where a node was not scored) and
     cell marks: ``#k`` the rank, ``out`` eliminated, ``bad`` invalid, ``in`` admitted next round."""
-    nodes = sorted({n for r in rounds for n in list(r.get("quality", {})) + list(r.get("invalid", {}))})
+    nodes = sorted({n for r in rounds for n in list(r.quality) + list(r.invalid)})
     index = {n: i for i, n in enumerate(nodes)}
     matrix = np.full((len(nodes), len(rounds)), np.nan)
     marks: dict[tuple[int, int], str] = {}
     for j, row in enumerate(rounds):
-        for node, q in row.get("quality", {}).items():
+        for node, q in row.quality.items():
             matrix[index[node], j] = q
-        for k, node in enumerate(row.get("ranking", [])):
+        for k, node in enumerate(row.ranking):
             marks[(index[node], j)] = f"#{k + 1}"
-        for node in row.get("invalid", {}):
+        for node in row.invalid:
             marks[(index[node], j)] = "bad"
-        if row.get("eliminated") in index:
-            marks[(index[row["eliminated"]], j)] = "out"
+        if row.eliminated in index:
+            marks[(index[row.eliminated], j)] = "out"
     return nodes, matrix, marks

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bpcv.task import CATEGORIES
 from coordinator.rounds import RoundOutcome
 
 
@@ -98,6 +99,11 @@ class TaskSummary:
     chain: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
 
+    @property
+    def final_value(self) -> float | None:
+        """The metric of the last decided round's global model."""
+        return self.rounds[-1].value if self.rounds else None
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.task, "rounds": [r.to_json() for r in self.rounds]}
         if self.error is not None:
@@ -106,7 +112,7 @@ class TaskSummary:
             out["stopped_because"] = self.stopped_because
             if self.aborted_round:
                 out["aborted_round"] = self.aborted_round
-            out[f"final_{self.metric}"] = self.rounds[-1].value if self.rounds else None
+            out[f"final_{self.metric}"] = self.final_value
             out["final_model_digest"] = self.final_model_digest
         out["nodes"] = {n: asdict(s) for n, s in self.nodes.items()}
         out["rejected"] = self.rejected
@@ -114,3 +120,22 @@ class TaskSummary:
         if self.duration_s is not None:
             out["duration_s"] = self.duration_s
         return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskSummary:
+        """Read ``coordinator.json`` back; KeyError, TypeError or ValueError for a file this version did not
+        write (the metric follows from the task's category, as when it was written)."""
+        task = dict(data["task"])
+        return cls(
+            task=task,
+            metric=CATEGORIES[task.get("category", "classification")],
+            rounds=[RoundRow.from_json(r) for r in data["rounds"]],
+            nodes={n: NodeSummary(**s) for n, s in data.get("nodes", {}).items()},
+            stopped_because=data.get("stopped_because"),
+            aborted_round=data.get("aborted_round"),
+            final_model_digest=data.get("final_model_digest"),
+            error=data.get("error"),
+            rejected=dict(data.get("rejected", {})),
+            chain=dict(data.get("chain", {})),
+            duration_s=data.get("duration_s"),
+        )

@@ -1,6 +1,7 @@
 """`bpcv report`: the table logic on hand-made data, and every figure written for a small run folder.
 (The integration test `test_malicious_agent_eliminated_…` runs it on a live run's folder.)"""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -17,35 +18,44 @@ from bpcv_app.rundata import (
     processes,
     quality_matrix,
 )
+from coordinator.summary import NodeSummary, RoundRow, TaskSummary
 from coordinator.timeseries import TimeSeries
 
+NODES = ("node-01", "node-02", "node-03")
+
+
+def round_row(round_no: int, value: float, **fields) -> RoundRow:
+    """A decided round as the coordinator records it; unnamed fields empty."""
+    empty = {"eliminated_reason": None, "dropped": [], "left": [], "aggregated": [], "excluded": []}
+    empty |= {"proposer": None, "rewards": {}, "admitted": [], "invalid": {}, "eliminated": None}
+    return RoundRow(round=round_no, metric="accuracy", value=value, **(empty | fields))
+
+
 ROUNDS = [
-    {
-        "round": 1,
-        "accuracy": 0.91,
-        "ranking": ["node-02", "node-03", "node-01"],
-        "quality": {"node-01": 0.1, "node-02": 0.9, "node-03": 0.85},
-        "invalid": {"node-04": "non-finite"},
-        "eliminated": "node-01",
-        "admitted": ["node-05"],
-        "on_chain": True,
-        "block_proposer": "node-02",
-        "block_rank": 0,
-        "chain_height": 1,
-    },
-    {
-        "round": 2,
-        "accuracy": 0.94,
-        "ranking": ["node-05", "node-02", "node-03"],
-        "quality": {"node-02": 0.92, "node-03": 0.9, "node-05": 0.93},
-        "invalid": {},
-        "eliminated": "node-03",
-        "admitted": [],
-        "on_chain": True,
-        "block_proposer": "node-05",
-        "block_rank": 0,
-        "chain_height": 2,
-    },
+    round_row(
+        1,
+        0.91,
+        ranking=["node-02", "node-03", "node-01"],
+        quality={"node-01": 0.1, "node-02": 0.9, "node-03": 0.85},
+        invalid={"node-04": "non-finite"},
+        eliminated="node-01",
+        admitted=["node-05"],
+        on_chain=True,
+        block_proposer="node-02",
+        block_rank=0,
+        chain_height=1,
+    ),
+    round_row(
+        2,
+        0.94,
+        ranking=["node-05", "node-02", "node-03"],
+        quality={"node-02": 0.92, "node-03": 0.9, "node-05": 0.93},
+        eliminated="node-03",
+        on_chain=True,
+        block_proposer="node-05",
+        block_rank=0,
+        chain_height=2,
+    ),
 ]
 
 
@@ -76,7 +86,7 @@ def test_traffic_counters_survive_a_broker_restart_and_split_by_round():
     ts, values = monotonic([(0.0, 100), (1.0, 300), (2.0, 50), (3.0, 150)])  # restart between 1 s and 2 s
     assert values.tolist() == [100, 300, 350, 450]
     data = RunData(
-        {"rounds": ROUNDS},
+        TaskSummary(task={"task_id": "t1"}, metric="accuracy", rounds=ROUNDS),
         [],
         [(1.0, 1, "decided", {}), (3.0, 2, "decided", {})],
         {"received": [(0.0, 0), (2.0, 2000), (4.0, 2000)], "sent": [(0.0, 0), (4.0, 8000)]},
@@ -97,16 +107,17 @@ def test_quality_matrix_marks_rank_elimination_and_invalid():
 def run_folder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    summary = {
-        "task": {"task_id": "t1", "metric": "accuracy", "dataset": "mnist", "model": "mlp:16", "target": None},
-        "rounds": ROUNDS,
-        "stopped_because": "round limit",
-        "final_accuracy": 0.94,
-        "final_model_digest": "ab" * 32,
-        "nodes": {n: {"status": "active", "reward": 1.0} for n in ("node-01", "node-02", "node-03")},
-    }
-    summary["nodes"]["node-02"]["privacy"] = {"mechanism": "laplace", "epsilon_budget": 10.0, "epsilon_spent": 2.5}
-    (run / "coordinator.json").write_text(json.dumps(summary))
+    nodes = {n: NodeSummary(status="active", reward=1.0, num_samples=10, left_because=None, privacy={}) for n in NODES}
+    nodes["node-02"].privacy = {"mechanism": "laplace", "epsilon_budget": 10.0, "epsilon_spent": 2.5}
+    summary = TaskSummary(
+        task={"task_id": "t1", "category": "classification", "dataset": "mnist", "model": "mlp:16", "target": None},
+        metric="accuracy",
+        rounds=ROUNDS,
+        nodes=nodes,
+        stopped_because="round limit",
+        final_model_digest="ab" * 32,
+    )
+    (run / "coordinator.json").write_text(json.dumps(summary.to_json()))
     store = TimeSeries(run / "metrics.sqlite")
     for second in range(20):
         for node, pid in (("node-01", 7), ("node-02", 7), ("node-03", 8), ("coordinator", 9)):
@@ -147,3 +158,19 @@ def test_report_on_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):
     (tmp_path / "coordinator.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not readable JSON"):
         write_report(tmp_path)
+    (tmp_path / "coordinator.json").write_text('{"task": {"task_id": "t1"}}')
+    with pytest.raises(ConfigError, match="not a coordinator summary"):
+        write_report(tmp_path)
+
+
+def test_report_of_a_regression_task_uses_mae(tmp_path):
+    """The report took the metric from a task field that coordinator.json never had, so a regression
+    run's report looked for 'accuracy' in its rows."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [dataclasses.replace(r, metric="mae", value=r.value * 10) for r in ROUNDS]
+    summary = TaskSummary(task={"task_id": "t2", "category": "regression"}, metric="mae", rounds=rows)
+    (run / "coordinator.json").write_text(json.dumps(summary.to_json()))
+    write_report(run)
+    text = (run / "report" / "report.md").read_text()
+    assert "final test mae: 9.4000" in text and "| 2 | 9.4000 |" in text
