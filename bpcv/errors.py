@@ -16,3 +16,8 @@ class Rejected(BpcvError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class DataError(ConfigError):
+    """A device's own data does not match the task's schema; the one-line message names the file, the column
+    (or value) and what was expected. Raised for bad data, never a traceback."""

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from bpcv.errors import BpcvError
-from bpcv_app.commands import broker, chain, demo, deploy, nodes, observe
+from bpcv_app.commands import broker, chain, data, demo, deploy, nodes, observe, task
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # in this order in --help: demo; broker; report, monitor; deploy; coordinator, agent, request, keys; chain
-    for group in (demo, broker, observe, deploy, nodes, chain):
+    for group in (demo, broker, observe, deploy, nodes, chain, data, task):
         group.register(sub)
     return parser
 
