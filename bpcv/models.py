@@ -1,8 +1,11 @@
-"""Keras models named by a short spec, built lazily (TensorFlow is imported only when a model is built).
+"""Keras models named by a short spec or given as Keras JSON, built lazily (TensorFlow is imported
+only when a model is built).
 
 Specs: ``mlp:H1,H2,...`` (dense ReLU layers then softmax) and ``cnn:C1,C2,...`` (3x3 conv + 2x2
 max-pool per entry, then softmax). Model size is a design choice: every update travels to every
 peer, so the default ``mlp:128`` (101,770 parameters, 398 KiB as float32) is kept small.
+Keras JSON (the requester's own model) is built only after ``bpcv.model_spec`` checked it, with no
+custom objects, and only when its parameter count (counted first without allocating) is under the cap.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from bpcv.errors import ConfigError
+from bpcv.model_spec import MAX_MODEL_PARAMS, check_keras_json, is_keras_json
 
 
 def parse_spec(spec: str) -> tuple[str, list[int]]:
@@ -24,7 +28,10 @@ def parse_spec(spec: str) -> tuple[str, list[int]]:
 
 
 def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed: int = 0) -> Any:
-    """A Keras model (uncompiled) for ``spec``; the same seed gives the same initial weights."""
+    """A Keras model (uncompiled) for ``spec`` (a preset or Keras JSON); the same seed gives the same
+    initial weights."""
+    if is_keras_json(spec):
+        return build_keras_json(spec, input_shape, num_classes, seed)
     kind, widths = parse_spec(spec)
     import tensorflow as tf
 
@@ -47,6 +54,60 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
     if num_classes > 1:
         layers.append(tf.keras.layers.Activation("softmax"))
     return tf.keras.Sequential(layers)
+
+
+def count_keras_json_params(text: str) -> int:
+    """The parameter count of checked Keras JSON, counted in a throwaway graph: variables there are only
+    declared, so a model far over the cap allocates nothing."""
+    info = check_keras_json(text)
+    import tensorflow as tf
+
+    with tf.Graph().as_default():
+        return int(_from_json(info.to_json()).count_params())
+
+
+def _from_json(text: str) -> Any:
+    """Keras' own builder on checked text, with no custom objects; its complaint as one ConfigError line."""
+    import tensorflow as tf
+
+    try:
+        return tf.keras.models.model_from_json(text)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Keras cannot build the model: {first[:200]}") from exc
+
+
+def build_keras_json(
+    text: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    seed: int = 0,
+    max_params: int = MAX_MODEL_PARAMS,
+) -> Any:
+    """The requester's model from Keras JSON: checked, counted, then built with no custom objects.
+    ConfigError when it is refused, too large, or its input/output does not fit the data."""
+    info = check_keras_json(text)
+    params = count_keras_json_params(text)
+    if params > max_params:
+        raise ConfigError(f"model has {params:,} parameters; the cap is {max_params:,}")
+    if input_shape is not None:
+        declared = info.input_shape
+        fits = len(declared) == len(input_shape) and all(d is None or d == s for d, s in zip(declared, input_shape))
+        if not fits:
+            shape = list(declared)
+            raise ConfigError(f"model input shape {shape} does not match the data's input shape {list(input_shape)}")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    model = _from_json(info.to_json())
+    if num_classes is not None:
+        out = model.output_shape
+        if len(out) != 2 or out[-1] != num_classes:
+            raise ConfigError(
+                f"model output shape {list(out)} does not match the task: it must be [null, {num_classes}] "
+                f"({'the number of classes' if num_classes > 1 else 'one value for regression'})"
+            )
+    return model
 
 
 def configure_tensorflow(threads: int) -> None:

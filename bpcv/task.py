@@ -7,6 +7,8 @@ from typing import Any
 
 from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
+from bpcv.model_spec import check_keras_json, is_keras_json
+from bpcv.models import parse_spec
 from bpcv.poq import QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
@@ -66,6 +68,7 @@ class TaskSpec:
         check_node_id(self.chain)
         if self.category not in CATEGORIES:
             raise ConfigError(f"task: category must be one of {sorted(CATEGORIES)}, not {self.category!r}")
+        self.check_model()
         if self.quality_rule not in QUALITY_RULES:
             raise ConfigError(f"task: quality_rule must be one of {QUALITY_RULES}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
@@ -88,3 +91,12 @@ class TaskSpec:
             raise ConfigError("task: reward_per_round must be >= 0")
         if not isinstance(self.proposer_fallbacks, int) or self.proposer_fallbacks < 0:
             raise ConfigError(f"task: proposer_fallbacks must be an integer >= 0, not {self.proposer_fallbacks!r}")
+
+    def check_model(self) -> None:
+        """The model field: a preset spec, or Keras JSON against the allow-list and size cap (no TensorFlow)."""
+        if not isinstance(self.model, str):
+            raise ConfigError(f"task: model must be a string, not {type(self.model).__name__}")
+        try:
+            check_keras_json(self.model) if is_keras_json(self.model) else parse_spec(self.model)
+        except ConfigError as exc:
+            raise ConfigError(f"task: {exc}") from exc

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from bpcv.errors import ConfigError
 from bpcv.metrics import predict, score
+from bpcv.model_spec import check_keras_json, describe, dp_refusal, is_keras_json
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
 from edge_agent.privacy.settings import PrivacySettings, steps_per_round
@@ -46,6 +48,10 @@ class Trainer:
         or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit)."""
         self.task = task
         self.privacy = privacy if privacy and privacy.mechanism != "off" else None
+        if self.privacy is not None and is_keras_json(task.model):
+            problem = dp_refusal(check_keras_json(task.model))
+            if problem:  # a BpcvError: the agent logs it and does not join
+                raise ConfigError(f"task {task.task_id}: {problem}")
         self.model = build_model(task.model, input_shape, num_classes, seed=0)
         self.loss = self._loss()
         self.optimizer = self.make_optimizer()
@@ -62,7 +68,7 @@ class Trainer:
 
         ghost = supports_ghost_clipping(self.model) if dp_path == "auto" else dp_path == "ghost"
         if ghost and not supports_ghost_clipping(self.model):
-            raise ValueError(f"model {self.task.model} has layers ghost clipping cannot handle")
+            raise ValueError(f"model {describe(self.task.model)} has layers ghost clipping cannot handle")
         self.dp_path = "ghost" if ghost else "jacobian"
         label = (
             tf.TensorSpec((None,), tf.int64)
@@ -72,6 +78,8 @@ class Trainer:
 
         @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32), label])
         def step(x: Any, y: Any) -> None:
+            if self.task.category == "regression":  # (batch, 1) like the output: MSE keeps one loss per record
+                y = tf.reshape(y, (-1, 1))
             self.optimizer.dp_step(self.model, self.loss, x, y, ghost)
 
         return step

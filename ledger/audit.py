@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bpcv.envelope import decode
 from bpcv.messages import Evidence, Final, Result, Reward, Vote, read, read_task
+from bpcv.model_spec import describe
 from bpcv.task import TaskSpec
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import decode_block
@@ -82,7 +83,7 @@ def format_audit(a: TaskAudit) -> list[str]:
         return [f"task {a.task}: nothing recorded on this chain"]
     s = a.spec
     lines = [
-        f"task {a.task}: {s.category} on {s.dataset} with {s.model}, coordinator {s.coordinator}, "
+        f"task {a.task}: {s.category} on {s.dataset} with {describe(s.model)}, coordinator {s.coordinator}, "
         f"reward {s.reward_per_round} per round, quality rule {s.quality_rule}"
         if s is not None
         else f"task {a.task}: (its task transaction is not on this chain)",

@@ -9,6 +9,7 @@ from pathlib import Path
 from bpcv.envelope import Envelope, decode
 from bpcv.errors import Rejected
 from bpcv.messages import KINDS, Evidence, Final, Genesis, Message, Register, Result, Reward, Vote, read, read_task
+from bpcv.model_spec import describe
 from ledger.backends.lmdb import LmdbStore
 from ledger.block import decode_block
 from ledger.replica import VerifyReport, verify_store
@@ -45,7 +46,7 @@ def describe_tx(env: Envelope) -> str:
         if env.type == "task":
             t = read_task(env)
             return (
-                f"task {who}: {t.category} on {t.dataset} with {t.model}, "
+                f"task {who}: {t.category} on {t.dataset} with {describe(t.model)}, "
                 f"{t.rounds} rounds, reward {t.reward_per_round}/round"
             )
         kind = KINDS.get(env.type)

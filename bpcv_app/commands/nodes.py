@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bpcv.errors import BpcvError
+from bpcv.errors import BpcvError, ConfigError
 from bpcv_app.commands.common import add_broker_arguments, broker_from_args
 
 
@@ -32,6 +32,18 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_argument(value: str) -> str:
+    """``--model``: a preset spec (``mlp:128``), or a ``.json`` / ``.keras`` file whose Keras JSON the task carries."""
+    if value.lower().endswith((".json", ".keras")):
+        from bpcv.model_spec import read_model_file
+
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"model file {path} not found")
+        return read_model_file(path)
+    return value
+
+
 def cmd_request(args: argparse.Namespace) -> int:
     from bpcv.identity import Identity
     from bpcv.mqtt import Bus
@@ -46,7 +58,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         chain=args.chain,
         category=args.category,
         dataset=args.dataset,
-        model=args.model,
+        model=model_argument(args.model),
         rounds=args.rounds,
         time_limit_s=args.time_limit,
         target=args.target,
@@ -100,7 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--chain", default="main")
     req.add_argument("--category", default="classification", choices=["classification", "regression"])
     req.add_argument("--dataset", default="mnist")
-    req.add_argument("--model", default="mlp:128")
+    req.add_argument(
+        "--model", default="mlp:128", help="a preset (mlp:H,..., cnn:C,...) or a Keras model: a .json or .keras file"
+    )
     req.add_argument("--rounds", type=int, default=10)
     req.add_argument("--time-limit", type=float, default=3600.0, help="seconds")
     req.add_argument("--target", type=float, default=None, help="stop when the global metric reaches this")

@@ -33,10 +33,16 @@ PASS_THROUGH_LAYERS = (
 
 
 def supports_ghost_clipping(model: Any) -> bool:
-    """True when every layer is a linear Dense layer with bias or a weightless pass-through layer."""
+    """True for a Sequential model whose every layer is a linear Dense layer with bias on a flat (batch,
+    features) input or a weightless pass-through layer (the ghost step walks ``model.layers`` as a chain,
+    and its outer-product norms hold only for 2-D layer inputs)."""
+    if not isinstance(model, tf.keras.Sequential):
+        return False
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.Dense):
             if layer.activation is not tf.keras.activations.linear or not layer.use_bias:
+                return False
+            if len(layer.input_shape) != 2:
                 return False
         elif not isinstance(layer, PASS_THROUGH_LAYERS):
             return False
