@@ -336,6 +336,17 @@ def check_keras_json(text: str) -> KerasModelInfo:
     return KerasModelInfo(str(cls), layers, input_shape, top)
 
 
+def model_from_argument(value: str) -> str:
+    """A ``--model`` value: a preset spec (``mlp:128``), or a ``.json`` / ``.keras`` file whose Keras JSON
+    the task carries (``read_model_file``)."""
+    if not value.lower().endswith((".json", ".keras")):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"model file {path} not found")
+    return read_model_file(path)
+
+
 def read_model_file(path: Path) -> str:
     """The model text for a task from a ``.json`` file (``model.to_json()``) or a ``.keras`` file, of which
     only ``config.json`` is read (never the weights, never code), its ``compile_config`` (loss and

@@ -18,6 +18,7 @@ from typing import Any
 from bpcv.envelope import decode
 from bpcv.errors import BpcvError
 from bpcv.messages import Abort, Result, read
+from bpcv.model_spec import describe
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
@@ -104,7 +105,7 @@ def _run(demo: Demo, started: float) -> int:
     from coordinator.requester import post_task
 
     post_task(bus, requester, task, topics)
-    demo.say(f"task {task.task_id} posted: MNIST, {o.model}, up to {o.rounds} rounds, {active} active nodes")
+    demo.say(f"task {task.task_id} posted: MNIST, {describe(o.model)}, up to {o.rounds} rounds, {active} active nodes")
     pending: tuple[int, Result] | None = None  # the latest round's result, until its block is seen
     chain_height = 0
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 from bpcv.config import AgentConfig, CoordinatorConfig, write_config
 from bpcv.errors import ConfigError
 from bpcv.identity import Identity
+from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
 from broker.runner import free_port, start_broker_process
 from broker.secure import client_tls_files
@@ -57,7 +58,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="the last N active agents run elsewhere (edge devices: `bpcv deploy bundle --config "
         "OUT/configs/NODE.toml`); the demo waits for them to come online (needs a broker they reach)",
     )
-    p.add_argument("--model", default="mlp:128", help="model spec (default mlp:128)")
+    p.add_argument(
+        "--model",
+        default="mlp:128",
+        help="a preset (mlp:H,..., cnn:C,...; default mlp:128) or a Keras .json/.keras file",
+    )
     p.add_argument("--epochs", type=int, default=3, help="local epochs per round (default 3)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
@@ -146,7 +151,7 @@ class DemoOptions:
             out=out,
             broker=a.broker,
             processes=max(1, min(a.processes, a.agents)),
-            model=a.model,
+            model=model_from_argument(a.model),
             epochs=a.epochs,
             partition=a.partition,
             quality_rule=a.quality_rule,

@@ -12,11 +12,10 @@ import pytest
 import tensorflow as tf
 
 from bpcv.errors import ConfigError
-from bpcv.model_spec import MAX_MODEL_JSON_BYTES, check_keras_json, describe, dp_refusal
+from bpcv.model_spec import MAX_MODEL_JSON_BYTES, check_keras_json, describe, dp_refusal, model_from_argument
 from bpcv.models import build_keras_json, build_model, configure_tensorflow
 from bpcv.task import TaskSpec
 from bpcv_app import cli
-from bpcv_app.commands.nodes import model_argument
 from edge_agent.privacy.settings import PrivacySettings
 from edge_agent.trainer import Trainer
 
@@ -220,15 +219,15 @@ def test_the_task_check_imports_no_tensorflow():
 def test_request_model_reads_a_json_file_or_only_the_config_of_a_keras_file(tmp_path):
     text = dense_json()
     (tmp_path / "m.json").write_text(text)
-    assert model_argument(str(tmp_path / "m.json")) == text
-    assert model_argument("mlp:64") == "mlp:64"
+    assert model_from_argument(str(tmp_path / "m.json")) == text
+    assert model_from_argument("mlp:64") == "mlp:64"
     keras_file = tmp_path / "m.keras"
     with zipfile.ZipFile(keras_file, "w") as archive:  # weights that are not even a valid h5: never opened
         archive.writestr("config.json", json.dumps({**json.loads(text), "compile_config": {"loss": "x"}}))
         archive.writestr("model.weights.h5", b"not weights")
-    assert json.loads(model_argument(str(keras_file))) == json.loads(text)  # compile_config dropped
+    assert json.loads(model_from_argument(str(keras_file))) == json.loads(text)  # compile_config dropped
     with pytest.raises(ConfigError, match=r"model file .*absent.keras not found"):
-        model_argument(str(tmp_path / "absent.keras"))
+        model_from_argument(str(tmp_path / "absent.keras"))
 
 
 # bpcv task check

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bpcv.errors import BpcvError, ConfigError
+from bpcv.errors import BpcvError
 from bpcv_app.commands.common import add_broker_arguments, broker_from_args
 
 
@@ -32,20 +32,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_argument(value: str) -> str:
-    """``--model``: a preset spec (``mlp:128``), or a ``.json`` / ``.keras`` file whose Keras JSON the task carries."""
-    if value.lower().endswith((".json", ".keras")):
-        from bpcv.model_spec import read_model_file
-
-        path = Path(value)
-        if not path.is_file():
-            raise ConfigError(f"model file {path} not found")
-        return read_model_file(path)
-    return value
-
-
 def cmd_request(args: argparse.Namespace) -> int:
     from bpcv.identity import Identity
+    from bpcv.model_spec import model_from_argument
     from bpcv.mqtt import Bus
     from bpcv.task import TaskSpec
     from bpcv.topics import Topics
@@ -58,7 +47,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         chain=args.chain,
         category=args.category,
         dataset=args.dataset,
-        model=model_argument(args.model),
+        model=model_from_argument(args.model),
         rounds=args.rounds,
         time_limit_s=args.time_limit,
         target=args.target,
