@@ -90,6 +90,10 @@ class _Body:
             raise self._bad(name, f"is not a map of node id to {what}")
         return dict(value)
 
+    def resend_to(self) -> tuple[str, ...] | None:
+        """The optional ``resend_to`` list (nodes asked again), None when absent."""
+        return tuple(self.names("resend_to")) if "resend_to" in self.body else None
+
     def obj(self, name: str, default: Any = _MISSING) -> dict[str, Any]:
         value = self._get(name, default)
         if not isinstance(value, Mapping):
@@ -267,12 +271,11 @@ class GlobalModel(Message):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> GlobalModel:
         b = _Body(cls.KIND, body)
-        resend = b.names("resend_to", None) if "resend_to" in body else None
         return cls(
             b.names("roster"),
             b.mapping("assignment", _is_names, "a list of node ids"),
             b.text("model_digest"),
-            tuple(resend) if resend is not None else None,
+            b.resend_to(),
         )
 
 
@@ -305,11 +308,7 @@ class Manifest(Message):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Manifest:
         b = _Body(cls.KIND, body)
-        resend = b.names("resend_to", None) if "resend_to" in body else None
-        return cls(
-            b.mapping("updates", lambda d: isinstance(d, str), "a digest"),
-            tuple(resend) if resend is not None else None,
-        )
+        return cls(b.mapping("updates", lambda d: isinstance(d, str), "a digest"), b.resend_to())
 
 
 @dataclass(frozen=True)
