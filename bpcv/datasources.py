@@ -80,6 +80,21 @@ class DataSchema:
     shape: tuple[int, ...] = ()  # images: (height, width, channels); arrays: optional shape of one x row
     min_rows: int = 50  # fewest samples (rows, windows, images) a device needs to take part
     max_nan_share: float = 0.05  # more rows than this with a missing/NaN/Inf value: refused; fewer: dropped
+    target_scale: float = 1.0  # regression: targets are divided by this public constant (e.g. rated power)
+
+    @property
+    def outputs(self) -> int:
+        """The model's output width: one per class, or one value."""
+        return len(self.classes) if self.category == "classification" else 1
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape as the schema fixes it (None: arrays without a declared ``shape``)."""
+        if self.kind == "tabular":
+            return (len(self.features),)
+        if self.kind == "series":
+            assert self.window is not None
+            return (self.window.lookback, len(self.features))
+        return tuple(self.shape) or None
 
     def dtype(self, feature: str) -> str:
         return dict(self.dtypes).get(feature, "float")
@@ -120,7 +135,7 @@ class DataSchema:
             if wrong is None or wrong or "lookback" not in window:
                 raise ConfigError(f"schema: window must be a table with lookback (unknown: {wrong})")
             values["window"] = Window(**window)
-        for name in ("min_rows", "max_nan_share"):
+        for name in ("min_rows", "max_nan_share", "target_scale"):
             if name in body:
                 values[name] = body[name]
         schema = cls(**values)
@@ -158,6 +173,11 @@ class DataSchema:
         share = self.max_nan_share
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
             raise ConfigError(f"schema: max_nan_share must be a number in [0, 1), not {share!r}")
+        scale = self.target_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < 1e15:
+            raise ConfigError(f"schema: target_scale must be a positive number, not {scale!r}")
+        if scale != 1.0 and self.category != "regression":
+            raise ConfigError("schema: target_scale is for a regression target")
 
 
 def load_schema(path: Path | str) -> DataSchema:
@@ -171,7 +191,7 @@ def load_schema(path: Path | str) -> DataSchema:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def duration(text: str, name: str = "duration"):  # noqa: ANN201 - a pandas Timedelta, imported lazily
+def duration(text: str, name: str = "duration"):
     """A positive duration with a unit, e.g. "10min", "30s", "1h"."""
     import pandas as pd
 
@@ -212,7 +232,8 @@ def _class_value(value: Any) -> str | int:
 @dataclass(frozen=True)
 class LocalData:
     """One device's samples, checked against the schema. x is float32; y holds class indices (int64, in
-    the order of ``schema.classes``) or regression targets (float32). It never leaves the device."""
+    the order of ``schema.classes``) or regression targets divided by ``schema.target_scale`` (float32).
+    It never leaves the device."""
 
     source: str
     x: np.ndarray
@@ -222,7 +243,7 @@ class LocalData:
 
     @property
     def samples(self) -> int:
-        return int(len(self.y))
+        return len(self.y)
 
 
 def read_local(path: Path | str, schema: DataSchema) -> LocalData:
@@ -243,7 +264,7 @@ def read_local(path: Path | str, schema: DataSchema) -> LocalData:
     return data
 
 
-def read_table(path: Path):  # noqa: ANN201 - a pandas DataFrame, imported lazily
+def read_table(path: Path):
     """A CSV (every cell read as text, checked later) or Parquet file as a DataFrame."""
     fmt = TABLE_SUFFIXES.get(path.suffix.lower())
     if fmt is None or not path.is_file():
@@ -262,7 +283,7 @@ def read_table(path: Path):  # noqa: ANN201 - a pandas DataFrame, imported lazil
         raise DataError(f"{path}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start})") from exc
     except ImportError as exc:
         raise DataError(f"{path}: reading Parquet needs pyarrow ({_one_line(exc)})") from exc
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own kinds for a damaged file; one line for all
+    except Exception as exc:
         raise DataError(f"{path}: not a readable {fmt} file: {type(exc).__name__}: {_one_line(exc)}") from exc
     if len(frame) == 0:
         raise DataError(f"{path}: no data rows (only a header)")
@@ -270,7 +291,7 @@ def read_table(path: Path):  # noqa: ANN201 - a pandas DataFrame, imported lazil
     return frame
 
 
-def table_samples(frame, path: Path, schema: DataSchema) -> LocalData:  # noqa: ANN001 - a DataFrame
+def table_samples(frame, path: Path, schema: DataSchema) -> LocalData:
     """Check a table's columns against the schema and turn it into samples (rows, or windows)."""
     window = schema.window
     time_column = window.time_column if window else ""
@@ -293,11 +314,11 @@ def table_samples(frame, path: Path, schema: DataSchema) -> LocalData:  # noqa: 
         x, y = features[~bad], target[~bad]
     else:
         x, y = series_windows(features, target, bad, times, window)
-    y = y.astype(np.int64) if schema.category == "classification" else y.astype(np.float32)
+    y = y.astype(np.int64) if schema.category == "classification" else (y / schema.target_scale).astype(np.float32)
     return LocalData(str(path), x.astype(np.float32), y, len(frame), int(bad.sum()))
 
 
-def numbers(column, path: Path, name: str, dtype: str) -> np.ndarray:  # noqa: ANN001 - a pandas Series
+def numbers(column, path: Path, name: str, dtype: str) -> np.ndarray:
     """A column as float64 (NaN where empty); DataError naming the first cell that is not a number."""
     import pandas as pd
 
@@ -344,7 +365,7 @@ def _class_of(value: Any, index: dict[str, int]) -> int | None:
     return index.get(str(int(number))) if number.is_integer() else None
 
 
-def parse_times(column, path: Path, name: str) -> np.ndarray:  # noqa: ANN001 - a pandas Series
+def parse_times(column, path: Path, name: str) -> np.ndarray:
     """ISO-8601 text or Unix seconds → datetime64[ns] (UTC; NaT where empty)."""
     import pandas as pd
 
@@ -392,7 +413,7 @@ def read_npz(path: Path, schema: DataSchema) -> LocalData:
             x, y = npz["x"], npz["y"]
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - zipfile, numpy format and pickle refusals; one line for all
+    except Exception as exc:
         raise DataError(f"{path}: not a readable .npz ({type(exc).__name__}: {_one_line(exc)})") from exc
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{path}: expected x of shape (n, ...) and y of shape (n,), found {x.shape} and {y.shape}")
@@ -412,7 +433,12 @@ def read_npz(path: Path, schema: DataSchema) -> LocalData:
     bad = check_missing(
         path, {"x": ~np.isfinite(x).reshape(len(x), -1).all(axis=1), "y": ~np.isfinite(target)}, schema.max_nan_share
     )
-    y_out = target[~bad].astype(np.int64 if schema.category == "classification" else np.float32)
+    y_out = target[~bad]
+    y_out = (
+        y_out.astype(np.int64)
+        if schema.category == "classification"
+        else (y_out / schema.target_scale).astype(np.float32)
+    )
     return LocalData(str(path), x[~bad].astype(np.float32), y_out, len(y), int(bad.sum()))
 
 
@@ -440,7 +466,7 @@ def _image(file: Path, shape: tuple[int, ...]) -> np.ndarray:
     if file.suffix.lower() == ".npy":
         try:
             image = np.load(file, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - numpy format and pickle refusals; one line for all
+        except Exception as exc:
             raise DataError(f"{file}: not a readable .npy image ({_one_line(exc)})") from exc
         image = image[..., None] if image.ndim == 2 and channels == 1 else image
         if image.shape != tuple(shape) or not np.issubdtype(image.dtype, np.number):
@@ -460,7 +486,7 @@ def _image(file: Path, shape: tuple[int, ...]) -> np.ndarray:
             pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Pillow's refusals (unidentified, truncated, decompression bomb)
+    except Exception as exc:
         raise DataError(f"{file}: not a readable image ({type(exc).__name__}: {_one_line(exc)})") from exc
     return pixels.reshape(height, width, channels)
 
@@ -606,7 +632,8 @@ def describe(data: LocalData, shard: Shard, schema: DataSchema) -> str:
         counts = np.bincount(data.y, minlength=len(schema.classes))
         parts.append("classes " + " ".join(f"{c}={n}" for c, n in zip(schema.classes, counts, strict=True)))
     else:
-        parts.append(f"target mean {float(np.mean(data.y)):.4g} std {float(np.std(data.y)):.4g}")
+        unit = f" (in units of {schema.target_scale:g})" if schema.target_scale != 1.0 else ""
+        parts.append(f"target mean {float(np.mean(data.y)):.4g} std {float(np.std(data.y)):.4g}{unit}")
     parts.append(f"train {len(shard.y_train)} / validation {len(shard.y_val)}")
     return "; ".join(parts)
 

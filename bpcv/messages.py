@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
+from typing_extensions import Self
+
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
@@ -130,7 +132,7 @@ class Message:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_body(cls: type[M], body: Mapping[str, Any]) -> M:
+    def from_body(cls, body: Mapping[str, Any]) -> Self:
         """The message a received body holds; Rejected("malformed") naming the bad or missing field."""
         raise NotImplementedError
 
@@ -152,6 +154,14 @@ def seal_message(
 ) -> Envelope:
     """Sign ``message`` as ``identity`` in an envelope of its kind."""
     return seal(identity, message.KIND, task, round_no, message.to_body(), blobs, ts=ts)
+
+
+def _without(body: dict[str, Any], name: str, absent: Any) -> dict[str, Any]:
+    """``body`` less the optional field ``name`` when it holds its absent value: bodies written before the
+    field existed stay byte for byte what they were."""
+    if body[name] == absent:
+        del body[name]
+    return body
 
 
 def _resend_body(body: dict[str, Any], resend_to: tuple[str, ...] | None) -> dict[str, Any]:
@@ -281,17 +291,29 @@ class GlobalModel(Message):
 
 @dataclass(frozen=True)
 class Update(Message):
-    """An agent's local model (the envelope's one blob) with its digest and the privacy spent so far."""
+    """An agent's local model (the envelope's one blob) with its digest and the privacy spent so far.
+    ``val_scores`` (local-data tasks): the metrics of the global model the agent received this round on
+    its own validation split."""
 
     KIND: ClassVar[str] = "update"
     digest: str
     num_samples: int
     epsilon_spent: float | None = None
+    val_scores: dict[str, float] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        return _without(asdict(self), "val_scores", None)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Update:
         b = _Body(cls.KIND, body)
-        return cls(b.text("digest"), b.integer("num_samples"), b.number("epsilon_spent", None))
+        val = b.mapping("val_scores", _is_number, "a finite number", {}) if "val_scores" in body else None
+        return cls(
+            b.text("digest"),
+            b.integer("num_samples"),
+            b.number("epsilon_spent", None),
+            {m: float(v) for m, v in val.items()} if val is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -361,6 +383,10 @@ class Result(Message):
     metric: str = ""
     value: float | None = None
     final: bool = False
+    other_metrics: dict[str, float | None] = field(default_factory=dict)  # regression: {"rmse": ...}
+
+    def to_body(self) -> dict[str, Any]:
+        return _without(asdict(self), "other_metrics", {})
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Result:
@@ -384,6 +410,7 @@ class Result(Message):
             metric=b.text("metric", ""),
             value=b.number("value", None),
             final=b.flag("final", False),
+            other_metrics=b.mapping("other_metrics", _is_optional_number, "a number or null", {}),
         )
 
 

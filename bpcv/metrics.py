@@ -1,4 +1,5 @@
-"""How a model is scored: accuracy for classification, mean absolute error for regression."""
+"""How a model is scored: accuracy for classification, mean absolute error for regression (the task's
+metric, by which nodes are ranked), and root mean squared error beside it."""
 
 from __future__ import annotations
 
@@ -13,9 +14,19 @@ def score(predictions: np.ndarray, labels: np.ndarray, metric: str) -> float:
         return float(np.mean(np.argmax(predictions, axis=1) == labels))
     if metric == "mae":
         return float(np.mean(np.abs(predictions.reshape(-1) - labels.reshape(-1))))
+    if metric == "rmse":
+        return float(np.sqrt(np.mean(np.square(predictions.reshape(-1) - labels.reshape(-1)))))
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def predict(model, x: np.ndarray, batch: int = 4096) -> np.ndarray:  # noqa: ANN001 - a Keras model
+METRICS = {"classification": ("accuracy",), "regression": ("mae", "rmse")}  # the first is the task's metric
+
+
+def scores(predictions: np.ndarray, labels: np.ndarray, category: str) -> dict[str, float]:
+    """Every metric of ``category``: {"accuracy": ...} or {"mae": ..., "rmse": ...}."""
+    return {m: score(predictions, labels, m) for m in METRICS[category]}
+
+
+def predict(model, x: np.ndarray, batch: int = 4096) -> np.ndarray:
     """Model outputs for ``x`` in batches, without Keras' fit/evaluate overhead."""
     return np.concatenate([model(x[i : i + batch], training=False).numpy() for i in range(0, len(x), batch)])

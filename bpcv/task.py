@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from bpcv.datasources import DataSchema
 from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
 from bpcv.model_spec import check_keras_json, is_keras_json
@@ -12,6 +13,7 @@ from bpcv.models import parse_spec
 from bpcv.poq import QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
+LOCAL = "local"  # the dataset of a task on each device's own data, read against the task's ``data`` schema
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,27 @@ class TaskSpec:
     vote_timeout_s: float = 120.0
     block_timeout_s: float = 15.0  # how long the node at PoQ rank k waits before it proposes, times k
     proposer_fallbacks: int = 2  # how many next-ranked nodes stand in for a silent PoQ winner
+    data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
 
     @property
     def metric(self) -> str:
         return CATEGORIES[self.category]
 
+    @property
+    def schema(self) -> DataSchema | None:
+        """The input a local-data task declares (None for a packaged benchmark set such as MNIST)."""
+        return DataSchema.from_body(self.data) if self.data is not None else None
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's shape, where the task alone fixes it (a local-data task's schema)."""
+        schema = self.schema
+        return schema.input_shape() if schema is not None else None
+
     def to_body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if self.data is None:
+            del body["data"]  # tasks on packaged sets travel exactly as they always have
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> TaskSpec:
@@ -69,6 +85,7 @@ class TaskSpec:
         if self.category not in CATEGORIES:
             raise ConfigError(f"task: category must be one of {sorted(CATEGORIES)}, not {self.category!r}")
         self.check_model()
+        self.check_data()
         if self.quality_rule not in QUALITY_RULES:
             raise ConfigError(f"task: quality_rule must be one of {QUALITY_RULES}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
@@ -91,6 +108,14 @@ class TaskSpec:
             raise ConfigError("task: reward_per_round must be >= 0")
         if not isinstance(self.proposer_fallbacks, int) or self.proposer_fallbacks < 0:
             raise ConfigError(f"task: proposer_fallbacks must be an integer >= 0, not {self.proposer_fallbacks!r}")
+
+    def check_data(self) -> None:
+        """A local-data task carries its schema, whose category is the task's; other tasks carry none."""
+        if (self.dataset == LOCAL) != (self.data is not None):
+            raise ConfigError(f'task: a task on the devices\' own data has dataset = "{LOCAL}" and a data schema')
+        schema = self.schema
+        if schema is not None and schema.category != self.category:
+            raise ConfigError(f"task: the data schema is {schema.category}, the task {self.category}")
 
     def check_model(self) -> None:
         """The model field: a preset spec, or Keras JSON against the allow-list and size cap (no TensorFlow)."""

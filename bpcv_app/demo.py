@@ -169,8 +169,10 @@ def _check_alive(demo: Demo) -> None:
 def _round_line(decided: tuple[int, Result], height: int, block: str) -> str:
     round_no, result = decided
     removed = ([result.eliminated] if result.eliminated else []) + sorted(result.invalid)
+    values = {result.metric: result.value, **result.other_metrics}
+    shown = " ".join(f"{m} {'-' if v is None else format(v, '.4f')}" for m, v in values.items())
     return (
-        f"round {round_no:>2} | {result.metric} {result.value or 0.0:.4f} | eliminated {','.join(removed) or '-'}"
+        f"round {round_no:>2} | {shown} | eliminated {','.join(removed) or '-'}"
         f" | admitted {','.join(result.admitted) or '-'} | chain height {height} ({block})"
     )
 
@@ -197,6 +199,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         {
             "round": row.round,
             metric: row.value,
+            **row.other_metrics,
             "eliminated": ([row.eliminated] if row.eliminated else []) + sorted(row.invalid),
             "admitted": row.admitted,
             "chain_height": row.chain_height,
@@ -232,6 +235,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
         "task": coord.task,
         "rounds": rounds,
         f"final_{metric}": coord.final_value,
+        "evaluated_on": coord.evaluated_on,
         "stopped_because": coord.stopped_because,
         "aborted_round": coord.aborted_round,
         "final_model_digest": coord.final_model_digest,
@@ -244,7 +248,7 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
     }
     (demo.out / "summary.json").write_text(json.dumps(summary, indent=2))
     demo.say(
-        f"\nfinal test {metric}: {summary[f'final_{metric}']} ({summary['stopped_because']}) "
+        f"\nfinal {metric}: {summary[f'final_{metric}']} on the {coord.evaluated_on} ({summary['stopped_because']}) "
         f"in {summary['duration_s']}s"
     )
     for n in summary["nodes"]:

@@ -26,7 +26,7 @@ def matrix_min(matrix: np.ndarray) -> float:
     return float(finite.min()) if finite.size else 0.0
 
 
-def _figure(rows: int = 1, height: float = 4.0):  # noqa: ANN202 - matplotlib types, imported lazily
+def _figure(rows: int = 1, height: float = 4.0):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,14 +36,14 @@ def _figure(rows: int = 1, height: float = 4.0):  # noqa: ANN202 - matplotlib ty
     return plt, fig, [a[0] for a in axes]
 
 
-def _save(plt, fig, path: Path) -> Path:  # noqa: ANN001
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _mark_blocks(ax, data: RunData) -> None:  # noqa: ANN001
+def _mark_blocks(ax, data: RunData) -> None:
     """Dotted vertical lines where a round's block was appended (ledger work)."""
     for i, (t, _) in enumerate(chain_heights(data)):
         ax.axvline(t, color="0.55", linestyle=":", linewidth=0.9, label="block appended" if i == 0 else None)
@@ -54,7 +54,7 @@ def plot_metric(data: RunData, path: Path) -> Path:
     rounds = data.rounds
     x = [r.round for r in rounds]
     y = [r.value for r in rounds]
-    ax.plot(x, y, marker="o", color="tab:blue", label=f"global model, test {data.metric}")
+    ax.plot(x, y, marker="o", color="tab:blue", label=f"global model, {data.metric} on the {data.summary.evaluated_on}")
     target = data.summary.task.get("target")
     if target is not None:
         ax.axhline(target, color="tab:green", linestyle="--", label=f"target {target}")

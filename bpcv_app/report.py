@@ -10,12 +10,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bpcv.model_spec import describe
 from bpcv_app.figures import plot_chain, plot_metric, plot_quality, plot_resources, plot_traffic
 from bpcv_app.rundata import MB, RunData, bytes_per_round, load_run, node_table, processes
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _others(metrics: dict[str, float | None]) -> str:
+    return "".join(f" ({m} {_fmt(v, '.4f')})" for m, v in metrics.items())
 
 
 def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list[Path]) -> str:
@@ -25,9 +30,9 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
     lines = [
         f"# Run report: task {task.get('task_id', '?')}",
         "",
-        f"- dataset {task.get('dataset', '?')}, model {task.get('model', '?')}, {len(rounds)} rounds, "
+        f"- dataset {task.get('dataset', '?')}, model {describe(task.get('model', '?'))}, {len(rounds)} rounds, "
         f"stopped because: {s.stopped_because or s.error or '?'}",
-        f"- final test {data.metric}: {_fmt(s.final_value, '.4f')}; final model digest "
+        f"- final {data.metric} on the {s.evaluated_on}: {_fmt(s.final_value, '.4f')}; final model digest "
         f"`{(s.final_model_digest or '-')[:16]}`",
         f"- chain: height {rounds[-1].chain_height if rounds else '-'}, "
         f"{sum(1 for r in rounds if r.on_chain)}/{len(rounds)} rounds on chain",
@@ -49,7 +54,7 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
     for r in rounds:
         block = f"{r.block_proposer} ({r.block_rank})" if r.on_chain else "none"
         lines.append(
-            f"| {r.round} | {r.value:.4f} | {r.eliminated or '-'} | "
+            f"| {r.round} | {_fmt(r.value, '.4f')}{_others(r.other_metrics)} | {r.eliminated or '-'} | "
             f"{', '.join(r.admitted) or '-'} | {block} | {r.chain_height} |"
         )
     lines += [

@@ -43,6 +43,7 @@ class RoundInbox:
     manifest: dict[str, str] = field(default_factory=dict)  # node -> digest, once published
     votes: dict[str, Envelope] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # voter -> target -> score
+    val_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> its score of the global model
 
 
 @dataclass
@@ -172,6 +173,8 @@ class RoundCollector:
             self.intake.reject(exc, topic)
             return
         inbox.valid[node] = (update.digest, weights)
+        if update.val_scores is not None:
+            inbox.val_scores[node] = update.val_scores
         self.joined.record_epsilon(node, update.epsilon_spent)
 
     def _on_vote(self, topic: str, round_no: int, node: str, payload: bytes) -> None:

@@ -20,7 +20,7 @@ class RoundRow:
 
     round: int
     metric: str
-    value: float
+    value: float | None  # None: nothing to score on (no agent reported a validation score)
     eliminated: str | None
     eliminated_reason: str | None
     invalid: dict[str, str]
@@ -38,13 +38,23 @@ class RoundRow:
     on_chain: bool = False
     chain_height: int = 0
     elapsed_s: float = 0.0
+    other_metrics: dict[str, float | None] = field(default_factory=dict)  # regression: rmse beside mae
 
     @classmethod
-    def decided(cls, round_no: int, metric: str, value: float, outcome: RoundOutcome, left: list[str]) -> RoundRow:
+    def decided(
+        cls,
+        round_no: int,
+        metric: str,
+        value: float | None,
+        outcome: RoundOutcome,
+        left: list[str],
+        other_metrics: dict[str, float | None] | None = None,
+    ) -> RoundRow:
         return cls(
             round=round_no,
             metric=metric,
-            value=round(value, 6),
+            value=None if value is None else round(value, 6),
+            other_metrics=dict(other_metrics or {}),
             eliminated=outcome.eliminated,
             eliminated_reason=outcome.eliminated_reason,
             invalid=outcome.invalid,
@@ -98,6 +108,7 @@ class TaskSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     chain: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
+    evaluated_on: str = "test set"  # or the agents' validation scores (coordinator.evaluation)
 
     @property
     def final_value(self) -> float | None:
@@ -113,6 +124,7 @@ class TaskSummary:
             if self.aborted_round:
                 out["aborted_round"] = self.aborted_round
             out[f"final_{self.metric}"] = self.final_value
+            out["evaluated_on"] = self.evaluated_on
             out["final_model_digest"] = self.final_model_digest
         out["nodes"] = {n: asdict(s) for n, s in self.nodes.items()}
         out["rejected"] = self.rejected
@@ -138,4 +150,5 @@ class TaskSummary:
             rejected=dict(data.get("rejected", {})),
             chain=dict(data.get("chain", {})),
             duration_s=data.get("duration_s"),
+            evaluated_on=data.get("evaluated_on", "test set"),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +20,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bpcv.codec import decode_model, encode_model, model_digest
-from bpcv.data import load_dataset
 from bpcv.envelope import Envelope
 from bpcv.messages import Abort, Final, GlobalModel, Manifest, Message, Result, Reward, WantBlock, seal_message
-from bpcv.metrics import predict, score
-from bpcv.models import build_model, configure_tensorflow
+from bpcv.models import configure_tensorflow
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from coordinator.checkpoint import NodeStatus, RunState
 from coordinator.collector import RoundCollector
+from coordinator.evaluation import TEST_SET, Evaluation, build_evaluation
 from coordinator.rounds import RoundOutcome, decide_round
 from coordinator.strategies import DEFAULT_STRATEGY, strategy_named
 from coordinator.summary import NodeSummary, RoundRow, TaskSummary
@@ -50,6 +50,7 @@ class TaskRunner:
         self.collector = RoundCollector(task, server.intake, [])
         self.round_records: list[bytes] = []  # the decided round's reward/final records and result, as published
         self.started = time.monotonic()
+        self.evaluation = Evaluation(task, TEST_SET)  # replaced by run() once the model is built
 
     def _seal(self, message: Message, round_no: int, blobs: list[bytes] | tuple[bytes, ...] = ()) -> Envelope:
         return seal_message(self.server.identity, message, self.task.task_id, round_no, blobs)
@@ -75,16 +76,11 @@ class TaskRunner:
         self.started = time.monotonic() - state.elapsed_s
 
         configure_tensorflow(2)
-        dataset = load_dataset(task.dataset, server.config.data_path or None)
-        model = build_model(task.model, dataset.input_shape, dataset.num_classes, seed=0)
+        model, self.evaluation = build_evaluation(task, server.config.data_path)
         weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
         collector.shapes = [tuple(w.shape) for w in weights]
         if resume is not None:
             weights = decode_model(resume[1], collector.shapes)
-
-        def evaluate(ws: Weights) -> float:
-            model.set_weights(ws)
-            return score(predict(model, dataset.x_test), dataset.y_test, task.metric)
 
         def save() -> None:
             state.elapsed_s = time.monotonic() - self.started
@@ -114,16 +110,19 @@ class TaskRunner:
                 break
             if outcome.aggregated:
                 weights = self._combine(outcome)
-            metric_value = evaluate(weights)
+            metrics = self._evaluate(weights, outcome)
+            metric_value = metrics.pop(task.metric)
             state.pending_stop = self._stop_reason(round_no, metric_value, outcome)
             global_digest = model_digest(encode_model(weights))
-            self._publish_result(round_no, outcome, metric_value, global_digest, state.pending_stop is not None)
+            self._publish_result(
+                round_no, outcome, (metric_value, metrics), global_digest, state.pending_stop is not None
+            )
             self._apply_outcome(state, outcome)
             state.round, state.phase = round_no, "decided"
-            server.timeseries.add_event(time.time(), round_no, "decided", {task.metric: round(metric_value, 6)})
+            server.timeseries.add_event(time.time(), round_no, "decided", {task.metric: metric_value})
             state.round_records = [raw.hex() for raw in self.round_records]
             left = sorted(n for n in outcome.dropped if n in joined.left)
-            state.pending_row = RoundRow.decided(round_no, task.metric, metric_value, outcome, left)
+            state.pending_row = RoundRow.decided(round_no, task.metric, metric_value, outcome, left, metrics)
             save()
             self._close_round(state, weights)
             save()
@@ -205,11 +204,20 @@ class TaskRunner:
             [valid[n][1] for n in nodes], [joined.samples(n) for n in nodes], [outcome.quality[n] for n in nodes]
         )
 
-    def _stop_reason(self, round_no: int, value: float, outcome: RoundOutcome) -> str | None:
+    def _evaluate(self, weights: Weights, outcome: RoundOutcome) -> dict[str, float | None]:
+        """The round's metrics (rounded; None where there was nothing to score on)."""
+        inbox, joined = self.collector.inbox, self.collector.joined
+        reports = {n: inbox.val_scores[n] for n in outcome.aggregated if n in inbox.val_scores}
+        metrics = self.evaluation(weights, reports, {n: joined.samples(n) for n in reports})
+        return {m: round(v, 6) if math.isfinite(v) else None for m, v in metrics.items()}
+
+    def _stop_reason(self, round_no: int, value: float | None, outcome: RoundOutcome) -> str | None:
         """Why the task stops after this round, or None to go on."""
         task = self.task
-        if task.target is not None and (
-            value >= task.target if higher_is_better(task.metric) else value <= task.target
+        if (
+            task.target is not None
+            and value is not None
+            and (value >= task.target if higher_is_better(task.metric) else value <= task.target)
         ):
             return "target"
         if time.monotonic() - self.started >= task.time_limit_s:
@@ -237,13 +245,20 @@ class TaskRunner:
         state.roster = outcome.next_roster
 
     def _publish_result(
-        self, round_no: int, outcome: RoundOutcome, metric_value: float, global_digest: str, final: bool
+        self,
+        round_no: int,
+        outcome: RoundOutcome,
+        values: tuple[float | None, dict[str, float | None]],
+        global_digest: str,
+        final: bool,
     ) -> None:
-        """The round's records (reward split; final model on the last round), then the result listing them."""
+        """The round's records (reward split; final model on the last round), then the result listing them.
+        ``values``: the task's metric and any others (RMSE)."""
         task, inbox = self.task, self.collector.inbox
+        metric_value, other_metrics = values
         records = [self._seal(Reward(outcome.rewards), round_no)]
         if final:
-            records.append(self._seal(Final(global_digest, task.metric, round(metric_value, 6)), round_no))
+            records.append(self._seal(Final(global_digest, task.metric, metric_value), round_no))
         result = Result(
             ranking=outcome.ranking,
             votes=sorted(v.digest for v in inbox.votes.values()),
@@ -261,8 +276,9 @@ class TaskRunner:
             next_roster=outcome.next_roster,
             epsilon_spent={n: self.collector.joined.privacy.get(n, {}).get("epsilon_spent") for n in inbox.valid},
             metric=task.metric,
-            value=round(metric_value, 6),
+            value=metric_value,
             final=final,
+            other_metrics=other_metrics,
         )
         self.round_records = [r.raw for r in records] + [self._seal(result, round_no).raw]
         for raw in self.round_records:
@@ -288,10 +304,10 @@ class TaskRunner:
         state.pending_row, state.phase = None, "done"
         server.timeseries.add_event(time.time(), round_no, "block" if block else "no-block", {"height": replica.height})
         log.info(
-            "round %d: %s %.4f | eliminated %s | admitted %s | proposer %s | chain height %d",
+            "round %d: %s %s | eliminated %s | admitted %s | proposer %s | chain height %d",
             round_no,
             task.metric,
-            row.value,
+            "-" if row.value is None else f"{row.value:.4f}",
             row.eliminated or "-",
             ",".join(row.admitted) or "-",
             f"{block.proposer} (rank {block.rank})" if block else "-",
@@ -346,6 +362,7 @@ class TaskRunner:
             stopped_because=state.stopped_because,
             aborted_round=state.aborted_round,
             final_model_digest=state.final_digest,
+            evaluated_on=self.evaluation.source,
         )
 
     def _finish(self, summary: TaskSummary, timed: bool = True) -> TaskSummary:

@@ -274,8 +274,9 @@ class Agent:
 
     def _send_update(self, round_no: int, global_weights: list[np.ndarray]) -> None:
         assert self.task is not None and self.work is not None
+        val = self.work.validation_scores(global_weights)
         blob = encode_model(self.work.local_update(global_weights, round_no))
-        update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent())
+        update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
         env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
         self.rounds.sent[("update", round_no)] = env.raw
         self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), env.raw)

@@ -18,7 +18,8 @@ import numpy as np
 from bpcv.codec import decode_model
 from bpcv.config import AgentConfig
 from bpcv.data import Shard, load_dataset, make_shard
-from bpcv.errors import BpcvError, Rejected
+from bpcv.datasources import prepare_local
+from bpcv.errors import BpcvError, DataError, Rejected
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from edge_agent.behaviours import Behaviour
@@ -29,6 +30,20 @@ from edge_agent.trainer import Trainer
 log = logging.getLogger(__name__)
 Weights = list[np.ndarray]
 TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
+
+
+def load_shard(config: AgentConfig, task: TaskSpec) -> tuple[Shard, tuple[int, ...], int]:
+    """This device's train/validation split, one sample's shape and the number of classes (1: a
+    regression target): its own file read against the task's schema, or its shard of a packaged set."""
+    schema = task.schema
+    if schema is not None:
+        if not config.data_path:
+            raise DataError("this agent's config names no data_path (its own data file) for a local-data task")
+        shard = prepare_local(config.data_path, schema, config.val_fraction, config.seed)[1]
+        return shard, tuple(shard.x_train.shape[1:]), schema.outputs
+    dataset = load_dataset(config.dataset, config.data_path or None)
+    shard = make_shard(dataset, config.shard, config.num_shards, config.partition, config.seed, config.val_fraction)
+    return shard, dataset.input_shape, dataset.num_classes
 
 
 class ShardWork:
@@ -61,16 +76,13 @@ class ShardWork:
         """The work for ``task`` on the shard ``config`` names; BpcvError (saying why) if the local data
         is unusable or the privacy settings cannot be met."""
         try:
-            dataset = load_dataset(config.dataset, config.data_path or None)
-            shard = make_shard(
-                dataset, config.shard, config.num_shards, config.partition, config.seed, config.val_fraction
-            )
+            shard, input_shape, num_classes = load_shard(config, task)
         except BpcvError as exc:
             raise BpcvError(f"local data unusable: {exc}") from exc
         privacy = plan_privacy(config, task, shard.num_samples)
-        trainer = trainers(task, dataset.input_shape, dataset.num_classes, privacy.settings if privacy else None)
+        trainer = trainers(task, input_shape, num_classes, privacy.settings if privacy else None)
         rng = np.random.default_rng(zlib.crc32(node_id.encode()) + config.seed)
-        return cls(node_id, task, shard, dataset.num_classes, trainer, privacy, behaviour, rng)
+        return cls(node_id, task, shard, num_classes, trainer, privacy, behaviour, rng)
 
     @property
     def num_samples(self) -> int:
@@ -87,6 +99,16 @@ class ShardWork:
     def can_afford_round(self) -> bool:
         """Whether one more round of training stays within the privacy budget."""
         return self.privacy is None or self.privacy.accountant.can_afford(self.privacy.steps_per_round)
+
+    def validation_scores(self, weights: Weights) -> dict[str, float] | None:
+        """On its own data (a local-data task), the task's metrics of ``weights`` (the global model it
+        received) on this device's validation split: what the coordinator averages when the requester
+        holds no test set. None on a packaged set, where the coordinator holds the test split."""
+        if self.task.schema is None:
+            return None
+        return {
+            m: round(v, 6) for m, v in self.trainer.evaluate_all(weights, self.shard.x_val, self.shard.y_val).items()
+        }
 
     def decode(self, blob: bytes) -> Weights:
         """A model blob as weights of the task's shapes; Rejected if it is not one."""

@@ -173,4 +173,4 @@ def test_report_of_a_regression_task_uses_mae(tmp_path):
     (run / "coordinator.json").write_text(json.dumps(summary.to_json()))
     write_report(run)
     text = (run / "report" / "report.md").read_text()
-    assert "final test mae: 9.4000" in text and "| 2 | 9.4000 |" in text
+    assert "final mae on the test set: 9.4000" in text and "| 2 | 9.4000 |" in text

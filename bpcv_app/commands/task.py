@@ -13,39 +13,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from bpcv.errors import ConfigError
+from bpcv.task_file import load_task_file
 
 # Datasets whose shape is known without loading them, so a check can build a preset and compare.
 KNOWN_DATA: dict[str, tuple[tuple[int, ...], int]] = {"mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10)}
-
-
-def load_task_file(path: Path) -> Any:
-    """The TaskSpec a task TOML describes (``model_file`` read into ``model``); ConfigError naming why not."""
-    from bpcv.model_spec import read_model_file
-    from bpcv.task import TaskSpec
-
-    try:
-        body = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    model_file = body.pop("model_file", None)
-    if model_file is not None:
-        if "model" in body:
-            raise ConfigError(f"{path}: give either model or model_file, not both")
-        if not isinstance(model_file, str):
-            raise ConfigError(f"{path}: model_file must be a path string")
-        model_path = path.parent / model_file
-        if not model_path.is_file():
-            raise ConfigError(f"{path}: model_file {model_file!r} not found (looked at {model_path})")
-        body["model"] = read_model_file(model_path)
-    try:
-        return TaskSpec.from_body(body)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def task_summary(task: Any) -> str:
@@ -55,14 +27,19 @@ def task_summary(task: Any) -> str:
 
     configure_tensorflow(1)
     known = KNOWN_DATA.get(task.dataset)
+    if known is not None and task.category == "regression":
+        known = (known[0], 1)
+    schema = task.schema
+    if schema is not None and schema.input_shape() is not None:
+        known = (schema.input_shape(), schema.outputs)
     if is_keras_json(task.model):
         info = check_keras_json(task.model)
-        shape, classes = known if known and task.category == "classification" else (None, None)
+        shape, classes = known if known else (None, None)
         model = build_keras_json(task.model, shape, classes)
         dp = dp_refusal(info)
         kind = f"keras-json {info.class_name}, {len(model.layers)} layers, DP-SGD {'refused' if dp else 'ok'}"
     elif known is not None:
-        model = build_model(task.model, known[0], known[1] if task.category == "classification" else 1)
+        model = build_model(task.model, known[0], known[1])
         kind = f"preset {task.model} on {task.dataset}, {len(model.layers)} layers, DP-SGD ok"
     else:
         return f"ok: task {task.task_id}: preset {task.model} (parameters depend on the {task.dataset} data)"
