@@ -13,6 +13,7 @@ import os
 import queue
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from bpcv.envelope import decode
@@ -68,21 +69,7 @@ def _run(demo: Demo, started: float) -> int:
             args += ["--config", str(node.config_path)]
         demo.spawn(f"agents-{p + 1}", args)
 
-    task = TaskSpec(
-        task_id=f"mnist-{time.strftime('%H%M%S')}",
-        coordinator="coordinator",
-        rounds=o.rounds,
-        target=o.target,
-        nodes=active,
-        min_nodes=o.min_nodes,
-        model=o.model,
-        local_epochs=o.epochs,
-        quality_rule=o.quality_rule,
-        join_window_s=STANDBY_JOIN_DELAY_S + 2.0,
-        update_timeout_s=o.update_timeout_s,
-        vote_timeout_s=o.vote_timeout_s,
-        block_timeout_s=o.block_timeout_s,
-    )
+    task = demo_task(o)
     bus = Bus(
         requester.node_id,
         address,
@@ -105,7 +92,10 @@ def _run(demo: Demo, started: float) -> int:
     from coordinator.requester import post_task
 
     post_task(bus, requester, task, topics)
-    demo.say(f"task {task.task_id} posted: MNIST, {describe(o.model)}, up to {o.rounds} rounds, {active} active nodes")
+    data = f"each device's own file in {o.data.path}" if o.data else "MNIST"
+    demo.say(
+        f"task {task.task_id} posted: {data}, {describe(task.model)}, up to {task.rounds} rounds, {active} active nodes"
+    )
     pending: tuple[int, Result] | None = None  # the latest round's result, until its block is seen
     chain_height = 0
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
@@ -164,6 +154,31 @@ def _check_alive(demo: Demo) -> None:
             raise BpcvError(f"the coordinator exited with code {proc.returncode} (see {demo.out / 'logs'})")
         demo.reported_dead.add(i)
         demo.say(f"  ! agent process {i} exited with code {proc.returncode}; the task goes on without it")
+
+
+def demo_task(o: DemoOptions) -> TaskSpec:
+    """The demo's task: MNIST with the demo's defaults, or the --data folder's task file; the options given
+    on the command line win."""
+    chosen = {"rounds": o.rounds, "model": o.model, "local_epochs": o.epochs}
+    fixed = {
+        "target": o.target,
+        "nodes": o.agents - o.standby,
+        "min_nodes": o.min_nodes,
+        "quality_rule": o.quality_rule,
+        "join_window_s": STANDBY_JOIN_DELAY_S + 2.0,
+        "update_timeout_s": o.update_timeout_s,
+        "vote_timeout_s": o.vote_timeout_s,
+        "block_timeout_s": o.block_timeout_s,
+    }
+    stamp = time.strftime("%H%M%S")
+    if o.data is None:
+        defaults = {"rounds": 10, "model": "mlp:128", "local_epochs": 3}
+        chosen = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+        return TaskSpec(task_id=f"mnist-{stamp}", coordinator="coordinator", **chosen, **fixed)
+    task = o.data.task(f"data-{stamp}", "coordinator")
+    task = replace(task, **{k: v for k, v in chosen.items() if v is not None}, **fixed)
+    task.validate()
+    return task
 
 
 def _round_line(decided: tuple[int, Result], height: int, block: str) -> str:

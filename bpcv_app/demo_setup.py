@@ -20,6 +20,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
+from bpcv_app.demo_data import DataFolder, resolve_data
 from broker.runner import free_port, start_broker_process
 from broker.secure import client_tls_files
 from edge_agent.behaviours import BEHAVIOURS
@@ -29,11 +30,22 @@ STANDBY_JOIN_DELAY_S = 3.0
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--agents", type=int, default=12, help="edge agents in all (default 12)")
     p.add_argument(
-        "--standby", type=int, default=None, help="of which standby, answering later (default: agents // 6, at least 1)"
+        "--data",
+        default=None,
+        help="train on each device's own data instead of MNIST: a packaged sensor set (bpcv data list) or a "
+        "folder of node-*.csv files with task.toml (and optionally test.csv); docs/DATA.md",
     )
-    p.add_argument("--rounds", type=int, default=10, help="round limit (default 10)")
+    p.add_argument(
+        "--agents", type=int, default=None, help="edge agents in all (default 12; with --data one per device file)"
+    )
+    p.add_argument(
+        "--standby",
+        type=int,
+        default=None,
+        help="of which standby, answering later (default: agents // 6, at least 1; with --data 0)",
+    )
+    p.add_argument("--rounds", type=int, default=None, help="round limit (default 10, or the --data task file's)")
     p.add_argument("--target", type=float, default=None, help="stop early at this test accuracy")
     p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
     p.add_argument(
@@ -60,13 +72,18 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--model",
-        default="mlp:128",
-        help="a preset (mlp:H,..., cnn:C,...; default mlp:128) or a Keras .json/.keras file",
+        default=None,
+        help="a preset (mlp:H,..., cnn:C,...; default mlp:128, or the --data task file's) or a Keras .json/.keras file",
     )
-    p.add_argument("--epochs", type=int, default=3, help="local epochs per round (default 3)")
+    p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 3, or the task file's)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
-    p.add_argument("--min-nodes", type=int, default=None, help="never eliminate below this (default active // 2)")
+    p.add_argument(
+        "--min-nodes",
+        type=int,
+        default=None,
+        help="never eliminate below this (default active // 2; with --data all active: every device's data counts)",
+    )
     p.add_argument(
         "--dp",
         default="off",
@@ -92,15 +109,15 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 class DemoOptions:
     agents: int
     standby: int
-    rounds: int
+    rounds: int | None  # None: the --data task file's (MNIST: 10)
     target: float | None
     malicious: int
     behaviour: str
     out: Path
     broker: str
     processes: int
-    model: str
-    epochs: int
+    model: str | None  # None: the --data task file's (MNIST: mlp:128)
+    epochs: int | None
     partition: str
     quality_rule: str
     min_nodes: int
@@ -115,15 +132,21 @@ class DemoOptions:
     clip: float = 0.0
     log_level: str = "INFO"
     external: int = 0
+    data: DataFolder | None = None  # --data: one device file per agent and the task file
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DemoOptions:
-        standby = a.standby if a.standby is not None else max(1, a.agents // 6)
-        active = a.agents - standby
-        if a.agents < 3 or active < 2 or standby < 0:
-            raise ConfigError(
-                f"--agents {a.agents} with --standby {standby}: need at least 2 active agents and 3 in all"
-            )
+        out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        if (out / "summary.json").exists() or (out / "nodes").exists():
+            raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
+        data = resolve_data(a.data, out) if a.data else None
+        agents = a.agents if a.agents is not None else (len(data.devices) if data else 12)
+        if data is not None and agents != len(data.devices):
+            raise ConfigError(f"--agents {agents}, but --data {data.path} holds {len(data.devices)} device files")
+        standby = a.standby if a.standby is not None else (0 if data else max(1, agents // 6))
+        active = agents - standby
+        if agents < (2 if data else 3) or active < 2 or standby < 0:
+            raise ConfigError(f"--agents {agents} with --standby {standby}: need at least 2 active agents and 3 in all")
         if not 0 <= a.malicious <= active:
             raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
         if not 0 <= a.external <= active - a.malicious:
@@ -137,12 +160,9 @@ class DemoOptions:
                 f"--behaviour {a.behaviour!r}: one of {[b for b in BEHAVIOURS if b != 'honest']}, "
                 f"or a comma list of exactly --malicious ({a.malicious}) of them"
             )
-        out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-        if (out / "summary.json").exists() or (out / "nodes").exists():
-            raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
-        min_nodes = a.min_nodes if a.min_nodes is not None else max(2, active // 2)
+        min_nodes = a.min_nodes if a.min_nodes is not None else (active if data else max(2, active // 2))
         return cls(
-            agents=a.agents,
+            agents=agents,
             standby=standby,
             rounds=a.rounds,
             target=a.target,
@@ -150,8 +170,8 @@ class DemoOptions:
             behaviour=a.behaviour,
             out=out,
             broker=a.broker,
-            processes=max(1, min(a.processes, a.agents)),
-            model=model_from_argument(a.model),
+            processes=max(1, min(a.processes, agents)),
+            model=model_from_argument(a.model) if a.model else None,
             epochs=a.epochs,
             partition=a.partition,
             quality_rule=a.quality_rule,
@@ -167,6 +187,7 @@ class DemoOptions:
             clip=a.clip,
             log_level=a.log_level,
             external=a.external,
+            data=data,
         )
 
 
@@ -249,6 +270,7 @@ class Demo:
                 genesis=str(genesis),
                 chain_dir=str(nodes_dir / "coordinator" / "chain"),
                 run_dir=str(self.out),
+                data_path=str(o.data.test) if o.data and o.data.test else "",
                 broker=address.url(),
                 tls_ca=coordinator_tls.ca,
                 tls_cert=coordinator_tls.cert,
@@ -271,7 +293,8 @@ class Demo:
                 tls_ca=node_tls.ca,
                 tls_cert=node_tls.cert,
                 tls_key=node_tls.key,
-                dataset="mnist",
+                dataset="local" if o.data else "mnist",
+                data_path=str(o.data.devices[i]) if o.data else "",
                 shard=i,
                 num_shards=o.agents,
                 partition=o.partition,

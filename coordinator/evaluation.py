@@ -31,7 +31,7 @@ from bpcv.models import build_model
 from bpcv.task import TaskSpec
 
 TEST_SET = "test set"
-VALIDATION_MEAN = "agents' validation (model of the round before)"
+VALIDATION_MEAN = "agents' validation splits (a round's value scores the model of the round before)"
 
 
 @dataclass
