@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ledger.node import ChainNode
 from ledger.replica import Replica
 
 log = logging.getLogger(__name__)
+EARLY_JOINS_KEPT = 4096  # joins to a task whose runner has not started yet (the oldest go first)
 RESEND_S = 8.0  # while a round waits, how often the coordinator asks again for what is missing
 
 
@@ -61,11 +63,18 @@ class Coordinator:
             self.identity.node_id,
             broker_address(config),
             lambda t, p: self._inbox.put((t, p)),
-            [self.topics.all_tasks(), self.topics.all_metrics(), BROKER_BYTES, *self.chain.subscriptions()],
+            [
+                self.topics.all_tasks(),
+                self.topics.all_joins("+"),  # from the start: an agent may join before a task's runner starts
+                self.topics.all_metrics(),
+                BROKER_BYTES,
+                *self.chain.subscriptions(),
+            ],
             status_topic=self.topics.status(self.identity.node_id),
             persistent=True,
         )
         self.collector: RoundCollector | None = None  # the running task's, while one runs
+        self.early_joins: deque[tuple[str, bytes]] = deque(maxlen=EARLY_JOINS_KEPT)  # for a task not yet running
 
     @property
     def replica(self) -> Replica:
@@ -108,8 +117,23 @@ class Coordinator:
             return
         if levels[0] == "nodes" and len(levels) == 3 and levels[2] == "metrics":
             self._on_metrics(topic, levels[1], payload)
+        elif levels[0] == "tasks" and len(levels) == 4 and levels[2] == "join" and not self._running(levels[1]):
+            self.early_joins.append((topic, payload))  # checked (signature, sender) when its task runs
         elif self.collector is not None:
             self.collector.handle(topic, levels, payload)
+
+    def _running(self, task_id: str) -> bool:
+        return self.collector is not None and self.collector.task.task_id == task_id
+
+    def take_early_joins(self, task_id: str) -> list[tuple[str, list[str], bytes]]:
+        """The joins to ``task_id`` that came before its runner started (topic, levels, payload)."""
+        taken = []
+        for topic, payload in list(self.early_joins):
+            levels = self.topics.parse(topic)
+            if levels[1] == task_id:
+                taken.append((topic, levels, payload))
+                self.early_joins.remove((topic, payload))
+        return taken
 
     def _on_metrics(self, topic: str, node: str, payload: bytes) -> None:
         """A node's psutil sample (its own, signed) into the run's time series."""

@@ -60,9 +60,10 @@ class TaskRunner:
         coordinator.json into the run folder."""
         server, task, collector = self.server, self.task, self.collector
         server.collector = collector
-        for topic in (server.topics.all_joins(task.task_id), server.topics.all_updates(task.task_id)):
-            server.bus.subscribe(topic)
+        server.bus.subscribe(server.topics.all_updates(task.task_id))  # joins: the server's subscription
         server.bus.subscribe(server.topics.all_votes(task.task_id))
+        for topic, levels, payload in server.take_early_joins(task.task_id):
+            collector.handle(topic, levels, payload)
         if resume is None:
             state = self._form_roster()
             if isinstance(state, str):
