@@ -210,3 +210,21 @@ def test_ansible_playbook_parses():
         capture_output=True, text=True, timeout=120, env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "dataset", "expected"),
+    [("/home/pi/sensors.csv", "", "local"), ("/home/pi/log.parquet", "", "local"), ("/srv/mnist", "", "mnist")],
+)
+def test_bundle_data_points_the_agent_at_the_devices_own_file(agent_config, tmp_path, data, dataset, expected):
+    """``bpcv deploy bundle --data FILE``: the device's config reads its own sensor log (a local-data
+    agent) and the service may read that file; a folder keeps the shared dataset's files."""
+    config, wheel = agent_config
+    from bpcv_app.cli import main
+
+    out = tmp_path / "bundle"
+    args = ["deploy", "bundle", "--key", config.key, "--genesis", config.genesis, "--broker", config.broker]
+    assert main([*args, "--data", data, "--out", str(out), "--wheel", str(wheel)]) == 0
+    on_device = load_config(AgentConfig, out / "agent.toml")
+    assert on_device.data_path == data and on_device.dataset == expected
+    assert f"ReadOnlyPaths={data}" in (out / "bpcv-agent.service").read_text()

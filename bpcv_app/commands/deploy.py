@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+LOCAL_DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
+
 
 def cmd_deploy_bundle(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -21,7 +23,10 @@ def cmd_deploy_bundle(args: argparse.Namespace) -> int:
             raise ConfigError(f"without --config, give {', '.join(missing)}")
         config = AgentConfig(key=args.key, genesis=args.genesis, chain_dir="", broker=args.broker)
     overrides = {"broker": args.broker, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
-    overrides.update(dataset=args.dataset, prometheus=args.prometheus)
+    dataset = args.dataset
+    if not dataset and args.data and Path(args.data).suffix.lower() in LOCAL_DATA_SUFFIXES:
+        dataset = "local"  # a device's own file: it answers tasks on local data, read against the task's schema
+    overrides.update(dataset=dataset, prometheus=args.prometheus)
     config = replace(config, **{k: v for k, v in overrides.items() if v})
     if args.shard is not None:
         config = replace(config, shard=args.shard, num_shards=args.num_shards or config.num_shards)
@@ -48,8 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     bun.add_argument("--tls-ca", default="", help="the consortium CA (mqtts)")
     bun.add_argument("--tls-cert", default="", help="the node's client certificate (mqtts)")
     bun.add_argument("--tls-key", default="", help="the node's client key (mqtts)")
-    bun.add_argument("--data", default=None, help="the data path on the device (made readable to the service)")
-    bun.add_argument("--dataset", default="", help="mnist, cifar10, ... (default: the config's, else mnist)")
+    bun.add_argument(
+        "--data",
+        default=None,
+        help="the data path on the device, made readable to the service: the device's own "
+        "sensor log (.csv, .parquet, .npz: the agent answers local-data tasks) or a dataset's files",
+    )
+    bun.add_argument(
+        "--dataset",
+        default="",
+        help="local, mnist, cifar10 (default: the config's; local for a --data .csv/.parquet/.npz; else mnist)",
+    )
     bun.add_argument("--shard", type=int, default=None, help="this node's shard of a shared dataset")
     bun.add_argument("--num-shards", type=int, default=None)
     bun.add_argument("--prometheus", default="", help="HOST:PORT to serve /metrics on the device (default off)")
