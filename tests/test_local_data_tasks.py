@@ -202,3 +202,27 @@ def test_task_spec_ties_the_local_dataset_to_its_schema():
     task = local_task("t")
     assert TaskSpec.from_body(task.to_body()) == task and task.input_shape() == (2,)
     assert "data" not in TaskSpec(task_id="t", coordinator="c").to_body()  # MNIST tasks travel as they always have
+
+
+def task_toml(folder, model: str) -> str:
+    (folder / "model.json").write_text(model)
+    body = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in SCHEMA.to_body().items() if not isinstance(v, dict))
+    path = folder / "task.toml"
+    path.write_text(f'dataset = "local"\nmodel_file = "model.json"\n\n[data]\n{body}\n')
+    return str(path)
+
+
+def test_data_check_with_a_task_file_reads_the_file_and_builds_the_model_for_it(tmp_path, capsys):
+    from bpcv_app.cli import main
+
+    data = tmp_path / "device.csv"
+    data.write_text(GOOD)
+    assert main(["data", "check", "--task", task_toml(tmp_path, GOOD_MODEL), str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "80 rows read" in out and "train 72 / validation 8" in out and "fits: 42 parameters" in out
+    # the same file, a model built for 3 features: the device's data does not fit it
+    assert main(["data", "check", "--task", task_toml(tmp_path, keras_json(SOFTMAX_OUT, inputs=3)), str(data)]) == 2
+    assert "does not match the data's input shape [2]" in capsys.readouterr().err
+    data.write_text(GOOD.replace("a,b,state", "a,c,state", 1))
+    assert main(["data", "check", "--task", task_toml(tmp_path, GOOD_MODEL), str(data)]) == 2
+    assert "column 'b' not found" in capsys.readouterr().err

@@ -13,9 +13,26 @@ from pathlib import Path
 def cmd_data_check(args: argparse.Namespace) -> int:
     from bpcv.datasources import describe, load_schema, prepare_local
 
-    schema = load_schema(args.schema)
+    task = None
+    if args.task:
+        from bpcv.errors import ConfigError
+        from bpcv.task_file import load_task_file
+
+        task = load_task_file(Path(args.task), task_id="check", coordinator="coordinator")
+        schema = task.schema
+        if schema is None:
+            raise ConfigError(f'{args.task}: not a task on the devices\' own data (dataset = "local" with [data])')
+    else:
+        schema = load_schema(args.schema)
     data, shard = prepare_local(args.data, schema, args.val_fraction, args.seed)
     print(describe(data, shard, schema))
+    if task is not None:  # the task's model on this device's samples: what the agent would build
+        from bpcv.model_spec import describe as describe_model
+        from bpcv.models import build_model, configure_tensorflow
+
+        configure_tensorflow(1)
+        model = build_model(task.model, tuple(shard.x_train.shape[1:]), schema.outputs)
+        print(f"model {describe_model(task.model)} fits: {int(model.count_params()):,} parameters")
     return 0
 
 
@@ -52,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "data", help="a device's own data: check it against a task's schema; the packaged sensor sets"
     ).add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="read DATA as the schema says; print counts, or exit 2 with the problem")
-    check.add_argument("--schema", required=True, help="a TOML file holding the task's data schema fields")
+    given = check.add_mutually_exclusive_group(required=True)
+    given.add_argument("--schema", help="a TOML file holding the task's data schema fields")
+    given.add_argument("--task", help="a task file (bpcv task check): its [data] schema, and its model built for DATA")
     check.add_argument("data", help="a .csv, .parquet or .npz file, or an image folder (one subfolder per class)")
     check.add_argument("--val-fraction", type=float, default=0.1, help="share of samples kept for validation")
     check.add_argument("--seed", type=int, default=0, help="this device's split seed")

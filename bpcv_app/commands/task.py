@@ -52,7 +52,7 @@ def task_summary(task: Any) -> str:
 
 def cmd_task_check(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    task = load_task_file(path)
+    task = load_task_file(path, task_id="check", coordinator="coordinator")  # a data folder's task file has neither
     try:
         print(task_summary(task))
     except ConfigError as exc:
