@@ -240,6 +240,7 @@ class LocalData:
     y: np.ndarray
     rows: int  # rows (images) in the file
     dropped: int  # rows dropped for a missing, NaN or Inf value (fewer than the schema allows)
+    stretch: np.ndarray | None = None  # series: each window's unbroken stretch (session), in time order
 
     @property
     def samples(self) -> int:
@@ -310,12 +311,13 @@ def table_samples(frame, path: Path, schema: DataSchema) -> LocalData:
         times = parse_times(frame[time_column], path, time_column)
         missing[time_column] = np.isnat(times)
     bad = check_missing(path, missing, schema.max_nan_share)
+    stretch = None
     if window is None:
         x, y = features[~bad], target[~bad]
     else:
-        x, y = series_windows(features, target, bad, times, window)
+        x, y, stretch = series_windows(features, target, bad, times, window)
     y = y.astype(np.int64) if schema.category == "classification" else (y / schema.target_scale).astype(np.float32)
-    return LocalData(str(path), x.astype(np.float32), y, len(frame), int(bad.sum()))
+    return LocalData(str(path), x.astype(np.float32), y, len(frame), int(bad.sum()), stretch)
 
 
 def numbers(column, path: Path, name: str, dtype: str) -> np.ndarray:
@@ -496,8 +498,8 @@ def _image(file: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 def series_windows(
     features: np.ndarray, target: np.ndarray, bad: np.ndarray, times: np.ndarray | None, window: Window
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (sorted by time, optionally resampled) → windows. A dropped row, a step with no reading
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (sorted by time, optionally resampled) → windows, each with its stretch's number. A dropped row, a step with no reading
     after resampling, or a gap longer than ``max_gap`` between readings breaks the series: no window
     spans it. With resampling, steps missing inside a gap of at most ``max_gap`` are interpolated."""
     import pandas as pd
@@ -525,7 +527,7 @@ def series_windows(
     if times is not None and window.max_gap:
         gap = duration(window.max_gap, "window.max_gap").to_timedelta64()
         breaks[1:] |= np.diff(times[keep]) > gap
-    return make_windows(features, target, window.lookback, window.horizon, breaks)
+    return windows_by_stretch(features, target, window.lookback, window.horizon, breaks)
 
 
 def make_windows(
@@ -533,12 +535,21 @@ def make_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sliding windows: x[k] = values[i : i + lookback], y[k] = target[i + lookback - 1 + horizon], for
     every i whose window and label lie in one stretch. ``breaks[j]`` True: row j starts a new stretch."""
+    x, y, _ = windows_by_stretch(values, target, lookback, horizon, breaks)
+    return x, y
+
+
+def windows_by_stretch(
+    values: np.ndarray, target: np.ndarray, lookback: int, horizon: int, breaks: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``make_windows``, and for each window the number of the unbroken stretch (session) it lies in."""
     values = np.asarray(values).reshape(len(values), -1)
     starts = np.flatnonzero(breaks) if breaks is not None else np.array([], dtype=int)
     bounds = sorted({0, *starts.tolist(), len(values)})
     xs = [np.empty((0, lookback, values.shape[1]), dtype=values.dtype)]
     ys = [np.empty((0,), dtype=np.asarray(target).dtype)]
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    stretch = [np.empty((0,), dtype=np.int64)]
+    for number, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         count = end - start - lookback - horizon + 1
         if count <= 0:
             continue
@@ -546,30 +557,56 @@ def make_windows(
         xs.append(np.moveaxis(views, -1, 1))  # (count, features, lookback) → (count, lookback, features)
         first = start + lookback - 1 + horizon
         ys.append(np.asarray(target)[first : first + count])
-    return np.concatenate(xs), np.concatenate(ys)
+        stretch.append(np.full(count, number, dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(stretch)
 
 
 # --- the local split and normalisation -------------------------------------------------------------
 
 
 def split_local(
-    x: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 0, ordered: bool = False, gap: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    ordered: bool = False,
+    gap: int = 0,
+    stretch: np.ndarray | None = None,
 ) -> Shard:
-    """Train and validation splits on the device, seeded per device. ``ordered``: the last samples are
-    the validation split, ``gap`` samples before them left out (series: overlapping windows on both
-    sides would show validation rows to training)."""
+    """Train and validation splits on the device, seeded per device. ``ordered`` (series): the last samples
+    are the validation split, ``gap`` samples before them left out (overlapping windows on both sides would
+    show validation rows to training). With ``stretch`` (each sample's unbroken stretch): the tail of every
+    stretch long enough to split, so validation covers every session, not only the last one."""
     n = len(y)
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be in (0, 1), not {val_fraction}")
-    n_val = max(1, int(round(n * val_fraction)))
+    n_val = max(1, round(n * val_fraction))
     if n - n_val - gap < 1:
         raise DataError(f"{n} samples are too few to split into training and validation")
     if ordered:
-        val, train = np.arange(n - n_val, n), np.arange(n - n_val - gap)
+        val, train = tail_split(np.zeros(n, dtype=np.int64) if stretch is None else stretch, val_fraction, gap)
+        if len(val) == 0:  # no stretch long enough on its own: the tail of all of it
+            val, train = np.arange(n - n_val, n), np.arange(n - n_val - gap)
     else:
         order = np.random.default_rng(seed).permutation(n)
         val, train = order[:n_val], order[n_val:]
     return Shard(x[train], y[train], x[val], y[val])
+
+
+def tail_split(stretch: np.ndarray, val_fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices: the last ``val_fraction`` of each stretch for validation, the ``gap`` before it left out,
+    the rest for training; a stretch too short to split goes to training whole."""
+    val, train = [], []
+    for number in np.unique(stretch):
+        idx = np.flatnonzero(stretch == number)
+        n_val = round(len(idx) * val_fraction)
+        if n_val < 1 or len(idx) - n_val - gap < 1:
+            train.append(idx)
+            continue
+        val.append(idx[len(idx) - n_val :])
+        train.append(idx[: len(idx) - n_val - gap])
+    joined = [np.concatenate(part) if part else np.empty(0, dtype=np.int64) for part in (val, train)]
+    return joined[0], joined[1]
 
 
 @dataclass(frozen=True)
@@ -615,7 +652,7 @@ def prepare_local(
     data = read_local(path, schema)
     window = schema.window
     gap = window.lookback + window.horizon - 1 if window else 0
-    shard = split_local(data.x, data.y, val_fraction, seed, ordered=window is not None, gap=gap)
+    shard = split_local(data.x, data.y, val_fraction, seed, ordered=window is not None, gap=gap, stretch=data.stretch)
     return data, standardize(shard, schema.kind)[0]
 
 

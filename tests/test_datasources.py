@@ -151,9 +151,21 @@ def test_resampling_fills_a_gap_within_max_gap_and_breaks_a_longer_one(tmp_path)
     assert broken.samples == 95 + 91
 
 
-def test_series_split_is_in_time_order_with_the_overlap_left_out(tmp_path):
-    data, shard = prepare_local(series_csv(tmp_path), series_schema(max_gap="15min"), val_fraction=0.1)
-    assert len(shard.y_val) == 19 and len(shard.y_train) == 186 - 19 - 5
+def test_series_split_takes_each_stretchs_tail_with_the_overlap_left_out(tmp_path):
+    _, shard = prepare_local(series_csv(tmp_path), series_schema(max_gap="15min"), val_fraction=0.1)
+    # stretches of 95 and 91 windows (the gap breaks them): the last 10 and 9 of each for validation, the
+    # 5 windows before each tail (they share rows with it) left out
+    assert len(shard.y_val) == 10 + 9 and len(shard.y_train) == (95 - 10 - 5) + (91 - 9 - 5)
+    first, second = shard.y_val[shard.y_val < 100], shard.y_val[shard.y_val > 104]  # labels are row numbers
+    assert first.tolist() == list(range(90, 100)) and second.tolist() == list(range(191, 200))
+    # a window labelled v reads rows v-5..v-1: no training window touches a row of a validation window
+    train = shard.y_train
+    assert train[train < 100].max() == 84 < 90 - 5 and train[train > 104].max() == 185 < 191 - 5
+
+
+def test_one_unbroken_series_validates_on_its_last_samples(tmp_path):
+    _, shard = prepare_local(series_csv(tmp_path, missing=[]), series_schema(max_gap="15min"), val_fraction=0.1)
+    assert shard.y_val.tolist() == list(range(180, 200)) and len(shard.y_train) == 195 - 20 - 5
 
 
 # --- the split and normalisation -------------------------------------------------------------------
