@@ -41,22 +41,28 @@ def cmd_request(args: argparse.Namespace) -> int:
     from coordinator.requester import post_task
 
     requester = Identity.load(Path(args.key))
-    task = TaskSpec(
-        task_id=args.task_id,
-        coordinator=args.coordinator,
-        chain=args.chain,
-        category=args.category,
-        dataset=args.dataset,
-        model=model_from_argument(args.model),
-        rounds=args.rounds,
-        time_limit_s=args.time_limit,
-        target=args.target,
-        reward_per_round=args.reward,
-        nodes=args.nodes,
-        min_nodes=args.min_nodes,
-        local_epochs=args.epochs,
-        quality_rule=args.quality_rule,
-    )
+    if args.task_file:  # the file's fields; the command line only names the task and its coordinator
+        from bpcv.task_file import load_task_file
+
+        fill = {"task_id": args.task_id, "coordinator": args.coordinator, "chain": args.chain}
+        task = load_task_file(Path(args.task_file), **fill)
+    else:
+        task = TaskSpec(
+            task_id=args.task_id,
+            coordinator=args.coordinator,
+            chain=args.chain,
+            category=args.category,
+            dataset=args.dataset,
+            model=model_from_argument(args.model),
+            rounds=args.rounds,
+            time_limit_s=args.time_limit,
+            target=args.target,
+            reward_per_round=args.reward,
+            nodes=args.nodes,
+            min_nodes=args.min_nodes,
+            local_epochs=args.epochs,
+            quality_rule=args.quality_rule,
+        )
     topics = Topics(args.base_topic)
     bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
     bus.connect()
@@ -99,6 +105,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--task-id", required=True)
     req.add_argument("--coordinator", required=True, help="node id of the aggregation server")
     req.add_argument("--chain", default="main")
+    req.add_argument(
+        "--task-file",
+        default="",
+        help="a task TOML (bpcv task check; a local-data task's [data] schema, model_file): its fields are the "
+        "task, the options below are not used; --task-id and --coordinator fill what the file leaves out",
+    )
     req.add_argument("--category", default="classification", choices=["classification", "regression"])
     req.add_argument("--dataset", default="mnist")
     req.add_argument(

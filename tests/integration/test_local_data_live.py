@@ -79,9 +79,9 @@ def write_table_folder(folder: Path, rows: list[int]) -> None:
     )
 
 
-def run_demo(folder: Path, out: Path, broker, rounds: int) -> dict:
+def run_demo(folder: Path, out: Path, broker, rounds: int, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--data", str(folder), "--broker", broker.url(),
-           "--out", str(out), "--rounds", str(rounds), "--update-timeout", "60", "--vote-timeout", "30"]  # fmt: skip
+           "--out", str(out), "--rounds", str(rounds), "--update-timeout", "60", "--vote-timeout", "30", *extra]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     print(done.stdout[-4000:], done.stderr[-3000:])
     assert done.returncode == 0
@@ -94,18 +94,25 @@ def joined_samples(out: Path) -> dict[str, int]:
 
 
 def test_live_regression_on_each_devices_own_series_with_a_keras_json_model(mosquitto, tmp_path):
+    """Lower MAE is better everywhere it is sorted: the random-weights device is ranked last, eliminated
+    and unpaid; the honest device with the lowest MAE is paid most."""
     folder = tmp_path / "sensors"
-    write_series_folder(folder, [700, 1000, 1400])
-    summary = run_demo(folder, tmp_path / "run", mosquitto, rounds=3)
+    write_series_folder(folder, [700, 1000, 1400, 900])
+    summary = run_demo(folder, tmp_path / "run", mosquitto, 3, "--malicious", "1", "--min-nodes", "3")
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
     assert summary["task"]["model"].startswith('{"class_name": "Sequential"') and summary["task"]["dataset"] == "local"
     assert summary["task"]["data"]["window"]["lookback"] == 8
     assert summary["evaluated_on"].startswith("agents' validation")
     rounds = summary["rounds"]
     assert len(rounds) == 3 and all(r["mae"] is not None and r["rmse"] >= r["mae"] for r in rounds)
+    first = rounds[0]
+    assert first["ranking"][-1] == "node-01" and first["eliminated"] == ["node-01"]  # the random-weights one
+    assert max(first["quality"], key=first["quality"].get) == "node-01"  # the highest MAE
+    best = min((n for n in first["quality"] if n != "node-01"), key=first["quality"].get)
+    assert first["rewards"].get("node-01", 0) == 0 and max(first["rewards"], key=first["rewards"].get) == best
     # each device's windows: rows less the gap, the lookback and the horizon; 10% of them validation
     samples = joined_samples(tmp_path / "run")
-    assert len(set(samples.values())) == 3 and samples["node-01"] < samples["node-02"] < samples["node-03"]
+    assert len(set(samples.values())) == 4 and samples["node-02"] < samples["node-03"]
     # the target is in tens of degrees (target_scale 10); always predicting a device's mean is ~0.38 off
     assert rounds[-1]["mae"] < 0.2, rounds
 

@@ -1,0 +1,196 @@
+"""Federated vs central on a packaged sensor data set, side by side (issue 14).
+
+    .venv/bin/python experiments/local_data/run.py --set wind [--rounds 10] [--out experiments/local_data/results]
+
+1. The data folder of the set (``bpcv data materialize``): one file per device and the task file.
+2. **Federated**: a live ``bpcv demo --data FOLDER`` over a real mosquitto broker: one agent per
+   device file, each reading only its own file; the coordinator has no test file, so its per-round
+   metric is the agents' validation mean of the model of the round before. The final model
+   (``final_model.bpmt``) is scored here on the pooled validation splits.
+2. **Central**: the same model, the same trainer (``edge_agent.trainer.Trainer``: plain SGD, the task's
+   batch size and learning rate), trained on all devices' training splits pooled, for the same epoch
+   budget (``rounds x local_epochs`` epochs over every sample), scored after each round's worth of epochs.
+3. **Device mean**: each device predicts the mean target of its own training split (classification: its
+   most common class); for a forecast also **persistence**: the label's last value in the window.
+
+Every method is scored on the same samples: each device's own validation split, cut and standardised
+exactly as its agent does (``bpcv.datasources.prepare_local``, val_fraction 0.1, seed 0: the demo's).
+Writes ``results-SET.csv`` (method, round, metrics), ``summary-SET.json`` and ``SET.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bpcv.codec import decode_model  # noqa: E402
+from bpcv.data import Shard  # noqa: E402
+from bpcv.datasources import prepare_local, read_local, split_local  # noqa: E402
+from bpcv.metrics import METRICS, predict, scores  # noqa: E402
+from bpcv.task_file import load_task_file  # noqa: E402
+from bpcv_app.demo_data import open_data_folder  # noqa: E402
+
+
+def pooled(shards: list[Shard]) -> Shard:
+    return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in ("x_train", "y_train", "x_val", "y_val")))
+
+
+def run_federated(folder: Path, out: Path, rounds: int) -> tuple[list[dict], Path, float]:
+    cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--data", str(folder), "--broker", "mosquitto",
+           "--out", str(out), "--rounds", str(rounds), "--timeout", "3600"]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    print(done.stdout[-3000:], file=sys.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the federated run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["rounds"], out / "final_model.bpmt", time.monotonic() - started
+
+
+def persistence(device: Path, schema) -> np.ndarray:  # noqa: ANN001 - a DataSchema
+    """The label's last value in each of the device's validation windows, unstandardised (the same split)."""
+    data = read_local(device, schema)
+    window = schema.window
+    gap = window.lookback + window.horizon - 1
+    shard = split_local(data.x, data.y, 0.1, 0, ordered=True, gap=gap, stretch=data.stretch)
+    return shard.x_val[:, -1, schema.features.index(schema.label)] / schema.target_scale
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--set", default="wind", help="a packaged set (bpcv data list)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default: the task file's)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--replot", action="store_true", help="only redraw SET.png from results-SET.csv")
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        with (out / f"results-{args.set}.csv").open() as f:
+            rows = [{k: v if k == "method" else float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        key = [k for k in rows[0] if k not in ("method", "round")][0]
+        plot(rows, key, out / f"{args.set}.png", f"{args.set}: {key} on the devices' validation splits")
+        return
+    work = out / f"work-{args.set}"
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    from bpcv.packaged import materialize
+
+    folder = open_data_folder(materialize(args.set, work / "data"))
+    task = load_task_file(folder.path / "task.toml", task_id="experiment", coordinator="coordinator")
+    rounds = args.rounds or task.rounds
+    schema = task.schema
+    metric_names = METRICS[task.category]
+    shards = [prepare_local(device, schema, 0.1, 0)[1] for device in folder.devices]
+    pool = pooled(shards)
+    sizes = {d.name: (len(s.y_train), len(s.y_val)) for d, s in zip(folder.devices, shards, strict=True)}
+    print(f"{args.set}: devices {sizes}", file=sys.stderr)
+    rows: list[dict] = []
+
+    def add(method: str, round_no: int, values: dict[str, float]) -> None:
+        rows.append({"method": method, "round": round_no, **{m: round(values[m], 6) for m in metric_names}})
+
+    # 3. each device predicts its own training mean (regression) or its most common class
+    if task.category == "regression":
+        guesses = [np.full((len(s.y_val), 1), s.y_train.mean()) for s in shards]
+    else:
+        width = len(schema.classes)
+        guesses = [
+            np.tile(np.eye(width)[np.bincount(s.y_train, minlength=width).argmax()], (len(s.y_val), 1)) for s in shards
+        ]
+    baseline = scores(np.concatenate(guesses), pool.y_val, task.category)
+    for r in range(rounds + 1):
+        add("device mean" if task.category == "regression" else "device majority class", r, baseline)
+    if schema.window is not None and schema.label in schema.features and task.category == "regression":
+        # a forecast's hardest simple rival: the label's last value in the window, repeated (persistence)
+        last = [persistence(device, schema) for device in folder.devices]
+        held = scores(np.concatenate(last)[:, None], pool.y_val, task.category)
+        for r in range(rounds + 1):
+            add("persistence (last value)", r, held)
+
+    # 2. central, on the pooled training splits, the same epoch budget
+    from bpcv.models import configure_tensorflow
+    from edge_agent.trainer import Trainer
+
+    configure_tensorflow(2)
+    trainer = Trainer(task, tuple(pool.x_train.shape[1:]), schema.outputs)
+    weights = [np.asarray(w) for w in trainer.model.get_weights()]
+    started = time.monotonic()
+    add("central (pooled data)", 0, trainer.evaluate_all(weights, pool.x_val, pool.y_val))
+    for r in range(1, rounds + 1):
+        weights, _ = trainer.train(weights, pool.x_train, pool.y_train, seed=r)
+        add("central (pooled data)", r, trainer.evaluate_all(weights, pool.x_val, pool.y_val))
+    central_s = time.monotonic() - started
+
+    # 1. federated, live
+    fed_rounds, final_model, federated_s = run_federated(folder.path, work / "run", rounds)
+    for i, row in enumerate(fed_rounds):  # round i+1 reports the model after i rounds
+        add("federated (BPCV-FL, live)", i, {m: row[m] for m in metric_names})
+    final = decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights])
+    trainer.model.set_weights(final)
+    add(
+        "federated (BPCV-FL, live)",
+        len(fed_rounds),
+        scores(predict(trainer.model, pool.x_val), pool.y_val, task.category),
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / f"results-{args.set}.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["method", "round", *metric_names])
+        writer.writeheader()
+        writer.writerows(rows)
+    last = {m: [r for r in rows if r["method"] == m][-1] for m in dict.fromkeys(r["method"] for r in rows)}
+    key = metric_names[0]
+    fed, cen = last["federated (BPCV-FL, live)"][key], last["central (pooled data)"][key]
+    summary = {
+        "set": args.set,
+        "rounds": rounds,
+        "devices": sizes,
+        "metric": key,
+        "final": {m: {k: r[k] for k in metric_names} for m, r in last.items()},
+        "federated_over_central": round(fed / cen, 4),
+        "seconds": {"federated_live_run": round(federated_s, 1), "central_training": round(central_s, 1)},
+        "task": {k: v for k, v in task.to_body().items() if k not in ("model",)},
+    }
+    (out / f"summary-{args.set}.json").write_text(json.dumps(summary, indent=2))
+    plot(rows, key, out / f"{args.set}.png", f"{args.set}: {key} on the devices' validation splits")
+    print(json.dumps(summary["final"], indent=2), f"\nfederated / central {key}: {fed / cen:.3f}")
+
+
+def plot(rows: list[dict], key: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        style = "--" if method.startswith(("device", "persistence")) else "-"
+        ax.plot([r["round"] for r in mine], [r[key] for r in mine], style, marker="o", markersize=3, label=method)
+    ax.set_xlabel("rounds (central: the same epochs)")
+    ax.set_ylabel(key + (" (log scale)" if key != "accuracy" else ""))
+    if key != "accuracy":  # the untrained model's error would flatten every later round
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
