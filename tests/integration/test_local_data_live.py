@@ -44,7 +44,7 @@ def write_series_folder(folder: Path, rows: list[int]) -> None:
          {"class_name": "Dense", "config": {"units": 1}}], [8, 2])  # fmt: skip
     (folder / "model.json").write_text(model)
     (folder / "task.toml").write_text(
-        'dataset = "local"\ncategory = "regression"\nmodel_file = "model.json"\nlocal_epochs = 2\nbatch_size = 32\n'
+        'dataset = "local"\ncategory = "regression"\nmodel_file = "model.json"\nlocal_epochs = 3\nbatch_size = 32\n'
         'learning_rate = 0.05\n\n[data]\nkind = "series"\ncategory = "regression"\n'
         'features = ["temperature", "humidity"]\nlabel = "temperature"\ntarget_scale = 10.0\n\n'
         '[data.window]\nlookback = 8\nhorizon = 1\ntime_column = "timestamp"\nmax_gap = "10min"\n'
@@ -98,13 +98,13 @@ def test_live_regression_on_each_devices_own_series_with_a_keras_json_model(mosq
     and unpaid; the honest device with the lowest MAE is paid most."""
     folder = tmp_path / "sensors"
     write_series_folder(folder, [700, 1000, 1400, 900])
-    summary = run_demo(folder, tmp_path / "run", mosquitto, 3, "--malicious", "1", "--min-nodes", "3")
+    summary = run_demo(folder, tmp_path / "run", mosquitto, 4, "--malicious", "1", "--min-nodes", "3")
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
     assert summary["task"]["model"].startswith('{"class_name": "Sequential"') and summary["task"]["dataset"] == "local"
     assert summary["task"]["data"]["window"]["lookback"] == 8
     assert summary["evaluated_on"].startswith("agents' validation")
     rounds = summary["rounds"]
-    assert len(rounds) == 3 and all(r["mae"] is not None and r["rmse"] >= r["mae"] for r in rounds)
+    assert len(rounds) == 4 and all(r["mae"] is not None and r["rmse"] >= r["mae"] for r in rounds)
     first = rounds[0]
     assert first["ranking"][-1] == "node-01" and first["eliminated"] == ["node-01"]  # the random-weights one
     assert max(first["quality"], key=first["quality"].get) == "node-01"  # the highest MAE
