@@ -34,7 +34,7 @@ TASK_FIELDS = {
     "model": "mlp:128", "rounds": 10, "time_limit_s": 3600.0, "target": None, "reward_per_round": 100.0,
     "nodes": 10, "min_nodes": 5, "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2,
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
-    "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2,
+    "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
 }  # fmt: skip
 ROUND_TX_ROLES = {
     "task": {"requester"},
@@ -287,6 +287,11 @@ def read_task(body: dict) -> dict:
             raise Bad(f"task: {name} must be a positive integer")
     if task["min_nodes"] > task["nodes"]:
         raise Bad("task: min_nodes > nodes")
+    # a task on the devices' own data carries its input schema (an object whose category is the task's);
+    # the schema's own fields are the devices' business: the chain's rules do not depend on them
+    local, data = task["dataset"] == "local", task["data"]
+    if local != isinstance(data, dict) or (local and data.get("category", "classification") != task["category"]):
+        raise Bad('task: dataset "local" goes with a data schema of the task\'s category, and only it')
     for name in ("time_limit_s", "learning_rate", "join_timeout_s", "update_timeout_s", "vote_timeout_s"):
         if not float(task[name]) > 0:
             raise Bad(f"task: {name} must be > 0")

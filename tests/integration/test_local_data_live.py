@@ -100,6 +100,10 @@ def test_live_regression_on_each_devices_own_series_with_a_keras_json_model(mosq
     write_series_folder(folder, [700, 1000, 1400, 900])
     summary = run_demo(folder, tmp_path / "run", mosquitto, 4, "--malicious", "1", "--min-nodes", "3")
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
+    replica = next(p for p in summary["replicas"] if "/coordinator/" in p)  # the third-party verifier too
+    verifier = [sys.executable, str(Path(__file__).parents[2] / "docs" / "verify_replica.py"), replica]
+    checked = subprocess.run(verifier, capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0 and checked.stdout.startswith("OK height 4"), checked.stdout + checked.stderr
     assert summary["task"]["model"].startswith('{"class_name": "Sequential"') and summary["task"]["dataset"] == "local"
     assert summary["task"]["data"]["window"]["lookback"] == 8
     assert summary["evaluated_on"].startswith("agents' validation")
