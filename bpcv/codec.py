@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from bpcv.envelope import sha256_hex
-from bpcv.errors import Rejected
+from bpcv.errors import ConfigError, Rejected
 
 MAGIC = b"BPMT"
 VERSION = 1
@@ -79,3 +80,16 @@ def decode_model(blob: bytes, expected_shapes: Shapes | None = None) -> list[np.
             raise Rejected("non-finite", f"tensor of shape {shape} holds NaN or Inf")
         out.append(arr)
     return out
+
+
+def read_weights_file(path: str) -> bytes:
+    """A model blob from a file (e.g. a run's ``final_model.bpmt``), checked to decode; ConfigError if not."""
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"initial weights {path}: cannot read it: {exc.strerror or exc}") from exc
+    try:
+        decode_model(blob)
+    except Rejected as exc:
+        raise ConfigError(f"initial weights {path}: not a model file (bpcv .bpmt): {exc}") from exc
+    return blob

@@ -210,9 +210,11 @@ class Register(Message):
         return cls(b.text("node"), b.text("key"), b.text("role"))
 
 
-def seal_task(requester: Identity, task: TaskSpec) -> Envelope:
-    """The requester's signed ``task`` envelope announcing ``task``."""
-    return seal(requester, "task", task.task_id, 0, task.to_body())
+def seal_task(requester: Identity, task: TaskSpec, initial_weights: bytes | None = None) -> Envelope:
+    """The requester's signed ``task`` envelope announcing ``task``; ``initial_weights`` (a model blob,
+    ``bpcv.codec``) travels as its one blob: the coordinator starts from them instead of a fresh model."""
+    blobs = [initial_weights] if initial_weights is not None else []
+    return seal(requester, "task", task.task_id, 0, task.to_body(), blobs)
 
 
 def read_task(envelope: Envelope) -> TaskSpec:

@@ -91,7 +91,7 @@ def _run(demo: Demo, started: float) -> int:
             online.add(levels[1])
     from coordinator.requester import post_task
 
-    post_task(bus, requester, task, topics)
+    post_task(bus, requester, task, topics, o.initial_weights)
     data = f"each device's own file in {o.data.path}" if o.data else "MNIST"
     demo.say(
         f"task {task.task_id} posted: {data}, {describe(task.model)}, up to {task.rounds} rounds, {active} active nodes"

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpcv.codec import read_weights_file
 from bpcv.config import AgentConfig, CoordinatorConfig, write_config
 from bpcv.errors import ConfigError
 from bpcv.identity import Identity
@@ -75,6 +76,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a preset (mlp:H,..., cnn:C,...; default mlp:128, or the --data task file's) or a Keras .json/.keras file",
     )
+    p.add_argument(
+        "--initial-weights",
+        default=None,
+        help="the task starts from these weights (a .bpmt file, e.g. an earlier run's final_model.bpmt)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 3, or the task file's)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
@@ -133,6 +139,7 @@ class DemoOptions:
     log_level: str = "INFO"
     external: int = 0
     data: DataFolder | None = None  # --data: one device file per agent and the task file
+    initial_weights: bytes | None = None  # --initial-weights: sent in the task, the first global model
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> DemoOptions:
@@ -188,6 +195,7 @@ class DemoOptions:
             log_level=a.log_level,
             external=a.external,
             data=data,
+            initial_weights=read_weights_file(a.initial_weights) if a.initial_weights else None,
         )
 
 

@@ -29,6 +29,7 @@ from bpcv.errors import ConfigError
 from bpcv.metrics import METRICS, predict, scores
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
+from coordinator.collector import RoundCollector
 
 TEST_SET = "test set"
 VALIDATION_MEAN = "agents' validation splits (a round's value scores the model of the round before)"
@@ -55,6 +56,15 @@ class Evaluation:
             self.model.set_weights(weights)
             return scores(predict(self.model, self.x_test), self.y_test, self.task.category)
         return weighted_validation(self.task.category, val_scores, samples)
+
+    def of_round(
+        self, weights: list[np.ndarray], aggregated: list[str], collector: RoundCollector
+    ) -> dict[str, float | None]:
+        """The round's metrics, rounded (None where there was nothing to score on); ``collector``: the
+        round's ``RoundCollector``, whose aggregated agents' reports count."""
+        reports = {n: collector.inbox.val_scores[n] for n in aggregated if n in collector.inbox.val_scores}
+        metrics = self(weights, reports, {n: collector.joined.samples(n) for n in reports})
+        return {m: round(v, 6) if math.isfinite(v) else None for m, v in metrics.items()}
 
 
 def weighted_validation(

@@ -10,10 +10,13 @@ from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 
 
-def post_task(bus: Bus, requester: Identity, task: TaskSpec, topics: Topics) -> Envelope:
-    """Sign ``task`` and publish it retained on its task topic; returns the envelope sent."""
+def post_task(
+    bus: Bus, requester: Identity, task: TaskSpec, topics: Topics, initial_weights: bytes | None = None
+) -> Envelope:
+    """Sign ``task`` (with its optional initial weights, a model blob) and publish it retained on its task
+    topic; returns the envelope sent."""
     task.validate()
-    env = seal_task(requester, task)
+    env = seal_task(requester, task, initial_weights)
     if not bus.publish(topics.task(task.task_id), env.raw, retain=True):
         raise RuntimeError(f"the broker did not acknowledge task {task.task_id}")
     return env

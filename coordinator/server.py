@@ -193,7 +193,8 @@ class Coordinator:
                 if any(t == task.task_id for t, _ in self.replica.state.rounds):
                     log.info("task %s is already on the chain; ignoring", task.task_id)
                     continue
-                return TaskRunner(self, task).run()
+                initial = opened[0].blobs[0] if len(opened[0].blobs) == 1 else None  # the requester's weights
+                return TaskRunner(self, task, initial_weights=initial).run()
         finally:
             sampler.stop()
             if self.exporter is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.envelope import Envelope
+from bpcv.errors import Rejected
 from bpcv.messages import Abort, Final, GlobalModel, Manifest, Message, Result, Reward, WantBlock, seal_message
 from bpcv.models import configure_tensorflow
 from bpcv.poq import higher_is_better
@@ -43,9 +43,17 @@ Weights = list[np.ndarray]
 class TaskRunner:
     """Runs ``task`` on ``server`` (its bus, chain node, checkpoint and time series)."""
 
-    def __init__(self, server: Coordinator, task: TaskSpec, strategy: str = DEFAULT_STRATEGY) -> None:
+    def __init__(
+        self,
+        server: Coordinator,
+        task: TaskSpec,
+        strategy: str = DEFAULT_STRATEGY,
+        initial_weights: bytes | None = None,
+    ) -> None:
+        """``initial_weights``: the requester's model blob the first global model is, if the task carries one."""
         self.server = server
         self.task = task
+        self.initial_weights = initial_weights
         self.strategy = strategy_named(strategy)
         self.collector = RoundCollector(task, server.intake, [])
         self.round_records: list[bytes] = []  # the decided round's reward/final records and result, as published
@@ -82,6 +90,14 @@ class TaskRunner:
         collector.shapes = [tuple(w.shape) for w in weights]
         if resume is not None:
             weights = decode_model(resume[1], collector.shapes)
+        elif self.initial_weights is not None:
+            try:
+                weights = decode_model(self.initial_weights, collector.shapes)
+            except Rejected as exc:
+                error = f"the task's initial weights do not fit its model: {exc}"
+                log.error("task %s: %s", task.task_id, error)
+                return self._finish(TaskSummary(task=task.to_body(), metric=task.metric, error=error), timed=False)
+            log.info("task %s: starting from the requester's initial weights", task.task_id)
 
         def save() -> None:
             state.elapsed_s = time.monotonic() - self.started
@@ -111,7 +127,7 @@ class TaskRunner:
                 break
             if outcome.aggregated:
                 weights = self._combine(outcome)
-            metrics = self._evaluate(weights, outcome)
+            metrics = self.evaluation.of_round(weights, outcome.aggregated, collector)
             metric_value = metrics.pop(task.metric)
             state.pending_stop = self._stop_reason(round_no, metric_value, outcome)
             global_digest = model_digest(encode_model(weights))
@@ -204,13 +220,6 @@ class TaskRunner:
         return self.strategy.combine(
             [valid[n][1] for n in nodes], [joined.samples(n) for n in nodes], [outcome.quality[n] for n in nodes]
         )
-
-    def _evaluate(self, weights: Weights, outcome: RoundOutcome) -> dict[str, float | None]:
-        """The round's metrics (rounded; None where there was nothing to score on)."""
-        inbox, joined = self.collector.inbox, self.collector.joined
-        reports = {n: inbox.val_scores[n] for n in outcome.aggregated if n in inbox.val_scores}
-        metrics = self.evaluation(weights, reports, {n: joined.samples(n) for n in reports})
-        return {m: round(v, 6) if math.isfinite(v) else None for m, v in metrics.items()}
 
     def _stop_reason(self, round_no: int, value: float | None, outcome: RoundOutcome) -> str | None:
         """Why the task stops after this round, or None to go on."""

@@ -33,6 +33,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
+    from bpcv.codec import read_weights_file
     from bpcv.identity import Identity
     from bpcv.model_spec import model_from_argument
     from bpcv.mqtt import Bus
@@ -63,11 +64,12 @@ def cmd_request(args: argparse.Namespace) -> int:
             local_epochs=args.epochs,
             quality_rule=args.quality_rule,
         )
+    initial = read_weights_file(args.initial_weights) if args.initial_weights else None
     topics = Topics(args.base_topic)
     bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
     bus.connect()
     try:
-        env = post_task(bus, requester, task, topics)
+        env = post_task(bus, requester, task, topics, initial)
     finally:
         bus.close()
     print(f"posted task {task.task_id} ({env.digest[:16]}…) on {topics.task(task.task_id)}")
@@ -115,6 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--dataset", default="mnist")
     req.add_argument(
         "--model", default="mlp:128", help="a preset (mlp:H,..., cnn:C,...) or a Keras model: a .json or .keras file"
+    )
+    req.add_argument(
+        "--initial-weights",
+        default="",
+        help="start from these weights (a .bpmt model file, e.g. an earlier run's final_model.bpmt), sent in the task",
     )
     req.add_argument("--rounds", type=int, default=10)
     req.add_argument("--time-limit", type=float, default=3600.0, help="seconds")

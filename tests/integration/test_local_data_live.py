@@ -130,3 +130,18 @@ def test_live_classification_on_each_devices_own_table_scored_on_the_requesters_
     assert summary["final_accuracy"] > 0.8, summary["rounds"]  # chance is 1/3
     samples = joined_samples(tmp_path / "run")
     assert sorted(samples.values()) == [180, 315, 450]  # each device's own rows less its 10% validation
+
+
+def test_a_task_starts_from_the_requesters_initial_weights(mosquitto, tmp_path):
+    """The weights travel in the signed task (its one blob) and are the first global model: the agents'
+    round-1 validation score (which scores the model they received) is that of a trained model, not of
+    a fresh one."""
+    folder = tmp_path / "sensors"
+    write_series_folder(folder, [700, 1000, 1400])
+    first = run_demo(folder, tmp_path / "first", mosquitto, 3)
+    again = run_demo(
+        folder, tmp_path / "again", mosquitto, 1, "--initial-weights", str(tmp_path / "first" / "final_model.bpmt")
+    )
+    fresh, started = first["rounds"][0]["mae"], again["rounds"][0]["mae"]
+    assert fresh > 1.0 and started < 0.5 and started < fresh / 4, (fresh, started)  # guessing ~0.38
+    assert again["chain"]["all_valid"] and again["chain"]["same_head"]
