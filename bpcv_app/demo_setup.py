@@ -47,7 +47,12 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="of which standby, answering later (default: agents // 6, at least 1; with --data 0)",
     )
     p.add_argument("--rounds", type=int, default=None, help="round limit (default 10, or the --data task file's)")
-    p.add_argument("--target", type=float, default=None, help="stop early at this test accuracy")
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="stop early when the global metric reaches this (accuracy >=, MAE <=)",
+    )
     p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
     p.add_argument(
         "--behaviour",
