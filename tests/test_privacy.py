@@ -129,6 +129,19 @@ def test_pure_laplace_epsilon_is_stable_for_tiny_noise():
     assert calibrate_noise_multiplier("laplace", 1e7, 0.02, 3000, 0.0) > 0
 
 
+def test_laplace_with_delta_falls_back_to_the_pure_bound_where_pld_cannot_be_built():
+    """dp-accounting's PLD overflows for a tiny noise multiplier (a privacy loss of ~1000 per step); the
+    pure bound holds for every delta, so the accountant states it instead of failing a calibration."""
+    q, steps = 256 / 1350, 120
+    direct = pld.PLDAccountant()
+    with pytest.raises((OverflowError, ValueError)):
+        direct.compose(step_event("laplace", 0.001, q), steps)
+        direct.get_epsilon(1e-5)
+    assert epsilon_for("laplace", 0.001, q, steps, 1e-5) == epsilon_for("laplace", 0.001, q, steps, 0.0)
+    m = calibrate_noise_multiplier("laplace", 10.0, q, steps, 1e-5)  # this search once hit the failure
+    assert epsilon_for("laplace", m, q, steps, 1e-5) <= 10.0 < epsilon_for("laplace", m, q, steps, 0.0)
+
+
 def test_calibration_meets_the_target():
     for mechanism, delta in (("laplace", 0.0), ("laplace", 1e-5), ("gaussian", 1e-5)):
         m = calibrate_noise_multiplier(mechanism, 5.0, 0.02, 500, delta)

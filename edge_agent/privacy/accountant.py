@@ -5,7 +5,8 @@ the mechanism with noise multiplier m. Over k steps:
 - Laplace with delta = 0 (pure DP): one step is (1/m)-DP; Poisson sampling amplifies it to
   log(1 + q (e^(1/m) - 1)); k steps compose to k times that. (dp-accounting's PLD accountant
   cannot give delta = 0: its tail truncation makes epsilon infinite there.)
-- Laplace with delta > 0: dp-accounting's PLD accountant on the Poisson-sampled Laplace event.
+- Laplace with delta > 0: dp-accounting's PLD accountant on the Poisson-sampled Laplace event, or the
+  pure bound above where it is smaller (or where PLD's discretisation fails: a tiny noise multiplier).
 - Gaussian (delta > 0 required): dp-accounting's RDP accountant on the Poisson-sampled Gaussian event.
 """
 
@@ -45,11 +46,21 @@ def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, s
         return 0.0
     if mechanism == "off" or noise_multiplier <= 0:
         return math.inf
-    if mechanism == "laplace" and delta == 0:
-        return steps * amplified_pure_epsilon(1.0 / noise_multiplier, sampling_rate)
-    if mechanism == "gaussian" and delta <= 0:
+    if mechanism == "laplace":
+        pure = steps * amplified_pure_epsilon(1.0 / noise_multiplier, sampling_rate)
+        if delta == 0:
+            return pure
+        # PLD is tighter with delta > 0, but its discretisation fails for a very large privacy loss per
+        # step (little noise); the pure bound holds for every delta, so the smaller of the two is valid
+        try:
+            accountant = pld.PLDAccountant()
+            accountant.compose(step_event(mechanism, noise_multiplier, sampling_rate), steps)
+            return min(pure, float(accountant.get_epsilon(delta)))
+        except (ValueError, OverflowError, FloatingPointError):
+            return pure
+    if delta <= 0:
         raise ConfigError("the Gaussian mechanism needs delta > 0")
-    accountant = pld.PLDAccountant() if mechanism == "laplace" else rdp.RdpAccountant()
+    accountant = rdp.RdpAccountant()
     accountant.compose(step_event(mechanism, noise_multiplier, sampling_rate), steps)
     return float(accountant.get_epsilon(delta))
 

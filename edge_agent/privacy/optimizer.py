@@ -24,11 +24,13 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import make_keras_generic_optimizer_class
 
 _GenericDPSGD = make_keras_generic_optimizer_class(tf.keras.optimizers.legacy.SGD)
-PASS_THROUGH_LAYERS = (
+PASS_THROUGH_LAYERS = (  # no weights: the ghost step just runs them
     tf.keras.layers.Flatten,
     tf.keras.layers.Activation,
     tf.keras.layers.InputLayer,
     tf.keras.layers.Reshape,
+    tf.keras.layers.AveragePooling2D,  # a fixed, data-independent downsampling in front of a small head
+    tf.keras.layers.MaxPooling2D,
 )
 
 

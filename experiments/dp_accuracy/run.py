@@ -38,6 +38,7 @@ def parse_config(text: str) -> tuple[str, float, float, float]:
 def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     from bpcv.data import load_dataset, make_shard
     from bpcv.metrics import predict, score
+    from bpcv.model_spec import model_from_argument
     from bpcv.task import TaskSpec
     from coordinator.aggregate import fedavg
     from edge_agent.privacy.accountant import calibrate_noise_multiplier, epsilon_for
@@ -50,7 +51,7 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     task = TaskSpec(
         task_id="exp",
         coordinator="c",
-        model=args.model,
+        model=model_from_argument(args.model),
         local_epochs=args.epochs,
         batch_size=args.batch,
         learning_rate=args.lr,
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
     parser.add_argument("--batch", type=int, default=32, help="expected local batch size (Poisson q = batch / n)")
     parser.add_argument("--lr", type=float, default=0.2)
-    parser.add_argument("--model", default="mlp:128")
+    parser.add_argument("--model", default="mlp:128", help="a preset or a Keras .json file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--config", action="append", required=True)
