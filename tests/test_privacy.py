@@ -70,6 +70,32 @@ def test_laplace_noise_fits_the_stated_scale_ks():
     assert event.noise_multiplier == 2.0
 
 
+def test_gaussian_noise_fits_the_stated_scale_ks():
+    query = GaussianBatchSumQuery(l2_norm_clip=0.5, noise_multiplier=2.0, seed=1234)
+    noised, _, event = query.get_noised_result([tf.zeros(20000)], query.initial_global_state())
+    sample = noised[0].numpy()
+    assert scipy.stats.kstest(sample, scipy.stats.norm(scale=1.0).cdf).pvalue > 0.01
+    assert scipy.stats.kstest(sample, scipy.stats.norm(scale=1.2).cdf).pvalue < 1e-4  # the test can fail
+    assert float(event.noise_multiplier) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("query_class", [GaussianBatchSumQuery, LaplaceSumQuery])
+def test_noise_is_fresh_in_every_round_whatever_the_global_seed(query_class):
+    """The trainer seeds TensorFlow at the start of every round (tf.keras.utils.set_random_seed). Noise
+    drawn by a seeded op inside a tf.function starts its stream again at each such call, so every round
+    and every agent would add the same noise (tensorflow-privacy's own GaussianSumQuery does): not
+    averaged out over agents, piling up over rounds, and not the independent noise the accounting
+    assumes. Each query draws from its own generator instead."""
+    optimizer = VectorizedDPSGD(query_class(1.0, 1.0), expected_batch_size=1, learning_rate=1.0)
+    step = tf.function(lambda: optimizer.noised_mean([tf.zeros(64)])[0])
+    draws = []
+    for seed in (1, 2, 1):
+        tf.keras.utils.set_random_seed(seed)
+        draws.append(step().numpy())
+    assert not np.allclose(draws[0], draws[1]) and not np.allclose(draws[0], draws[2])
+    assert abs(np.corrcoef(draws[0], draws[1])[0, 1]) < 0.5  # independent draws, not one stream restarted
+
+
 def test_laplace_sampler_stays_finite_at_the_edge_of_the_uniform_grid():
     from edge_agent.privacy.laplace_query import laplace_from_uniform
 
