@@ -300,11 +300,11 @@ def test_wind_task_learns_with_its_learning_rate(folders):
     model = quick_train(task, x, y, "mse")
     mae = float(np.mean(np.abs(model.predict(xv, verbose=0).ravel() - yv)))
     mean_predictor = float(np.mean(np.abs(yv - y.mean())))
-    assert mae < 0.5 * mean_predictor, (mae, mean_predictor)  # measured: 0.064 vs 0.178
+    assert mae < 0.5 * mean_predictor, (mae, mean_predictor)  # one epoch: about a third of the mean predictor's
 
 
 def test_watch_task_learns_with_its_learning_rate(folders):
     task, x, y, xv, yv = pooled(folders["watch"])
     model = quick_train(task, x, y, "sparse_categorical_crossentropy")
     accuracy = float(np.mean(model.predict(xv, verbose=0).argmax(axis=1) == yv))
-    assert accuracy > 3 / 7, accuracy  # chance is 1/7; measured: 0.70
+    assert accuracy > 3 / 7, accuracy  # chance is 1/7
