@@ -159,7 +159,13 @@ def _check_alive(demo: Demo) -> None:
 def demo_task(o: DemoOptions) -> TaskSpec:
     """The demo's task: MNIST with the demo's defaults, or the --data folder's task file; the options given
     on the command line win."""
-    chosen = {"rounds": o.rounds, "model": o.model, "local_epochs": o.epochs}
+    chosen = {
+        "rounds": o.rounds,
+        "model": o.model,
+        "local_epochs": o.epochs,
+        "batch_size": o.batch,
+        "learning_rate": o.lr,
+    }
     fixed = {
         "target": o.target,
         "nodes": o.agents - o.standby,
@@ -172,7 +178,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
     }
     stamp = time.strftime("%H%M%S")
     if o.data is None:
-        defaults = {"rounds": 10, "model": "mlp:128", "local_epochs": 3}
+        defaults = {"rounds": 10, "model": "mlp:128", "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2}
         chosen = {k: defaults[k] if v is None else v for k, v in chosen.items()}
         return TaskSpec(task_id=f"mnist-{stamp}", coordinator="coordinator", **chosen, **fixed)
     task = o.data.task(f"data-{stamp}", "coordinator")

@@ -87,6 +87,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="the task starts from these weights (a .bpmt file, e.g. an earlier run's final_model.bpmt)",
     )
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 3, or the task file's)")
+    p.add_argument("--batch", type=int, default=None, help="local batch size (default 32, or the task file's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.2, or the task file's)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
     p.add_argument(
@@ -130,6 +132,8 @@ class DemoOptions:
     model: str | None  # None: the --data task file's (MNIST: mlp:128)
     epochs: int | None
     partition: str
+    batch: int | None = None  # None: the --data task file's (MNIST: 32)
+    lr: float | None = None  # None: the --data task file's (MNIST: 0.2)
     quality_rule: str
     min_nodes: int
     seed: int
@@ -185,6 +189,8 @@ class DemoOptions:
             processes=max(1, min(a.processes, agents)),
             model=model_from_argument(a.model) if a.model else None,
             epochs=a.epochs,
+            batch=a.batch,
+            lr=a.lr,
             partition=a.partition,
             quality_rule=a.quality_rule,
             min_nodes=min(min_nodes, active),

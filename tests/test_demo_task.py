@@ -1,0 +1,46 @@
+"""The demo's task from its options: MNIST defaults, a data folder's task file, and the command line
+winning over both (the options parsed by the real ``bpcv demo`` parser)."""
+
+import argparse
+
+import pytest
+
+from bpcv.errors import ConfigError
+from bpcv_app.demo import demo_task
+from bpcv_app.demo_setup import DemoOptions, add_demo_arguments
+
+
+def options(tmp_path, *argv: str) -> DemoOptions:
+    parser = argparse.ArgumentParser()
+    add_demo_arguments(parser)
+    parser.add_argument("--log-level", default="INFO")
+    return DemoOptions.from_args(parser.parse_args(["--out", str(tmp_path / "run"), *argv]))
+
+
+def test_mnist_defaults_and_the_command_line_over_them(tmp_path):
+    task = demo_task(options(tmp_path))
+    assert (task.dataset, task.model, task.rounds, task.local_epochs, task.batch_size, task.learning_rate) == (
+        "mnist", "mlp:128", 10, 3, 32, 0.2
+    )  # fmt: skip
+    assert (task.nodes, task.min_nodes) == (10, 5)  # 12 agents, 2 standby
+    task = demo_task(options(tmp_path, "--batch", "512", "--lr", "4", "--epochs", "1", "--rounds", "4"))
+    assert (task.batch_size, task.learning_rate, task.local_epochs, task.rounds) == (512, 4.0, 1, 4)
+
+
+def test_a_data_folder_gives_its_task_and_one_agent_per_device_file(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        (folder / f"node-0{i}.csv").write_text("a,y\n1,2\n")
+    (folder / "task.toml").write_text(
+        'dataset = "local"\ncategory = "regression"\nmodel = "mlp:8"\nrounds = 7\nbatch_size = 16\n'
+        'learning_rate = 0.05\n\n[data]\nkind = "tabular"\ncategory = "regression"\nfeatures = ["a"]\nlabel = "y"\n'
+    )
+    o = options(tmp_path, "--data", str(folder))
+    assert (o.agents, o.standby, o.min_nodes) == (3, 0, 3)  # every device's data counts by default
+    task = demo_task(o)
+    assert (task.dataset, task.rounds, task.batch_size, task.learning_rate, task.nodes) == ("local", 7, 16, 0.05, 3)
+    assert task.schema.features == ("a",)
+    assert demo_task(options(tmp_path, "--data", str(folder), "--lr", "0.5")).learning_rate == 0.5
+    with pytest.raises(ConfigError, match="holds 3 device files"):
+        options(tmp_path, "--data", str(folder), "--agents", "4")
