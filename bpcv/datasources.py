@@ -33,6 +33,7 @@ CATEGORIES = ("classification", "regression")
 FEATURE_DTYPES = ("float", "int")  # a categorical feature would need its categories in the schema: not yet
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+DEVICE_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".npz")  # one device's data as a file (else an image folder)
 
 
 # --- the schema ------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
-from typing_extensions import Self
-
 from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
@@ -132,7 +130,7 @@ class Message:
         return asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> Self:
+    def from_body(cls: type[M], body: Mapping[str, Any]) -> M:
         """The message a received body holds; Rejected("malformed") naming the bad or missing field."""
         raise NotImplementedError
 

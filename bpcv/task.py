@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from bpcv.datasources import DataSchema
@@ -48,9 +49,10 @@ class TaskSpec:
     def metric(self) -> str:
         return CATEGORIES[self.category]
 
-    @property
+    @cached_property
     def schema(self) -> DataSchema | None:
-        """The input a local-data task declares (None for a packaged benchmark set such as MNIST)."""
+        """The input a local-data task declares (None for a packaged benchmark set such as MNIST); parsed
+        once per task (the agent asks every round)."""
         return DataSchema.from_body(self.data) if self.data is not None else None
 
     def input_shape(self) -> tuple[int, ...] | None:

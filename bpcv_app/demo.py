@@ -176,13 +176,11 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "vote_timeout_s": o.vote_timeout_s,
         "block_timeout_s": o.block_timeout_s,
     }
+    given = {k: v for k, v in chosen.items() if v is not None}  # the rest: TaskSpec's or the task file's
     stamp = time.strftime("%H%M%S")
     if o.data is None:
-        defaults = {"rounds": 10, "model": "mlp:128", "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2}
-        chosen = {k: defaults[k] if v is None else v for k, v in chosen.items()}
-        return TaskSpec(task_id=f"mnist-{stamp}", coordinator="coordinator", **chosen, **fixed)
-    task = o.data.task(f"data-{stamp}", "coordinator")
-    task = replace(task, **{k: v for k, v in chosen.items() if v is not None}, **fixed)
+        return TaskSpec(task_id=f"mnist-{stamp}", coordinator="coordinator", **given, **fixed)
+    task = replace(o.data.task(f"data-{stamp}", "coordinator"), **given, **fixed)
     task.validate()
     return task
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpcv.datasources import DEVICE_FILE_SUFFIXES
 from bpcv.errors import ConfigError
 from bpcv.task import TaskSpec
 from bpcv.task_file import load_task_file
-
-DEVICE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 
 
 @dataclass(frozen=True)
@@ -41,10 +40,10 @@ def open_data_folder(path: Path) -> DataFolder:
         raise ConfigError(f"--data {path}: not a folder and not a packaged data set (see bpcv data list)")
     if not (path / "task.toml").is_file():
         raise ConfigError(f"--data {path}: no task.toml (the task's fields and its [data] schema)")
-    devices = tuple(p for p in sorted(path.glob("node-*")) if p.is_dir() or p.suffix.lower() in DEVICE_SUFFIXES)
+    devices = tuple(p for p in sorted(path.glob("node-*")) if p.is_dir() or p.suffix.lower() in DEVICE_FILE_SUFFIXES)
     if len(devices) < 2:
         raise ConfigError(f"--data {path}: {len(devices)} device files (node-*.csv, ...); a task needs at least 2")
-    tests = [p for p in sorted(path.glob("test*")) if p.is_dir() or p.suffix.lower() in DEVICE_SUFFIXES]
+    tests = [p for p in sorted(path.glob("test*")) if p.is_dir() or p.suffix.lower() in DEVICE_FILE_SUFFIXES]
     if len(tests) > 1:
         raise ConfigError(f"--data {path}: more than one test file: {[p.name for p in tests]}")
     return DataFolder(path.resolve(), tuple(d.resolve() for d in devices), tests[0].resolve() if tests else None)

@@ -21,6 +21,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
+from bpcv.task import LOCAL
 from bpcv_app.demo_data import DataFolder, resolve_data
 from broker.runner import free_port, start_broker_process
 from broker.secure import client_tls_files
@@ -312,7 +313,7 @@ class Demo:
                 tls_ca=node_tls.ca,
                 tls_cert=node_tls.cert,
                 tls_key=node_tls.key,
-                dataset="local" if o.data else "mnist",
+                dataset=LOCAL if o.data else "mnist",
                 data_path=str(o.data.devices[i]) if o.data else "",
                 shard=i,
                 num_shards=o.agents,

@@ -74,7 +74,7 @@ class Coordinator:
             persistent=True,
         )
         self.collector: RoundCollector | None = None  # the running task's, while one runs
-        self.early_joins: deque[tuple[str, bytes]] = deque(maxlen=EARLY_JOINS_KEPT)  # for a task not yet running
+        self.early_joins: deque[tuple[str, list[str], bytes]] = deque(maxlen=EARLY_JOINS_KEPT)  # task not running yet
 
     @property
     def replica(self) -> Replica:
@@ -118,7 +118,7 @@ class Coordinator:
         if levels[0] == "nodes" and len(levels) == 3 and levels[2] == "metrics":
             self._on_metrics(topic, levels[1], payload)
         elif levels[0] == "tasks" and len(levels) == 4 and levels[2] == "join" and not self._running(levels[1]):
-            self.early_joins.append((topic, payload))  # checked (signature, sender) when its task runs
+            self.early_joins.append((topic, levels, payload))  # checked (signature, sender) when its task runs
         elif self.collector is not None:
             self.collector.handle(topic, levels, payload)
 
@@ -127,12 +127,9 @@ class Coordinator:
 
     def take_early_joins(self, task_id: str) -> list[tuple[str, list[str], bytes]]:
         """The joins to ``task_id`` that came before its runner started (topic, levels, payload)."""
-        taken = []
-        for topic, payload in list(self.early_joins):
-            levels = self.topics.parse(topic)
-            if levels[1] == task_id:
-                taken.append((topic, levels, payload))
-                self.early_joins.remove((topic, payload))
+        taken = [join for join in self.early_joins if join[1][1] == task_id]
+        kept = [join for join in self.early_joins if join[1][1] != task_id]
+        self.early_joins = deque(kept, maxlen=EARLY_JOINS_KEPT)
         return taken
 
     def _on_metrics(self, topic: str, node: str, payload: bytes) -> None:

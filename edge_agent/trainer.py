@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bpcv.errors import ConfigError
-from bpcv.metrics import predict, score, scores
+from bpcv.metrics import predict, scores
 from bpcv.model_spec import check_keras_json, describe, dp_refusal, is_keras_json
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
@@ -142,8 +142,7 @@ class Trainer:
 
     def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
         """Score ``weights`` on (x, y) with the task's metric."""
-        self.model.set_weights(weights)
-        return score(predict(self.model, x), y, self.task.metric)
+        return self.evaluate_all(weights, x, y)[self.task.metric]
 
     def evaluate_all(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Every metric of the task's category for ``weights`` on (x, y) (regression: MAE and RMSE)."""

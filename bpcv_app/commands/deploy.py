@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-LOCAL_DATA_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
-
 
 def cmd_deploy_bundle(args: argparse.Namespace) -> int:
     from dataclasses import replace
@@ -23,9 +21,12 @@ def cmd_deploy_bundle(args: argparse.Namespace) -> int:
             raise ConfigError(f"without --config, give {', '.join(missing)}")
         config = AgentConfig(key=args.key, genesis=args.genesis, chain_dir="", broker=args.broker)
     overrides = {"broker": args.broker, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    from bpcv.datasources import DEVICE_FILE_SUFFIXES
+    from bpcv.task import LOCAL
+
     dataset = args.dataset
-    if not dataset and args.data and Path(args.data).suffix.lower() in LOCAL_DATA_SUFFIXES:
-        dataset = "local"  # a device's own file: it answers tasks on local data, read against the task's schema
+    if not dataset and args.data and Path(args.data).suffix.lower() in DEVICE_FILE_SUFFIXES:
+        dataset = LOCAL  # a device's own file: it answers tasks on local data, read against the task's schema
     overrides.update(dataset=dataset, prometheus=args.prometheus)
     config = replace(config, **{k: v for k, v in overrides.items() if v})
     if args.shard is not None:
