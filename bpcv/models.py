@@ -1,8 +1,10 @@
 """Keras models named by a short spec or given as Keras JSON, built lazily (TensorFlow is imported
 only when a model is built).
 
-Specs: ``mlp:H1,H2,...`` (dense ReLU layers then softmax) and ``cnn:C1,C2,...`` (3x3 conv + 2x2
-max-pool per entry, then softmax). Model size is a design choice: every update travels to every
+Specs: ``mlp:H1,H2,...`` (dense ReLU layers then softmax), ``cnn:C1,C2,...`` (3x3 conv + 2x2
+max-pool per entry, then softmax) and ``wavelet:J,L,P`` (a frozen Morlet wavelet feature map at J
+scales and L orientations, P x P average pooling, then one trainable Dense layer: the model sized for
+DP, see ``bpcv.wavelets``). Model size is a design choice: every update travels to every
 peer, so the default ``mlp:128`` (101,770 parameters, 398 KiB as float32) is kept small.
 Keras JSON (the requester's own model) is built only after ``bpcv.model_spec`` checked it, with no
 custom objects, and only when its parameter count (counted first without allocating) is under the cap.
@@ -22,8 +24,13 @@ def parse_spec(spec: str) -> tuple[str, list[int]]:
         widths = [int(s) for s in sizes.split(",") if s]
     except ValueError:
         widths = []
-    if kind not in ("mlp", "cnn") or not widths or min(widths) < 1:
-        raise ConfigError(f"model spec {spec!r}: use 'mlp:H1,H2,...' or 'cnn:C1,C2,...'")
+    if (
+        kind not in ("mlp", "cnn", "wavelet")
+        or not widths
+        or min(widths) < 1
+        or (kind == "wavelet") != (len(widths) == 3)
+    ):
+        raise ConfigError(f"model spec {spec!r}: use 'mlp:H1,H2,...', 'cnn:C1,C2,...' or 'wavelet:J,L,P'")
     return kind, widths
 
 
@@ -37,7 +44,9 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
 
     tf.keras.utils.set_random_seed(seed)
     layers: list[Any] = [tf.keras.Input(shape=input_shape)]
-    if kind == "cnn":
+    if kind == "wavelet":
+        layers += _wavelet_layers(widths, input_shape)
+    elif kind == "cnn":
         for filters in widths:
             layers += [
                 tf.keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
@@ -54,6 +63,32 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
     if num_classes > 1:
         layers.append(tf.keras.layers.Activation("softmax"))
     return tf.keras.Sequential(layers)
+
+
+def _wavelet_layers(spec: list[int], input_shape: tuple[int, ...]) -> list[Any]:
+    """The frozen wavelet feature map (weights set, trainable=False), its pooling and the flattening."""
+    import tensorflow as tf
+
+    from bpcv.wavelets import feature_kernels
+
+    scales, orientations, pool = spec
+    if len(input_shape) != 3:
+        raise ConfigError(f"model 'wavelet' needs image input (height, width, channels), not {list(input_shape)}")
+    depthwise, combine = feature_kernels(input_shape[-1], scales, orientations)
+    filters = tf.keras.layers.DepthwiseConv2D(
+        depthwise.shape[0], depth_multiplier=depthwise.shape[-1], padding="same", use_bias=False, activation="relu"
+    )
+    moduli = tf.keras.layers.Conv2D(combine.shape[-1], 1, use_bias=False)
+    filters.build((None, *input_shape))
+    moduli.build((None, *input_shape[:2], combine.shape[2]))
+    filters.set_weights([depthwise])
+    moduli.set_weights([combine])
+    filters.trainable = moduli.trainable = False
+    # Each record's features standardised across channels at every position: a fixed function of the
+    # one record (no statistics over records, no weights), which lets SGD converge in the few steps a
+    # DP budget allows (0.967 vs 0.932 after 60 plain SGD steps on MNIST, docs/PRIVACY.md).
+    normalise = tf.keras.layers.LayerNormalization(axis=-1, center=False, scale=False)
+    return [filters, moduli, tf.keras.layers.AveragePooling2D(pool), normalise, tf.keras.layers.Flatten()]
 
 
 def count_keras_json_params(text: str) -> int:

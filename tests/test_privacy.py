@@ -105,10 +105,11 @@ def test_laplace_sampler_stays_finite_at_the_edge_of_the_uniform_grid():
     assert abs(noise[0]) == pytest.approx(2.0 * 24 * math.log(2), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def small_batch():
+@pytest.fixture(scope="module", params=["mlp:16,8", "wavelet:1,4,2"])
+def small_batch(request):
+    """A small batch and model: Dense layers, or a linear head behind a frozen wavelet feature map."""
     rng = np.random.default_rng(3)
-    model = build_model("mlp:16,8", (6, 6, 1), 4, seed=0)
+    model = build_model(request.param, (6, 6, 1), 4, seed=0)
     x = tf.constant(rng.random((12, 6, 6, 1)), tf.float32)
     y = tf.constant(rng.integers(0, 4, 12), tf.int64)
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction="none")

@@ -24,29 +24,21 @@ import tensorflow as tf
 from tensorflow_privacy.privacy.optimizers.dp_optimizer_keras import make_keras_generic_optimizer_class
 
 _GenericDPSGD = make_keras_generic_optimizer_class(tf.keras.optimizers.legacy.SGD)
-PASS_THROUGH_LAYERS = (  # no weights: the ghost step just runs them
-    tf.keras.layers.Flatten,
-    tf.keras.layers.Activation,
-    tf.keras.layers.InputLayer,
-    tf.keras.layers.Reshape,
-    tf.keras.layers.AveragePooling2D,  # a fixed, data-independent downsampling in front of a small head
-    tf.keras.layers.MaxPooling2D,
-)
 
 
 def supports_ghost_clipping(model: Any) -> bool:
-    """True for a Sequential model whose every layer is a linear Dense layer with bias on a flat (batch,
-    features) input or a weightless pass-through layer (the ghost step walks ``model.layers`` as a chain,
-    and its outer-product norms hold only for 2-D layer inputs)."""
+    """True for a Sequential model whose trainable layers are all linear Dense layers with bias on a flat
+    (batch, features) input; every other layer must have no trainable weights (pooling, flattening, a
+    frozen feature map: fixed functions of one record). The ghost step walks ``model.layers`` as a
+    chain, and its outer-product norms hold only for 2-D layer inputs."""
     if not isinstance(model, tf.keras.Sequential):
         return False
     for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.Dense):
-            if layer.activation is not tf.keras.activations.linear or not layer.use_bias:
-                return False
-            if len(layer.input_shape) != 2:
-                return False
-        elif not isinstance(layer, PASS_THROUGH_LAYERS):
+        if not layer.trainable_weights:
+            continue
+        if not isinstance(layer, tf.keras.layers.Dense):
+            return False
+        if layer.activation is not tf.keras.activations.linear or not layer.use_bias or len(layer.input_shape) != 2:
             return False
     return True
 
@@ -67,7 +59,7 @@ class VectorizedDPSGD(_GenericDPSGD):  # type: ignore[misc, valid-type]
         with tf.GradientTape() as tape:
             h = x
             for layer in model.layers:
-                if isinstance(layer, tf.keras.layers.Dense):
+                if layer.trainable_weights:  # a Dense layer (supports_ghost_clipping checked)
                     inputs.append(h)
                     h = layer(h)
                     outputs.append(h)
