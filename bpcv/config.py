@@ -45,9 +45,9 @@ class AgentConfig:
     join_delay_s: float = 0.0
     dp: str = "off"  # GD-DP mechanism: laplace | gaussian | off
     epsilon: float = 10.0  # this agent's total privacy budget for a task
-    delta: float = -1.0  # < 0: the mechanism's default (0 for Laplace, 1e-5 for Gaussian)
+    delta: float = -1.0  # < 0: the mechanism's default (1e-5; 0 asks Laplace for pure epsilon-DP)
     noise_multiplier: float = 0.0  # 0: calibrated from the budget over the task's planned rounds
-    clip: float = 0.0  # 0: the mechanism's default (L1 100 for Laplace, L2 1.0 for Gaussian)
+    clip: float = 0.0  # 0: the mechanism's default (L1 20 for Laplace, L2 3 for Gaussian)
     prometheus: str = ""  # HOST:PORT: serve this process's samples for Prometheus on /metrics (off when empty)
 
 

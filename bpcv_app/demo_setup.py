@@ -80,16 +80,17 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="a preset (mlp:H,..., cnn:C,...; default mlp:128, or the --data task file's) or a Keras .json/.keras file",
+        help="a preset (mlp:H,..., cnn:C,..., wavelet:J,L,P; default wavelet:2,4,7, or the --data task file's) or "
+        "a Keras .json/.keras file",
     )
     p.add_argument(
         "--initial-weights",
         default=None,
         help="the task starts from these weights (a .bpmt file, e.g. an earlier run's final_model.bpmt)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 3, or the task file's)")
-    p.add_argument("--batch", type=int, default=None, help="local batch size (default 32, or the task file's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.2, or the task file's)")
+    p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 1, or the task file's)")
+    p.add_argument("--batch", type=int, default=None, help="local batch size (default 512, or the task file's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 2, or the task file's)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
     p.add_argument(
@@ -100,13 +101,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dp",
-        default="off",
+        default="laplace",
         choices=["off", "laplace", "gaussian"],
-        help="GD-DP mechanism for every agent (default off: see docs/DECISIONS.md, Privacy)",
+        help="GD-DP mechanism for every agent (default laplace, the paper's; off for none): docs/PRIVACY.md",
     )
     p.add_argument("--epsilon", type=float, default=10.0, help="each agent's total privacy budget (default 10)")
-    p.add_argument("--delta", type=float, default=-1.0, help="delta (default: 0 for Laplace, 1e-5 for Gaussian)")
-    p.add_argument("--clip", type=float, default=0.0, help="clip norm (default: L1 100 Laplace, L2 1.0 Gaussian)")
+    p.add_argument("--delta", type=float, default=-1.0, help="delta (default 1e-5; 0 for pure epsilon-DP)")
+    p.add_argument("--clip", type=float, default=0.0, help="clip norm (default: L1 20 Laplace, L2 3 Gaussian)")
     p.add_argument("--update-timeout", type=float, default=300.0, help="seconds to wait for updates per round")
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
     p.add_argument(
@@ -130,11 +131,11 @@ class DemoOptions:
     out: Path
     broker: str
     processes: int
-    model: str | None  # None: the --data task file's (MNIST: mlp:128)
+    model: str | None  # None: the --data task file's (MNIST: wavelet:2,4,7)
     epochs: int | None
     partition: str
-    batch: int | None = None  # None: the --data task file's (MNIST: 32)
-    lr: float | None = None  # None: the --data task file's (MNIST: 0.2)
+    batch: int | None = None  # None: the --data task file's (MNIST: 512)
+    lr: float | None = None  # None: the --data task file's (MNIST: 2)
     quality_rule: str
     min_nodes: int
     seed: int
@@ -142,7 +143,7 @@ class DemoOptions:
     update_timeout_s: float
     vote_timeout_s: float
     block_timeout_s: float
-    dp: str = "off"
+    dp: str = "laplace"
     epsilon: float = 10.0
     delta: float = -1.0
     clip: float = 0.0

@@ -20,11 +20,14 @@ def options(tmp_path, *argv: str) -> DemoOptions:
 def test_mnist_defaults_and_the_command_line_over_them(tmp_path):
     task = demo_task(options(tmp_path))
     assert (task.dataset, task.model, task.rounds, task.local_epochs, task.batch_size, task.learning_rate) == (
-        "mnist", "mlp:128", 10, 3, 32, 0.2
+        "mnist", "wavelet:2,4,7", 10, 1, 512, 2.0
     )  # fmt: skip
+    assert (options(tmp_path).dp, options(tmp_path).epsilon) == ("laplace", 10.0)  # private by default
     assert (task.nodes, task.min_nodes) == (10, 5)  # 12 agents, 2 standby
-    task = demo_task(options(tmp_path, "--batch", "512", "--lr", "4", "--epochs", "1", "--rounds", "4"))
-    assert (task.batch_size, task.learning_rate, task.local_epochs, task.rounds) == (512, 4.0, 1, 4)
+    task = demo_task(
+        options(tmp_path, "--batch", "64", "--lr", "4", "--epochs", "2", "--rounds", "4", "--model", "mlp:8")
+    )
+    assert (task.batch_size, task.learning_rate, task.local_epochs, task.rounds, task.model) == (64, 4.0, 2, 4, "mlp:8")
 
 
 def test_a_data_folder_gives_its_task_and_one_agent_per_device_file(tmp_path):

@@ -1,6 +1,6 @@
 """The privacy budget in the protocol: an agent stops at the right round and says so, signed; the
-coordinator records it as leaving (not misbehaving) and never admits it. TensorFlow is stubbed here;
-real DP training runs in test_privacy and in a live demo (docs/PRIVACY.md)."""
+coordinator records it as leaving (not misbehaving) and never admits it. The budget test trains for
+real (the task's model, GD-DP, the real accountant); the others stub TensorFlow."""
 
 import queue
 
@@ -10,10 +10,12 @@ from bpcv.codec import encode_model, model_digest
 from bpcv.config import AgentConfig
 from bpcv.envelope import seal
 from bpcv.messages import Join, Leave, seal_message
+from bpcv.models import build_model
 from bpcv.topics import Topics
 from edge_agent.agent import Agent
 from edge_agent.privacy.accountant import epsilon_for
 from edge_agent.privacy.settings import steps_per_round
+from edge_agent.trainer import Trainer
 from tests.helpers import offline_coordinator
 
 SHAPES = [(3, 2), (2,)]
@@ -33,8 +35,8 @@ class StepCountingTrainer:
         return 0.9
 
 
-def global_env(c, round_no, roster):
-    blob = encode_model([np.zeros(s, np.float32) for s in SHAPES])
+def global_env(c, round_no, roster, shapes=SHAPES):
+    blob = encode_model([np.zeros(s, np.float32) for s in shapes])
     return seal(
         c.coordinator,
         "global",
@@ -58,19 +60,22 @@ def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(co
     )
     probe = Agent(config, queue.Queue(), lambda task, *a: StepCountingTrainer(task))
     probe.handle(TOPICS.task("t1"), c.task_env.raw)
-    per_round, rate = probe.privacy.steps_per_round, probe.privacy.accountant.sampling_rate
+    per_round, accountant = probe.privacy.steps_per_round, probe.privacy.accountant
     probe.replica.close()
-    budget = epsilon_for("laplace", noise, rate, 2 * per_round, 0.0) * 1.0001  # two rounds fit, not three
+    # two rounds fit, not three
+    budget = epsilon_for("laplace", noise, accountant.sampling_rate, 2 * per_round, accountant.delta) * 1.0001
 
     agent = Agent(
         AgentConfig(**{**config.__dict__, "epsilon": budget, "chain_dir": str(tmp / "chain2")}),
         queue.Queue(),
-        lambda task, *a: StepCountingTrainer(task),
+        lambda task, shape, classes, privacy: Trainer(task, shape, classes, privacy),  # real GD-DP training
     )
     agent.handle(TOPICS.task("t1"), c.task_env.raw)
     spent = []
+    shapes = [tuple(w.shape) for w in build_model(c.task.model, (28, 28, 1), 10).get_weights()]
     for round_no in (1, 2, 3, 4):
-        agent.handle(TOPICS.global_model("t1", round_no), global_env(c, round_no, ["node-01", "node-02"]).raw)
+        env = global_env(c, round_no, ["node-01", "node-02"], shapes)
+        agent.handle(TOPICS.global_model("t1", round_no), env.raw)
         spent.append((agent.status, agent.epsilon_spent()))
     assert [s for s, _ in spent] == ["active", "active", "left", "left"]
     assert spent[1][1] <= budget and spent[2][1] == spent[1][1]  # nothing spent after leaving

@@ -1,119 +1,112 @@
-"""Plot results.csv (from run.py, one or more files) like the paper's Figures 4-5, and print the gaps.
+"""Draw rounds.csv and tabulate results.csv (both from run.py): accuracy per round, DP vs no DP.
 
-    .venv/bin/python experiments/dp_accuracy/plot.py [--note "batch 32, lr 0.2"] results.csv [more.csv ...]
+    .venv/bin/python experiments/dp_accuracy/plot.py [--dir experiments/dp_accuracy]
 
-Writes accuracy<suffix>.png beside the first CSV (results-X.csv gives accuracy-X.png) and prints a
-Markdown table: accuracy at rounds 20, 40 and
-the last round for every configuration, the gap to no DP in points, and each agent's total epsilon.
+Writes accuracy.png (one panel per model: every configuration's mean accuracy over its seeds, per
+round) and prints a Markdown table: per model and configuration, the seeds run, the final-round
+accuracy (mean, and min-max over seeds), the best round's, each agent's total epsilon, and the gap
+to no DP on the same model in points (difference of the means).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 from collections import defaultdict
 from pathlib import Path
 
 
-def load(paths: list[Path]) -> dict[str, list[dict[str, str]]]:
-    runs: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for path in paths:
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                runs[row["config"]].append(row)
-    return {k: sorted(v, key=lambda r: int(r["round"])) for k, v in runs.items()}
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
 
 
-def label(rows: list[dict[str, str]]) -> str:
-    r = rows[-1]
-    if r["mechanism"] == "off":
+def order_key(config: str) -> tuple[bool, str, float]:
+    mechanism, _, rest = config.partition(":")
+    return mechanism != "off", mechanism, -float(rest.split(":")[0]) if rest else 0.0
+
+
+def label(config: str) -> str:
+    if config == "off":
         return "no DP"
-    delta = float(r["delta"])
-    return (
-        f"{r['mechanism'].capitalize()}, total ε = {float(r['epsilon_spent']):.3g} per agent"
-        f" (δ = {delta:g}, clip {float(r['clip']):g}, noise mult. {float(r['noise_multiplier']):.3g})"
-    )
+    mechanism, epsilon, delta, clip = config.split(":")
+    norm = "L1" if mechanism == "laplace" else "L2"
+    return f"{mechanism.capitalize()}, ε = {epsilon}, δ = {float(delta):g}, clip {norm} {clip}"
 
 
-def accuracy_at(rows: list[dict[str, str]], round_no: int) -> float | None:
-    match = [float(r["accuracy"]) for r in rows if int(r["round"]) == round_no]
-    return match[0] if match else None
-
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--note", default="", help="training settings for the title")
-    parser.add_argument("csv", nargs="*", default=["experiments/dp_accuracy/results.csv"])
-    args = parser.parse_args()
-    paths = [Path(p) for p in args.csv]
-    runs = load(paths)
+def plot(rounds: list[dict[str, str]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 7.5), dpi=120)
-    order = sorted(
-        runs,
-        key=lambda k: (
-            runs[k][-1]["mechanism"] != "off",
-            runs[k][-1]["mechanism"],
-            float(runs[k][-1]["epsilon_budget"]),
-        ),
-    )
-    for config in order:
-        rows = runs[config]
-        mechanism = rows[-1]["mechanism"]
-        ax.plot(
-            [int(r["round"]) for r in rows],
-            [float(r["accuracy"]) for r in rows],
-            label=label(rows),
-            linewidth=2.4 if mechanism == "off" else 1.5,
-            linestyle="--" if mechanism == "laplace" else "-",
-            color="black" if mechanism == "off" else None,
-        )
-    for x in (20, 40):
-        ax.axvline(x, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("federated round")
-    ax.set_ylabel("global model accuracy on the MNIST test set (10,000 images)")
-    agents = "30"
-    note = f", {args.note}" if args.note else ""
-    ax.set_title(
-        f"GD-DP vs no DP: MNIST, {agents} IID agents, mlp:128, 1 local epoch per round{note}\n"
-        "ε is each agent's total over the whole run (dp-accounting; Poisson-sampled steps)"
-    )
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    curves: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rounds:
+        curves[r["model"]][r["config"]][int(r["round"])].append(float(r["accuracy"]))
+    models = sorted(curves, key=lambda m: m != "wavelet:2,4,7")
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5.5), dpi=110, squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for config in sorted(curves[model], key=order_key):
+            per_round = curves[model][config]
+            xs = sorted(per_round)
+            ys = [sum(per_round[x]) / len(per_round[x]) for x in xs]
+            mechanism = config.split(":")[0]
+            ax.plot(
+                xs,
+                ys,
+                label=f"{label(config)} ({len(per_round[xs[-1]])} seeds)",
+                color="black" if mechanism == "off" else None,
+                linestyle="--" if mechanism == "laplace" else "-",
+                linewidth=2.2 if mechanism == "off" else 1.4,
+            )
+        ax.set_title(f"{model}: MNIST, 30 IID agents × 1,500 records, FedAvg")
+        ax.set_xlabel("federated round (ε: each agent's total over all 20 rounds)")
+        ax.set_ylabel("global model accuracy, MNIST test set")
+        ax.set_ylim(0.5, 1.0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5, loc="lower right")
     fig.tight_layout()
-    out = paths[0].parent / ("accuracy" + paths[0].stem.removeprefix("results") + ".png")
     fig.savefig(out)
     print(f"wrote {out}\n")
 
-    base = runs.get("off")
+
+def table(results: list[dict[str, str]]) -> None:
+    runs: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in results:
+        runs[(r["model"], r["config"])].append(r)
+
+    def mean(rows: list[dict[str, str]], key: str) -> float:
+        return sum(float(r[key]) for r in rows) / len(rows)
+
     print(
-        "| configuration | total ε per agent | round 20 | round 40 | last round | best (round) "
-        "| gap at 20 / 40 / last (points) |"
+        "| model | configuration | seeds | final accuracy (min–max) | best (round) | total ε per agent | gap (points) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for config in order:
-        rows = runs[config]
-        last = int(rows[-1]["round"])
-        accs = [accuracy_at(rows, r) for r in (20, 40, last)]
-        gaps = ""
-        if base and config != "off":
-            base_accs = [accuracy_at(base, r) for r in (20, 40, last)]
-            gaps = " / ".join(
-                f"{(b - a) * 100:.1f}" if a is not None and b is not None else "–"
-                for a, b in zip(accs, base_accs, strict=True)
-            )
-        eps = "∞ (no DP)" if rows[-1]["mechanism"] == "off" else f"{float(rows[-1]['epsilon_spent']):.3g}"
-        cells = " | ".join(f"{a:.4f}" if a is not None else "–" for a in accs)
-        best = max(rows, key=lambda r: float(r["accuracy"]))
-        print(
-            f"| {config} | {eps} | {cells} (round {last}) | {float(best['accuracy']):.4f} ({best['round']}) | {gaps} |"
+    for model, config in sorted(runs, key=lambda k: (k[0] != "wavelet:2,4,7", k[0], order_key(k[1]))):
+        rows = runs[(model, config)]
+        finals = [float(r["final_accuracy"]) for r in rows]
+        base = runs.get((model, "off"))
+        gap = (
+            f"{(mean(base, 'final_accuracy') - mean(rows, 'final_accuracy')) * 100:.1f}"
+            if base and config != "off"
+            else ""
         )
+        best = max(rows, key=lambda r: float(r["best_accuracy"]))
+        eps = "∞" if config == "off" else f"{max(float(r['epsilon_spent']) for r in rows):.3g}"
+        print(
+            f"| {model} | {label(config)} | {len(rows)} | {mean(rows, 'final_accuracy'):.4f} "
+            f"({min(finals):.4f}–{max(finals):.4f}) | {float(best['best_accuracy']):.4f} ({best['best_round']}) "
+            f"| {eps} | {gap} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=str(Path(__file__).parent))
+    args = parser.parse_args()
+    folder = Path(args.dir)
+    plot(read(folder / "rounds.csv"), folder / "accuracy.png")
+    table(read(folder / "results.csv"))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """DP vs no DP on MNIST, federated over N IID agents (the paper's Figures 4-5), run in one process.
 
-    .venv/bin/python experiments/dp_accuracy/run.py --agents 30 --rounds 80 \
-        --config off --config laplace:10 --config gaussian:10:1e-5 ... --out experiments/dp_accuracy
+    .venv/bin/python experiments/dp_accuracy/run.py --agents 30 --rounds 20 --batch 512 --lr 2 \
+        --model wavelet:2,4,4 --seeds 0 1 2 \
+        --config off --config laplace:10:1e-5:50 --config gaussian:10:1e-5:3 ... --out experiments/dp_accuracy
 
 A config is ``off`` or ``MECHANISM:EPSILON[:DELTA[:CLIP]]``: each agent's *total* budget for the
 whole run. Its noise multiplier is calibrated (dp-accounting) so that every agent's epsilon after
 all rounds stays within that budget, given its own shard size and the Poisson-sampled steps of
 local training. The same Trainer (GD-DP optimizer, ghost clipping), FedAvg and accountant as the
 live system are used; only MQTT is left out, since the network does not change the accuracy.
-Writes results.csv (config, round, accuracy, epsilon_spent) and appends as it goes, so a long run
-can be resumed per config; plot.py draws the figure.
+Writes rounds.csv (every round of every run: accuracy, epsilon spent) as it goes and, when a run
+ends, one line of results.csv (mechanism, epsilon, delta, clip, model, rounds, final_accuracy,
+best_accuracy, best_round, seed, ...); a run already in results.csv is skipped, so an interrupted
+sweep resumes. plot.py draws the figure and prints the table.
 """
 
 from __future__ import annotations
@@ -35,7 +38,31 @@ def parse_config(text: str) -> tuple[str, float, float, float]:
     return mechanism, epsilon, delta, clip
 
 
-def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
+ROUND_COLUMNS = [
+    "config", "model", "seed", "mechanism", "epsilon_budget", "delta", "clip", "noise_multiplier",
+    "round", "accuracy", "epsilon_spent", "elapsed_s",
+]  # fmt: skip
+RESULT_COLUMNS = [
+    "mechanism", "epsilon", "delta", "clip", "model", "rounds", "final_accuracy", "best_accuracy", "best_round",
+    "seed", "config", "epsilon_spent", "noise_multiplier", "agents", "records_per_agent", "batch", "lr", "epochs",
+]  # fmt: skip
+
+
+def model_label(model: str) -> str:
+    """The model as results.csv names it: a preset as given, a Keras JSON file by its file name."""
+    return Path(model).name if model.endswith(".json") else model
+
+
+def append_row(path: Path, columns: list[str], row: dict[str, object]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_config(text: str, seed: int, args: argparse.Namespace, out: Path) -> None:
     from bpcv.data import load_dataset, make_shard
     from bpcv.metrics import predict, score
     from bpcv.model_spec import model_from_argument
@@ -47,7 +74,7 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
 
     mechanism, budget, delta, clip = parse_config(text)
     ds = load_dataset("mnist")
-    shards = [make_shard(ds, i, args.agents, "iid", seed=args.seed) for i in range(args.agents)]
+    shards = [make_shard(ds, i, args.agents, "iid", seed=seed) for i in range(args.agents)]
     task = TaskSpec(
         task_id="exp",
         coordinator="c",
@@ -73,13 +100,12 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
     trainer = Trainer(task, ds.input_shape, ds.num_classes, privacy)
     weights = trainer.model.get_weights()
     steps = 0
+    history: list[float] = []
     started = time.monotonic()
     for round_no in range(1, args.rounds + 1):
         updates = []
         for i, shard in enumerate(shards):
-            w, taken = trainer.train(
-                weights, shard.x_train, shard.y_train, seed=args.seed * 100003 + round_no * 1009 + i
-            )
+            w, taken = trainer.train(weights, shard.x_train, shard.y_train, seed=seed * 100003 + round_no * 1009 + i)
             updates.append(w)
         steps += taken
         weights = fedavg(updates, [s.num_samples for s in shards])
@@ -93,26 +119,55 @@ def run_config(text: str, args: argparse.Namespace, out_csv: Path) -> None:
             if privacy
             else math.inf
         )
-        with out_csv.open("a", newline="") as f:
-            csv.writer(f).writerow(
-                [
-                    text,
-                    mechanism,
-                    budget,
-                    delta,
-                    clip,
-                    round(noise, 5),
-                    round_no,
-                    round(accuracy, 5),
-                    round(spent, 4),
-                    round(time.monotonic() - started, 1),
-                ]
-            )
+        history.append(accuracy)
+        append_row(
+            out / "rounds.csv",
+            ROUND_COLUMNS,
+            {
+                "config": text,
+                "model": model_label(args.model),
+                "seed": seed,
+                "mechanism": mechanism,
+                "epsilon_budget": budget,
+                "delta": delta,
+                "clip": clip,
+                "noise_multiplier": round(noise, 5),
+                "round": round_no,
+                "accuracy": round(accuracy, 5),
+                "epsilon_spent": round(spent, 4),
+                "elapsed_s": round(time.monotonic() - started, 1),
+            },
+        )
         print(
-            f"{text:<24} round {round_no:>3} accuracy {accuracy:.4f} epsilon {spent:.3f} "
+            f"{text:<24} seed {seed} round {round_no:>3} accuracy {accuracy:.4f} epsilon {spent:.3f} "
             f"(noise multiplier {noise:.4f})",
             flush=True,
         )
+    best = int(np.argmax(history))
+    append_row(
+        out / "results.csv",
+        RESULT_COLUMNS,
+        {
+            "mechanism": mechanism,
+            "epsilon": budget,
+            "delta": delta,
+            "clip": clip,
+            "model": model_label(args.model),
+            "rounds": args.rounds,
+            "final_accuracy": round(history[-1], 5),
+            "best_accuracy": round(history[best], 5),
+            "best_round": best + 1,
+            "seed": seed,
+            "config": text,
+            "epsilon_spent": round(spent, 4),
+            "noise_multiplier": round(noise, 5),
+            "agents": args.agents,
+            "records_per_agent": min(s.num_samples for s in shards),
+            "batch": args.batch,
+            "lr": args.lr,
+            "epochs": args.epochs,
+        },
+    )
 
 
 def main() -> None:
@@ -120,10 +175,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=80)
     parser.add_argument("--epochs", type=int, default=1, help="local epochs per round")
-    parser.add_argument("--batch", type=int, default=32, help="expected local batch size (Poisson q = batch / n)")
-    parser.add_argument("--lr", type=float, default=0.2)
-    parser.add_argument("--model", default="mlp:128", help="a preset or a Keras .json file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=512, help="expected local batch size (Poisson q = batch / n)")
+    parser.add_argument("--lr", type=float, default=2.0)
+    parser.add_argument("--model", default="wavelet:2,4,4", help="a preset or a Keras .json file")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed and config")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--config", action="append", required=True)
     parser.add_argument("--out", default="experiments/dp_accuracy")
@@ -132,26 +187,19 @@ def main() -> None:
     from bpcv.models import configure_tensorflow
 
     configure_tensorflow(args.threads)
-    out_csv = Path(args.out) / "results.csv"
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     done = set()
-    if out_csv.exists():
-        with out_csv.open() as f:
-            rows = list(csv.DictReader(f))
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["config"]] = counts.get(row["config"], 0) + 1
-        done = {c for c, n in counts.items() if n >= args.rounds}
-    else:
-        out_csv.write_text(
-            "config,mechanism,epsilon_budget,delta,clip,noise_multiplier,round,accuracy,epsilon_spent,elapsed_s\n"
-        )
-    np.random.seed(args.seed)
-    for text in args.config:
-        if text in done:
-            print(f"{text}: already in {out_csv}, skipped")
-            continue
-        run_config(text, args, out_csv)
+    if (out / "results.csv").exists():
+        with (out / "results.csv").open() as f:
+            done = {(r["config"], r["model"], int(r["seed"]), int(r["rounds"])) for r in csv.DictReader(f)}
+    for seed in args.seeds:
+        for text in args.config:
+            if (text, model_label(args.model), seed, args.rounds) in done:
+                print(f"{text} seed {seed}: already in {out / 'results.csv'}, skipped")
+                continue
+            np.random.seed(seed)
+            run_config(text, seed, args, out)
 
 
 if __name__ == "__main__":

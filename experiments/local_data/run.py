@@ -1,12 +1,14 @@
 """Federated vs central on a packaged sensor data set, side by side (issue 14).
 
-    .venv/bin/python experiments/local_data/run.py --set wind [--rounds 10] [--out experiments/local_data/results]
+    .venv/bin/python experiments/local_data/run.py --set wind [--rounds 10] [--dp laplace:10 --dp gaussian:10] \
+        [--out experiments/local_data/results]
 
 1. The data folder of the set (``bpcv data materialize``): one file per device and the task file.
 2. **Federated**: a live ``bpcv demo --data FOLDER`` over a real mosquitto broker: one agent per
    device file, each reading only its own file; the coordinator has no test file, so its per-round
    metric is the agents' validation mean of the model of the round before. The final model
-   (``final_model.bpmt``) is scored here on the pooled validation splits.
+   (``final_model.bpmt``) is scored here on the pooled validation splits. Without DP, and once more
+   for every ``--dp MECHANISM:EPSILON`` (GD-DP in every agent, the demo's default delta and clip).
 2. **Central**: the same model, the same trainer (``edge_agent.trainer.Trainer``: plain SGD, the task's
    batch size and learning rate), trained on all devices' training splits pooled, for the same epoch
    budget (``rounds x local_epochs`` epochs over every sample), scored after each round's worth of epochs.
@@ -41,13 +43,18 @@ from bpcv.task_file import load_task_file  # noqa: E402
 from bpcv_app.demo_data import open_data_folder  # noqa: E402
 
 
+FEDERATED = "federated (BPCV-FL, live)"
+
+
 def pooled(shards: list[Shard]) -> Shard:
     return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in ("x_train", "y_train", "x_val", "y_val")))
 
 
-def run_federated(folder: Path, out: Path, rounds: int) -> tuple[list[dict], Path, float]:
+def run_federated(folder: Path, out: Path, rounds: int, dp: str) -> tuple[list[dict], Path, float]:
+    mechanism, _, epsilon = dp.partition(":")
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--data", str(folder), "--broker", "mosquitto",
-           "--out", str(out), "--rounds", str(rounds), "--timeout", "3600"]  # fmt: skip
+           "--out", str(out), "--rounds", str(rounds), "--timeout", "3600", "--dp", mechanism,
+           *(["--epsilon", epsilon] if epsilon else [])]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     print(done.stdout[-3000:], file=sys.stderr)
@@ -70,6 +77,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--set", default="wind", help="a packaged set (bpcv data list)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: the task file's)")
+    p.add_argument(
+        "--dp", action="append", default=[], help="also a federated run with GD-DP, e.g. laplace:10 (repeatable)"
+    )
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--replot", action="store_true", help="only redraw SET.png from results-SET.csv")
     args = p.parse_args()
@@ -133,17 +143,15 @@ def main() -> None:
         add("central (pooled data)", r, trainer.evaluate_all(weights, pool.x_val, pool.y_val))
     central_s = time.monotonic() - started
 
-    # 1. federated, live
-    fed_rounds, final_model, federated_s = run_federated(folder.path, work / "run", rounds)
-    for i, row in enumerate(fed_rounds):  # round i+1 reports the model after i rounds
-        add("federated (BPCV-FL, live)", i, {m: row[m] for m in metric_names})
-    final = decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights])
-    trainer.model.set_weights(final)
-    add(
-        "federated (BPCV-FL, live)",
-        len(fed_rounds),
-        scores(predict(trainer.model, pool.x_val), pool.y_val, task.category),
-    )
+    # 1. federated, live: without DP, then with each --dp
+    federated_s = {}
+    for dp in ["off", *args.dp]:
+        method = FEDERATED if dp == "off" else f"{FEDERATED}, GD-DP {dp.replace(':', ' ε=')}"
+        fed_rounds, final_model, federated_s[method] = run_federated(folder.path, work / f"run-{dp}", rounds, dp)
+        for i, row in enumerate(fed_rounds):  # round i+1 reports the model after i rounds
+            add(method, i, {m: row[m] for m in metric_names})
+        trainer.model.set_weights(decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights]))
+        add(method, len(fed_rounds), scores(predict(trainer.model, pool.x_val), pool.y_val, task.category))
 
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"results-{args.set}.csv"
@@ -153,7 +161,7 @@ def main() -> None:
         writer.writerows(rows)
     last = {m: [r for r in rows if r["method"] == m][-1] for m in dict.fromkeys(r["method"] for r in rows)}
     key = metric_names[0]
-    fed, cen = last["federated (BPCV-FL, live)"][key], last["central (pooled data)"][key]
+    fed, cen = last[FEDERATED][key], last["central (pooled data)"][key]
     summary = {
         "set": args.set,
         "rounds": rounds,
@@ -161,7 +169,7 @@ def main() -> None:
         "metric": key,
         "final": {m: {k: r[k] for k in metric_names} for m, r in last.items()},
         "federated_over_central": round(fed / cen, 4),
-        "seconds": {"federated_live_run": round(federated_s, 1), "central_training": round(central_s, 1)},
+        "seconds": {**{m: round(t, 1) for m, t in federated_s.items()}, "central_training": round(central_s, 1)},
         "task": {k: v for k, v in task.to_body().items() if k not in ("model",)},
     }
     (out / f"summary-{args.set}.json").write_text(json.dumps(summary, indent=2))
