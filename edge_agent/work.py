@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from bpcv.errors import BpcvError, DataError, Rejected
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from edge_agent.behaviours import Behaviour
+from edge_agent.privacy import spent
 from edge_agent.privacy.plan import PrivacyPlan, plan_privacy
 from edge_agent.privacy.settings import PrivacySettings
 from edge_agent.trainer import Trainer
@@ -59,6 +61,7 @@ class ShardWork:
         privacy: PrivacyPlan | None,
         behaviour: Behaviour,
         rng: np.random.Generator,
+        spent_file: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.task = task
@@ -68,6 +71,7 @@ class ShardWork:
         self.privacy = privacy
         self.behaviour = behaviour
         self.rng = rng  # the behaviour's randomness (random or noisy weights)
+        self.spent_file = spent_file  # where the privacy spent on this task is kept (with DP)
 
     @classmethod
     def prepare(
@@ -80,9 +84,13 @@ class ShardWork:
         except BpcvError as exc:
             raise BpcvError(f"local data unusable: {exc}") from exc
         privacy = plan_privacy(config, task, shard.num_samples)
+        where = None
+        if privacy is not None:  # what earlier runs of this agent already spent on the task counts
+            where = spent.spent_file(config.chain_dir, node_id)
+            spent.resume(where, task.task_id, privacy.accountant)
         trainer = trainers(task, input_shape, num_classes, privacy.settings if privacy else None)
         rng = np.random.default_rng(zlib.crc32(node_id.encode()) + config.seed)
-        return cls(node_id, task, shard, num_classes, trainer, privacy, behaviour, rng)
+        return cls(node_id, task, shard, num_classes, trainer, privacy, behaviour, rng, where)
 
     @property
     def num_samples(self) -> int:
@@ -124,6 +132,8 @@ class ShardWork:
             local, steps = self.trainer.train(global_weights, self.shard.x_train, labels, seed=seed)
             if self.privacy is not None:
                 self.privacy.accountant.spend(steps)
+                if self.spent_file is not None:  # on disk before the update leaves the device
+                    spent.record(self.spent_file, self.task.task_id, self.privacy.accountant)
         return self.behaviour.shape_update(global_weights, local, self.rng)
 
     def score_peers(self, blobs: Mapping[str, bytes]) -> dict[str, float]:

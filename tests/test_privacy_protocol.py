@@ -2,6 +2,7 @@
 coordinator records it as leaving (not misbehaving) and never admits it. The budget test trains for
 real (the task's model, GD-DP, the real accountant); the others stub TensorFlow."""
 
+import json
 import queue
 
 import numpy as np
@@ -99,3 +100,49 @@ def test_coordinator_treats_a_leave_as_leaving_not_misbehaving(consortium):
     assert joined.privacy["node-02"]["epsilon_spent"] == 0.98
     assert coord.intake.rejected["sender-mismatch"] == 1 and "node-02" not in coord.collector.inbox.invalid
     coord.close()
+
+
+def dp_agent(c, tmp, chain: str, **overrides) -> Agent:
+    config = AgentConfig(
+        key=str(tmp / "node-01.key"),
+        genesis=str(tmp / "genesis.bin"),
+        chain_dir=str(tmp / chain),
+        **{"num_shards": 40, "dp": "laplace", "noise_multiplier": 2.0, **overrides},
+    )
+    agent = Agent(config, queue.Queue(), lambda task, *a: StepCountingTrainer(task))
+    agent.handle(TOPICS.task("t1"), c.task_env.raw)
+    return agent
+
+
+def test_a_restarted_agent_resumes_what_it_spent_and_refuses_when_it_cannot_know(consortium):
+    """An agent killed after round 1 and started again counts round 1's privacy: after round 2 it has
+    spent two rounds' worth, as if it had never stopped. A corrupt record, or a record made under other
+    privacy settings, keeps it out of the task (it cannot know its spend) and the record is left as it was."""
+    c, tmp = consortium
+    first = dp_agent(c, tmp, "chain")
+    first.handle(TOPICS.global_model("t1", 1), global_env(c, 1, ["node-01", "node-02"]).raw)
+    per_round, one_round = first.privacy.steps_per_round, first.epsilon_spent()
+    first.replica.close()
+    record = tmp / "privacy-spent-node-01.json"
+    assert json.loads(record.read_text())["t1"]["steps"] == per_round
+
+    again = dp_agent(c, tmp, "chain")  # the same node, a new process: the same chain folder
+    assert again.epsilon_spent() == one_round  # before it trains again
+    again.handle(TOPICS.global_model("t1", 2), global_env(c, 2, ["node-01", "node-02"]).raw)
+    assert again.privacy.accountant.steps == 2 * per_round
+    assert again.epsilon_spent() > one_round
+    again.replica.close()
+
+    other = dp_agent(c, tmp, "chain", epsilon=5.0, clip=7.0)  # budget and clip are not in the account: fine
+    assert other.work is not None
+    other.replica.close()
+    kept = record.read_bytes()
+    changed = dp_agent(c, tmp, "chain", noise_multiplier=3.0)
+    assert changed.work is None and changed.status != "active"
+    changed.replica.close()
+    assert record.read_bytes() == kept
+    record.write_text("{not json")
+    broken = dp_agent(c, tmp, "chain")
+    assert broken.work is None
+    broken.replica.close()
+    assert record.read_text() == "{not json"  # nothing overwritten by a refusal
