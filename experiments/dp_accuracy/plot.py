@@ -54,7 +54,7 @@ def plot(rounds: list[dict[str, str]], out: Path) -> None:
             ax.plot(
                 xs,
                 ys,
-                label=f"{label(config)} ({len(per_round[xs[-1]])} seeds)",
+                label=f"{label(config)} ({len(per_round[xs[-1]])} seed{'s' if len(per_round[xs[-1]]) > 1 else ''})",
                 color="black" if mechanism == "off" else None,
                 linestyle="--" if mechanism == "laplace" else "-",
                 linewidth=2.2 if mechanism == "off" else 1.4,
