@@ -14,6 +14,9 @@ from bpcv.models import parse_spec
 from bpcv.poq import QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
+# How the round's admitted updates are combined (coordinator/strategies implements each; a test checks
+# that the two lists agree). "bpcv" is the paper's rule.
+STRATEGIES = ("bpcv", "fedavg", "median", "trimmed-mean", "multi-krum")
 LOCAL = "local"  # the dataset of a task on each device's own data, read against the task's ``data`` schema
 
 
@@ -43,6 +46,7 @@ class TaskSpec:
     vote_timeout_s: float = 120.0
     block_timeout_s: float = 15.0  # how long the node at PoQ rank k waits before it proposes, times k
     proposer_fallbacks: int = 2  # how many next-ranked nodes stand in for a silent PoQ winner
+    strategy: str = "bpcv"  # how the admitted updates are combined: one of STRATEGIES
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
 
     @property
@@ -64,6 +68,8 @@ class TaskSpec:
         body = asdict(self)
         if self.data is None:
             del body["data"]  # tasks on packaged sets travel exactly as they always have
+        if self.strategy == "bpcv":
+            del body["strategy"]  # and so do tasks with the paper's aggregation
         return body
 
     @classmethod
@@ -90,6 +96,8 @@ class TaskSpec:
         self.check_data()
         if self.quality_rule not in QUALITY_RULES:
             raise ConfigError(f"task: quality_rule must be one of {QUALITY_RULES}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"task: strategy must be one of {STRATEGIES}, not {self.strategy!r}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -176,6 +176,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "nodes": o.agents - o.standby,
         "min_nodes": o.min_nodes,
         "quality_rule": o.quality_rule,
+        "strategy": o.strategy,
         "join_window_s": STANDBY_JOIN_DELAY_S + 2.0,
         "update_timeout_s": o.update_timeout_s,
         "vote_timeout_s": o.vote_timeout_s,

@@ -21,7 +21,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
-from bpcv.task import LOCAL
+from bpcv.task import LOCAL, STRATEGIES
 from bpcv_app.demo_data import DataFolder, resolve_data
 from broker.runner import free_port, start_broker_process
 from broker.secure import client_tls_files
@@ -94,6 +94,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
     p.add_argument(
+        "--strategy",
+        default="bpcv",
+        choices=STRATEGIES,
+        help="how the admitted updates are combined (default bpcv, the paper's: all but the lowest-ranked, "
+        "by data size); the votes still rank and eliminate under every strategy",
+    )
+    p.add_argument(
         "--min-nodes",
         type=int,
         default=None,
@@ -137,6 +144,7 @@ class DemoOptions:
     batch: int | None = None  # None: the --data task file's (MNIST: 512)
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     quality_rule: str
+    strategy: str = "bpcv"
     min_nodes: int
     seed: int
     timeout: float
@@ -195,6 +203,7 @@ class DemoOptions:
             lr=a.lr,
             partition=a.partition,
             quality_rule=a.quality_rule,
+            strategy=a.strategy,
             min_nodes=min(min_nodes, active),
             seed=a.seed,
             timeout=a.timeout,

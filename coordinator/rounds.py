@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from bpcv.poq import higher_is_better, quality_scores, rank_nodes
 from bpcv.task import TaskSpec
+from coordinator.aggregate import Weights
 from coordinator.strategies.base import Strategy
 
 
@@ -66,15 +67,17 @@ def decide_round(
     invalid_updates: Mapping[str, str],
     votes: Mapping[str, Mapping[str, float]],
     standby: Sequence[str],
+    updates: Mapping[str, Weights] | None = None,
 ) -> RoundOutcome:
     """Decide a round from what arrived: ``votes[voter][target]`` are the scores of the valid updates;
-    ``standby`` is ordered fastest responder first."""
+    ``standby`` is ordered fastest responder first; ``updates`` (node -> weights) for a strategy whose
+    selection looks at the updates themselves."""
     metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
     quality = quality_scores(votes, task.quality_rule)
     quality = {n: q for n, q in quality.items() if n in valid_updates}
     ranking = rank_nodes(quality, metric)
-    aggregated = strategy.select(ranking)
+    aggregated = strategy.select(ranking, updates or {})
     excluded = [n for n in ranking if n not in aggregated]
 
     remaining = [n for n in roster if n in valid_updates]

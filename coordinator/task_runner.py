@@ -29,7 +29,7 @@ from coordinator.checkpoint import NodeStatus, RunState
 from coordinator.collector import RoundCollector
 from coordinator.evaluation import TEST_SET, Evaluation, build_evaluation
 from coordinator.rounds import RoundOutcome, decide_round
-from coordinator.strategies import DEFAULT_STRATEGY, strategy_named
+from coordinator.strategies import strategy_named
 from coordinator.summary import NodeSummary, RoundRow, TaskSummary
 
 if TYPE_CHECKING:
@@ -47,14 +47,13 @@ class TaskRunner:
         self,
         server: Coordinator,
         task: TaskSpec,
-        strategy: str = DEFAULT_STRATEGY,
         initial_weights: bytes | None = None,
     ) -> None:
         """``initial_weights``: the requester's model blob the first global model is, if the task carries one."""
         self.server = server
         self.task = task
         self.initial_weights = initial_weights
-        self.strategy = strategy_named(strategy)
+        self.strategy = strategy_named(task.strategy)
         self.collector = RoundCollector(task, server.intake, [])
         self.round_records: list[bytes] = []  # the decided round's reward/final records and result, as published
         self.started = time.monotonic()
@@ -199,6 +198,7 @@ class TaskRunner:
             invalid_updates=inbox.invalid,
             votes=inbox.scores,
             standby=[n for n in state.standby if n not in collector.joined.left],
+            updates={n: weights for n, (_, weights) in inbox.valid.items()},
         )
         return outcome, blob
 

@@ -35,6 +35,7 @@ TASK_FIELDS = {
     "nodes": 10, "min_nodes": 5, "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2,
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
+    "strategy": "bpcv",
 }  # fmt: skip
 ROUND_TX_ROLES = {
     "task": {"requester"},
@@ -243,6 +244,7 @@ def verify_genesis(chain: Chain, block: dict) -> None:
     body = env["body"]
     field(body, "chain", text)
     field(body, "params", lambda v: isinstance(v, dict), {})
+
     def member_ok(entry) -> bool:
         return isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("role"), str)
 

@@ -6,9 +6,11 @@ from bpcv.errors import ConfigError
 from coordinator.strategies.base import Strategy
 from coordinator.strategies.bpcv import Bpcv
 from coordinator.strategies.fedavg import FedAvg
+from coordinator.strategies.krum import MultiKrum
+from coordinator.strategies.median import Median
+from coordinator.strategies.trimmed_mean import TrimmedMean
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Bpcv, FedAvg)}
-DEFAULT_STRATEGY = Bpcv.name
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Bpcv, FedAvg, Median, TrimmedMean, MultiKrum)}
 
 
 def strategy_named(name: str) -> Strategy:

@@ -9,7 +9,7 @@ combined*: which of them it uses (``select``) and the arithmetic (``combine``, p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from coordinator.aggregate import Weights
@@ -20,9 +20,10 @@ class Strategy(ABC):
 
     name: ClassVar[str]
 
-    def select(self, ranking: Sequence[str]) -> list[str]:
-        """The nodes whose updates are combined this round, from the quality ranking (best first). The
-        rest are recorded as the round result's ``excluded``. Default: all of them."""
+    def select(self, ranking: Sequence[str], updates: Mapping[str, Weights]) -> list[str]:
+        """The nodes whose updates are combined this round, from the quality ranking (best first) and,
+        for a rule that looks at them, the updates themselves (node -> weights). The rest are recorded as
+        the round result's ``excluded`` and are not paid. Default: all of them."""
         return list(ranking)
 
     @abstractmethod

@@ -9,7 +9,7 @@ next round) keeps a bad update out of the global model at once (docs/DECISIONS.m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from coordinator.aggregate import Weights, fedavg
 from coordinator.strategies.base import Strategy
@@ -20,7 +20,7 @@ class Bpcv(Strategy):
 
     name = "bpcv"
 
-    def select(self, ranking: Sequence[str]) -> list[str]:
+    def select(self, ranking: Sequence[str], updates: Mapping[str, Weights]) -> list[str]:
         return list(ranking[:-1]) if len(ranking) >= 2 else list(ranking)
 
     def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
