@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from coordinator.aggregate import Weights, fedavg, krum_scores
-from coordinator.strategies.base import Strategy
+from coordinator.aggregate import Weights, krum_scores
+from coordinator.strategies.fedavg import FedAvg
 
 
 def tolerated(n: int) -> int:
@@ -22,8 +22,9 @@ def tolerated(n: int) -> int:
     return max(0, (n - 3) // 2)
 
 
-class MultiKrum(Strategy):
-    """The n - f most central ranked updates by Krum's score (``select``), averaged by sample count."""
+class MultiKrum(FedAvg):
+    """The n - f most central ranked updates by Krum's score (``select``), averaged by sample count
+    (FedAvg's ``combine``)."""
 
     name = "multi-krum"
 
@@ -35,6 +36,3 @@ class MultiKrum(Strategy):
         scores = dict(zip(ranking, krum_scores([updates[node] for node in ranking], f), strict=True))
         chosen = set(sorted(ranking, key=lambda node: (scores[node], node))[: n - f])
         return [node for node in ranking if node in chosen]
-
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
-        return fedavg(updates, sample_counts)
