@@ -125,7 +125,7 @@ class TaskRunner:
                 save()
                 break
             if outcome.aggregated:
-                weights = self._combine(outcome)
+                weights = self._combine(outcome, weights)
             metrics = self.evaluation.of_round(weights, outcome.aggregated, collector)
             metric_value = metrics.pop(task.metric)
             state.pending_stop = self._stop_reason(round_no, metric_value, outcome)
@@ -214,11 +214,14 @@ class TaskRunner:
         again = self._seal(replace_resend(message, missing), round_no, blobs)
         self.server.publish(topic, again.raw, wait=None)
 
-    def _combine(self, outcome: RoundOutcome) -> Weights:
+    def _combine(self, outcome: RoundOutcome, global_weights: Weights) -> Weights:
         valid, joined = self.collector.inbox.valid, self.collector.joined
         nodes = outcome.aggregated
         return self.strategy.combine(
-            [valid[n][1] for n in nodes], [joined.samples(n) for n in nodes], [outcome.quality[n] for n in nodes]
+            [valid[n][1] for n in nodes],
+            [joined.samples(n) for n in nodes],
+            [outcome.quality[n] for n in nodes],
+            global_weights,
         )
 
     def _stop_reason(self, round_no: int, value: float | None, outcome: RoundOutcome) -> str | None:

@@ -3,7 +3,8 @@
 Mutual supervision decides *who is in*: peers' votes rank the round's valid updates, and the
 elimination rule removes a node from the task. A strategy decides *how the ranked updates are
 combined*: which of them it uses (``select``) and the arithmetic (``combine``, plain numpy in
-``coordinator.aggregate``). A strategy holds no state between rounds and does no I/O.
+``coordinator.aggregate``). A strategy does no I/O; one instance serves one task run, so a rule with
+server state between rounds (a momentum, a control variate) keeps it on the instance.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ class Strategy(ABC):
         return list(ranking)
 
     @abstractmethod
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+    def combine(
+        self,
+        updates: Sequence[Weights],
+        sample_counts: Sequence[int],
+        quality: Sequence[float],
+        global_weights: Weights | None = None,
+    ) -> Weights:
         """The next global model from the selected updates; the three sequences are in the same order
-        (one entry per selected node, at least one). Raises ValueError on inconsistent input."""
+        (one entry per selected node, at least one). ``global_weights`` is the round's global model (the
+        point every update started from), for a rule that works on the updates' deltas from it. Raises
+        ValueError on inconsistent input."""

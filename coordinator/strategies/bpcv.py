@@ -23,5 +23,11 @@ class Bpcv(Strategy):
     def select(self, ranking: Sequence[str], updates: Mapping[str, Weights]) -> list[str]:
         return list(ranking[:-1]) if len(ranking) >= 2 else list(ranking)
 
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+    def combine(
+        self,
+        updates: Sequence[Weights],
+        sample_counts: Sequence[int],
+        quality: Sequence[float],
+        global_weights: Weights | None = None,
+    ) -> Weights:
         return fedavg(updates, sample_counts)

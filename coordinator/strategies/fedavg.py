@@ -17,5 +17,11 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+    def combine(
+        self,
+        updates: Sequence[Weights],
+        sample_counts: Sequence[int],
+        quality: Sequence[float],
+        global_weights: Weights | None = None,
+    ) -> Weights:
         return fedavg(updates, sample_counts)

@@ -18,5 +18,11 @@ class Median(Strategy):
 
     name = "median"
 
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+    def combine(
+        self,
+        updates: Sequence[Weights],
+        sample_counts: Sequence[int],
+        quality: Sequence[float],
+        global_weights: Weights | None = None,
+    ) -> Weights:
         return coordinate_median(updates)

@@ -21,5 +21,11 @@ class TrimmedMean(Strategy):
 
     name = "trimmed-mean"
 
-    def combine(self, updates: Sequence[Weights], sample_counts: Sequence[int], quality: Sequence[float]) -> Weights:
+    def combine(
+        self,
+        updates: Sequence[Weights],
+        sample_counts: Sequence[int],
+        quality: Sequence[float],
+        global_weights: Weights | None = None,
+    ) -> Weights:
         return trimmed_mean(updates, int(TRIM_FRACTION * len(updates)))
