@@ -15,8 +15,9 @@ from bpcv.poq import QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
 # How the round's admitted updates are combined (coordinator/strategies implements each; a test checks
-# that the two lists agree). "bpcv" is the paper's rule.
-STRATEGIES = ("bpcv", "fedavg", "median", "trimmed-mean", "multi-krum")
+# that the two lists agree). "bpcv" is the paper's rule; "fltrust" trains on a root data set the
+# coordinator takes from its held-out test data, so it needs one.
+STRATEGIES = ("bpcv", "fedavg", "median", "trimmed-mean", "multi-krum", "fedpage", "overlap-fedavg", "fltrust")
 LOCAL = "local"  # the dataset of a task on each device's own data, read against the task's ``data`` schema
 
 

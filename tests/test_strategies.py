@@ -50,13 +50,24 @@ def test_krum_scores_and_multi_krum_by_hand():
 
 
 def test_every_strategy_is_named_and_combines_a_whole_model():
-    assert sorted(STRATEGIES) == ["bpcv", "fedavg", "median", "multi-krum", "trimmed-mean"]
+    assert sorted(STRATEGIES) == [
+        "bpcv",
+        "fedavg",
+        "fedpage",
+        "fltrust",
+        "median",
+        "multi-krum",
+        "overlap-fedavg",
+        "trimmed-mean",
+    ]
     updates = [[np.full((2, 3), float(k), np.float32), np.full((3,), -float(k), np.float32)] for k in range(6)]
+    start = [np.zeros((2, 3), np.float32), np.zeros((3,), np.float32)]  # the round's global model
     named = {str(k): u for k, u in enumerate(updates)}
     for name in STRATEGIES:
-        chosen = strategy_named(name).select(list(named), named)
+        strategy = strategy_named(name, root_update=lambda w: [t + 1 for t in w])  # FLTrust's server training
+        chosen = strategy.select(list(named), named)
         assert chosen and set(chosen) <= set(named), name
-        out = strategy_named(name).combine([named[n] for n in chosen], [1] * len(chosen), [0.5] * len(chosen))
+        out = strategy.combine([named[n] for n in chosen], [1] * len(chosen), [0.5] * len(chosen), start)
         assert [w.shape for w in out] == [(2, 3), (3,)] and all(w.dtype == np.float32 for w in out), name
 
 
