@@ -103,3 +103,15 @@ class RootTrainer:
         model.set_weights(global_weights)
         model.fit(self.x, self.y, batch_size=self.task.batch_size, epochs=self.epochs, verbose=0, shuffle=True)
         return [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
+
+
+def root_trainer(
+    task: TaskSpec, test_x: np.ndarray | None, test_y: np.ndarray | None, num_classes: int
+) -> RootTrainer | None:
+    """For an FLTrust task, its server training on a root set taken from the coordinator's held-out data
+    (``coordinator.evaluation.Evaluation``'s x_test / y_test); None for any other strategy, or when the
+    coordinator holds no test data (``strategy_named`` then refuses FLTrust with the reason)."""
+    if task.strategy != "fltrust" or test_x is None or test_y is None:
+        return None
+    x, y = root_set(test_x, test_y)
+    return RootTrainer(task, x, y, num_classes)

@@ -7,7 +7,7 @@ import pytest
 
 from bpcv.errors import ConfigError
 from coordinator.aggregate import fedavg, fltrust_scores
-from coordinator.root_update import RootTrainer, root_indices, root_set
+from coordinator.root_update import RootTrainer, root_indices, root_set, root_trainer
 from coordinator.strategies import strategy_named
 from coordinator.strategies.fedpage import FedPAGE
 from coordinator.strategies.fltrust import FLTrust
@@ -143,3 +143,15 @@ def test_root_trainer_trains_the_tasks_model_from_the_global_weights():
     out = FLTrust(RootTrainer(task, x, y, num_classes=10)).combine([trained], [1], [0.5], start)
     for got, want in zip(out, trained, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_root_trainer_is_built_for_an_fltrust_task_with_test_data_only():
+    from bpcv.task import TaskSpec
+
+    x, y = np.zeros((300, 4), np.float32), np.repeat(np.arange(3), 100).astype(np.int64)
+    fltrust_task = TaskSpec(task_id="t", coordinator="c", strategy="fltrust")
+    trainer = root_trainer(fltrust_task, x, y, 3)
+    assert isinstance(trainer, RootTrainer) and sorted(np.bincount(trainer.y)) == [33, 33, 34]
+    assert trainer.epochs == fltrust_task.local_epochs  # the server trains like the clients
+    assert root_trainer(fltrust_task, None, None, 3) is None  # no test data: strategy_named says why
+    assert root_trainer(TaskSpec(task_id="t", coordinator="c"), x, y, 3) is None  # another strategy
