@@ -359,9 +359,9 @@ class Vote(Message):
 class Result(Message):
     """What the coordinator decided in a round; recorded on the chain beside the votes it lists.
 
-    ``excluded`` were left out of this round's aggregate (the lowest-quality node); ``eliminated`` is
-    the node removed from the task for lowest quality (None when none is), ``invalid`` those removed
-    for an invalid update. ``votes`` and ``records`` are the digests of the round's votes and of its
+    ``excluded`` were left out of this round's aggregate; ``eliminated`` is the node removed from the task
+    for ``eliminated_reason`` (lowest-quality, outlier or dissenting-voter; None when none is), ``invalid``
+    those removed for an invalid update; ``dissenters`` the voters whose votes did not count. ``votes`` and ``records`` are the digests of the round's votes and of its
     reward/final records."""
 
     KIND: ClassVar[str] = "result"
@@ -384,9 +384,10 @@ class Result(Message):
     value: float | None = None
     final: bool = False
     other_metrics: dict[str, float | None] = field(default_factory=dict)  # regression: {"rmse": ...}
+    dissenters: list[str] = field(default_factory=list)  # voters whose votes did not count (accountable voters)
 
     def to_body(self) -> dict[str, Any]:
-        return _without(asdict(self), "other_metrics", {})
+        return _without(_without(asdict(self), "other_metrics", {}), "dissenters", [])
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Result:
@@ -411,6 +412,7 @@ class Result(Message):
             value=b.number("value", None),
             final=b.flag("final", False),
             other_metrics=b.mapping("other_metrics", _is_optional_number, "a number or null", {}),
+            dissenters=b.names("dissenters", []),
         )
 
 

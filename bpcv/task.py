@@ -11,7 +11,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
 from bpcv.model_spec import check_keras_json, is_keras_json
 from bpcv.models import parse_spec
-from bpcv.poq import QUALITY_RULES
+from bpcv.poq import ELIMINATION_POLICIES, QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
 # How the round's admitted updates are combined (coordinator/strategies implements each; a test checks
@@ -48,6 +48,8 @@ class TaskSpec:
     block_timeout_s: float = 15.0  # how long the node at PoQ rank k waits before it proposes, times k
     proposer_fallbacks: int = 2  # how many next-ranked nodes stand in for a silent PoQ winner
     strategy: str = "bpcv"  # how the admitted updates are combined: one of STRATEGIES
+    elimination: str = "lowest"  # who is eliminated each round: one of bpcv.poq.ELIMINATION_POLICIES
+    accountable_voters: bool = False  # dissenting voters' votes do not count, they are unpaid, and eliminated
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
 
     @property
@@ -69,8 +71,9 @@ class TaskSpec:
         body = asdict(self)
         if self.data is None:
             del body["data"]  # tasks on packaged sets travel exactly as they always have
-        if self.strategy == "bpcv":
-            del body["strategy"]  # and so do tasks with the paper's aggregation
+        for name, paper in (("strategy", "bpcv"), ("elimination", "lowest"), ("accountable_voters", False)):
+            if body[name] == paper:
+                del body[name]  # and so do tasks run by the paper's rules
         return body
 
     @classmethod
@@ -99,6 +102,10 @@ class TaskSpec:
             raise ConfigError(f"task: quality_rule must be one of {QUALITY_RULES}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"task: strategy must be one of {STRATEGIES}, not {self.strategy!r}")
+        if self.elimination not in ELIMINATION_POLICIES:
+            raise ConfigError(f"task: elimination must be one of {ELIMINATION_POLICIES}, not {self.elimination!r}")
+        if not isinstance(self.accountable_voters, bool):
+            raise ConfigError(f"task: accountable_voters must be true or false, not {self.accountable_voters!r}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

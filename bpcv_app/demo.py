@@ -62,8 +62,11 @@ def _run(demo: Demo, started: float) -> int:
                 f"{node.node_id} runs elsewhere: bpcv deploy bundle --config {node.config_path} --broker URL "
                 f"--out bundle-{node.node_id}, then install it on the device"
             )
+    # contiguous groups: the malicious agents come first, so a colluding group shares one process (the
+    # memory its members pool their updates in, edge_agent/behaviours.py)
+    per_process = -(-len(local) // max(1, min(o.processes, len(local))))
     for p in range(min(o.processes, len(local))):
-        group = local[p :: o.processes]
+        group = local[p * per_process : (p + 1) * per_process]
         args = ["agent", "--threads", str(threads)]
         for node in group:
             args += ["--config", str(node.config_path)]
@@ -177,6 +180,8 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "min_nodes": o.min_nodes,
         "quality_rule": o.quality_rule,
         "strategy": o.strategy,
+        "elimination": o.elimination,
+        "accountable_voters": o.accountable_voters,
         "join_window_s": STANDBY_JOIN_DELAY_S + 2.0,
         "update_timeout_s": o.update_timeout_s,
         "vote_timeout_s": o.vote_timeout_s,

@@ -21,6 +21,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
+from bpcv.poq import ELIMINATION_POLICIES
 from bpcv.task import LOCAL, STRATEGIES
 from bpcv_app.demo_data import DataFolder, resolve_data
 from broker.runner import free_port, start_broker_process
@@ -101,6 +102,21 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "by data size); the votes still rank and eliminate under every strategy",
     )
     p.add_argument(
+        "--elimination",
+        default="lowest",
+        choices=ELIMINATION_POLICIES,
+        help="who the votes eliminate each round: lowest (default, the paper's: the lowest-ranked node, down "
+        "to --min-nodes), outlier (only a node whose quality is clearly below the rest's; all outliers are "
+        "left out of the aggregate at once) or none",
+    )
+    p.add_argument(
+        "--accountable-voters",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="hold voters to account: a voter whose scores disagree with the others' does not count, is not "
+        "paid, and is eliminated when it disagrees two rounds running",
+    )
+    p.add_argument(
         "--min-nodes",
         type=int,
         default=None,
@@ -145,6 +161,8 @@ class DemoOptions:
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     quality_rule: str
     strategy: str = "bpcv"
+    elimination: str = "lowest"
+    accountable_voters: bool = False
     min_nodes: int
     seed: int
     timeout: float
@@ -204,6 +222,8 @@ class DemoOptions:
             partition=a.partition,
             quality_rule=a.quality_rule,
             strategy=a.strategy,
+            elimination=a.elimination,
+            accountable_voters=a.accountable_voters,
             min_nodes=min(min_nodes, active),
             seed=a.seed,
             timeout=a.timeout,

@@ -59,6 +59,7 @@ class RunState:
     final_digest: str | None = None
     aborted_round: dict[str, Any] | None = None
     elapsed_s: float = 0.0
+    dissenters: list[str] = field(default_factory=list)  # the last decided round's dissenting voters
 
     def to_json(self) -> bytes:
         out = asdict(self)

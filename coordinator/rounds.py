@@ -3,22 +3,28 @@
 Rules (DESIGN.md, One round, step 5):
 - a roster node that sent no update is *dropped* (it left; not a misbehaviour);
 - a node whose update failed checks (shape, NaN/Inf, digest) is eliminated for an invalid update;
-- the lowest-quality node is eliminated, unless that would leave fewer than ``min_nodes`` active
-  with no standby node to admit;
-- the aggregation strategy picks which ranked updates it combines (the paper's ``bpcv`` leaves the
-  lowest-quality one out); the others are *excluded* from this round's aggregate;
+- with accountable voters, the voters whose scores disagree with the others' (``bpcv.poq``) are the
+  round's *dissenters*: their votes do not count and they are not paid;
+- at most one node is eliminated for what the votes say, unless that would leave fewer than
+  ``min_nodes`` active with no standby node to admit: a voter that dissented in this round and the
+  one before (``dissenting-voter``) first; otherwise, by the task's policy, the lowest-quality node
+  (``lowest``, the paper's), or the worst node whose quality is an outlier (``outlier``), or none;
+- under the outlier policy every outlier is left out of the aggregate at once; of the rest, the
+  aggregation strategy picks which it combines (the paper's ``bpcv`` leaves the lowest-quality one
+  out); the others are *excluded* from this round's aggregate;
 - the fastest-responding standby nodes are admitted until the roster is back to ``nodes``;
-- the round's reward is split among the aggregated nodes in proportion to their quality
-  (accuracy, or 1/MAE for regression).
+- the round's reward is split among the aggregated nodes that did not dissent, in proportion to their
+  quality (accuracy, or 1/MAE for regression).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from bpcv.poq import higher_is_better, quality_scores, rank_nodes
+from bpcv.poq import higher_is_better, outliers, rank_nodes, round_quality
 from bpcv.task import TaskSpec
 from coordinator.aggregate import Weights
 from coordinator.strategies.base import Strategy
@@ -40,6 +46,18 @@ class RoundOutcome:
     admitted: list[str]
     next_roster: list[str]
     rewards: dict[str, float] = field(default_factory=dict)
+    dissenters: list[str] = field(default_factory=list)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields of the round's ``Result`` that record this decision (quality rounded to 6 places)."""
+        fields = {name: getattr(self, name) for name in RESULT_FIELDS}
+        return fields | {"quality": {n: round(q, 6) for n, q in self.quality.items()}}
+
+
+RESULT_FIELDS = (
+    "ranking", "proposer", "aggregated", "excluded", "eliminated", "eliminated_reason", "invalid", "dropped",
+    "admitted", "next_roster", "dissenters",
+)  # fmt: skip
 
 
 def split_reward(quality: Mapping[str, float], nodes: Sequence[str], metric: str, reward: float) -> dict[str, float]:
@@ -68,29 +86,33 @@ def decide_round(
     votes: Mapping[str, Mapping[str, float]],
     standby: Sequence[str],
     updates: Mapping[str, Weights] | None = None,
+    dissented_before: Collection[str] = (),
 ) -> RoundOutcome:
     """Decide a round from what arrived: ``votes[voter][target]`` are the scores of the valid updates;
     ``standby`` is ordered fastest responder first; ``updates`` (node -> weights) for a strategy whose
-    selection looks at the updates themselves."""
+    selection looks at the updates themselves; ``dissented_before``: the previous round's dissenters."""
     metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
-    quality = quality_scores(votes, task.quality_rule)
+    quality, dissenters = round_quality(votes, metric, task.quality_rule, task.accountable_voters)
     quality = {n: q for n, q in quality.items() if n in valid_updates}
     ranking = rank_nodes(quality, metric)
-    aggregated = strategy.select(ranking, updates or {})
+    worse = outliers(quality, metric) if task.elimination == "outlier" else []
+    aggregated = strategy.select([n for n in ranking if n not in worse], updates or {})
     excluded = [n for n in ranking if n not in aggregated]
 
     remaining = [n for n in roster if n in valid_updates]
     queue = list(standby)
-    eliminated = None
-    if len(ranking) >= 2 and len(remaining) - 1 + len(queue) >= task.min_nodes:
-        eliminated = ranking[-1]
+    eliminated, reason = _elimination(task.elimination, ranking, worse, dissenters, dissented_before, remaining)
+    if eliminated is not None and len(remaining) - 1 + len(queue) >= task.min_nodes:
         remaining.remove(eliminated)
+    else:
+        eliminated, reason = None, None
     admitted = []
     while len(remaining) < task.nodes and queue:
         node = queue.pop(0)
         admitted.append(node)
         remaining.append(node)
+    paid = [n for n in aggregated if n not in dissenters]
     return RoundOutcome(
         quality=quality,
         ranking=ranking,
@@ -98,10 +120,33 @@ def decide_round(
         aggregated=aggregated,
         excluded=excluded,
         eliminated=eliminated,
-        eliminated_reason="lowest-quality" if eliminated else None,
+        eliminated_reason=reason,
         invalid=dict(invalid_updates),
         dropped=dropped,
         admitted=admitted,
         next_roster=sorted(remaining),
-        rewards=split_reward(quality, aggregated, metric, task.reward_per_round),
+        rewards=split_reward(quality, paid, metric, task.reward_per_round),
+        dissenters=dissenters,
     )
+
+
+def _elimination(
+    policy: str,
+    ranking: Sequence[str],
+    worse: Sequence[str],
+    dissenters: Collection[str],
+    dissented_before: Collection[str],
+    remaining: Sequence[str],
+) -> tuple[str | None, str | None]:
+    """The node the votes eliminate this round and why, before the ``min_nodes`` check: a persistent
+    dissenter (the lowest-ranked one), else the policy's choice (``worse``: the outliers, worst first)."""
+    persistent = [n for n in remaining if n in dissenters and n in dissented_before]
+    if persistent:
+        return max(persistent, key=lambda n: (ranking.index(n) if n in ranking else len(ranking), n)), (
+            "dissenting-voter"
+        )
+    if policy == "lowest" and len(ranking) >= 2:
+        return ranking[-1], "lowest-quality"
+    if policy == "outlier" and worse:
+        return worse[0], "outlier"
+    return None, None

@@ -20,7 +20,7 @@ import numpy as np
 
 from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.envelope import Envelope
-from bpcv.errors import Rejected
+from bpcv.errors import ConfigError, Rejected
 from bpcv.messages import Abort, Final, GlobalModel, Manifest, Message, Result, Reward, WantBlock, seal_message
 from bpcv.models import configure_tensorflow
 from bpcv.poq import higher_is_better
@@ -28,6 +28,7 @@ from bpcv.task import TaskSpec
 from coordinator.checkpoint import NodeStatus, RunState
 from coordinator.collector import RoundCollector
 from coordinator.evaluation import TEST_SET, Evaluation, build_evaluation
+from coordinator.root_update import root_trainer
 from coordinator.rounds import RoundOutcome, decide_round
 from coordinator.strategies import strategy_named
 from coordinator.summary import NodeSummary, RoundRow, TaskSummary
@@ -53,7 +54,6 @@ class TaskRunner:
         self.server = server
         self.task = task
         self.initial_weights = initial_weights
-        self.strategy = strategy_named(task.strategy)
         self.collector = RoundCollector(task, server.intake, [])
         self.round_records: list[bytes] = []  # the decided round's reward/final records and result, as published
         self.started = time.monotonic()
@@ -85,6 +85,11 @@ class TaskRunner:
 
         configure_tensorflow(2)
         model, self.evaluation = build_evaluation(task, server.config.data_path)
+        root = root_trainer(task, self.evaluation.x_test, self.evaluation.y_test, model.output_shape[-1])
+        try:
+            self.strategy = strategy_named(task.strategy, root)  # FLTrust's root set: part of the test data
+        except ConfigError as exc:
+            return self._finish(TaskSummary(task=task.to_body(), metric=task.metric, error=str(exc)), timed=False)
         weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
         collector.shapes = [tuple(w.shape) for w in weights]
         if resume is not None:
@@ -199,6 +204,7 @@ class TaskRunner:
             votes=inbox.scores,
             standby=[n for n in state.standby if n not in collector.joined.left],
             updates={n: weights for n, (_, weights) in inbox.valid.items()},
+            dissented_before=state.dissenters,
         )
         return outcome, blob
 
@@ -256,6 +262,7 @@ class TaskRunner:
         for node, amount in outcome.rewards.items():
             state.rewards[node] = round(state.rewards[node] + amount, 6)
         state.roster = outcome.next_roster
+        state.dissenters = outcome.dissenters
 
     def _publish_result(
         self,
@@ -273,25 +280,15 @@ class TaskRunner:
         if final:
             records.append(self._seal(Final(global_digest, task.metric, metric_value), round_no))
         result = Result(
-            ranking=outcome.ranking,
             votes=sorted(v.digest for v in inbox.votes.values()),
             records=sorted(r.digest for r in records),
             global_digest=global_digest,
-            proposer=outcome.proposer,
-            quality={n: round(q, 6) for n, q in outcome.quality.items()},
-            aggregated=outcome.aggregated,
-            excluded=outcome.excluded,
-            eliminated=outcome.eliminated,
-            eliminated_reason=outcome.eliminated_reason,
-            invalid=outcome.invalid,
-            dropped=outcome.dropped,
-            admitted=outcome.admitted,
-            next_roster=outcome.next_roster,
             epsilon_spent={n: self.collector.joined.privacy.get(n, {}).get("epsilon_spent") for n in inbox.valid},
             metric=task.metric,
             value=metric_value,
             final=final,
             other_metrics=other_metrics,
+            **outcome.result_fields(),
         )
         self.round_records = [r.raw for r in records] + [self._seal(result, round_no).raw]
         for raw in self.round_records:

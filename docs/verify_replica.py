@@ -35,7 +35,7 @@ TASK_FIELDS = {
     "nodes": 10, "min_nodes": 5, "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2,
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
-    "strategy": "bpcv",
+    "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False,
 }  # fmt: skip
 ROUND_TX_ROLES = {
     "task": {"requester"},
@@ -46,6 +46,9 @@ ROUND_TX_ROLES = {
     "evidence": {"agent", "coordinator"},
 }
 REWARD_SLACK = 1e-6
+# PROTOCOL.md, "Outliers and dissenting voters"
+OUTLIER_MADS, OUTLIER_SHARE, DISSENT_MADS, MAD_TO_SD = 3.0, 0.05, 3.0, 1.4826
+DISSENT_FLOOR = {True: 0.05, False: 0.25}  # accuracy (higher is better) / MAE
 
 
 class Bad(Exception):
@@ -284,6 +287,8 @@ def read_task(body: dict) -> dict:
         node_id(task[name])
     if task["category"] not in ("classification", "regression") or task["quality_rule"] not in ("mean", "median"):
         raise Bad("task: unknown category or quality rule")
+    if task["elimination"] not in ("lowest", "outlier", "none") or not isinstance(task["accountable_voters"], bool):
+        raise Bad("task: unknown elimination policy, or accountable_voters not true/false")
     for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
         if not isinstance(task[name], int) or task[name] < 1:
             raise Bad(f"task: {name} must be a positive integer")
@@ -304,17 +309,60 @@ def read_task(body: dict) -> dict:
     return task
 
 
-def quality_ranking(votes: dict[str, dict[str, float]], rule: str, higher_is_better: bool) -> list[str]:
-    """Q of every scored node, unrounded: the mean (math.fsum / count) or median of the scores it got."""
-    received: dict[str, list[float]] = {}
+def peer_scores(votes: dict[str, dict[str, float]], ignore: list[str]) -> dict[str, dict[str, float]]:
+    """target -> {voter: score}, without scores of oneself and without the voters in ``ignore``."""
+    out: dict[str, dict[str, float]] = {}
     for voter in sorted(votes):
-        for target, score in votes[voter].items():
-            if target != voter:
-                received.setdefault(target, []).append(float(score))
+        if voter not in ignore:
+            for target, score in votes[voter].items():
+                if target != voter:
+                    out.setdefault(target, {})[voter] = float(score)
+    return out
+
+
+def median_and_sd(values: list[float]) -> tuple[float, float]:
+    middle = statistics.median(values)
+    return middle, MAD_TO_SD * statistics.median([abs(v - middle) for v in values])
+
+
+def find_dissenters(votes: dict[str, dict[str, float]], higher_is_better: bool) -> list[str]:
+    """Voters whose median distance from the other voters' median score is too large (sorted)."""
+    by_target = peer_scores(votes, [])
+    distance = {}
+    for voter in votes:
+        gaps = []
+        for scores in by_target.values():
+            if voter in scores and len(scores) > 1:
+                others = statistics.median([x for v, x in scores.items() if v != voter])
+                gap = abs(scores[voter] - others)
+                gaps.append(gap if higher_is_better else gap / max(abs(others), 1e-12))
+        if gaps:
+            distance[voter] = statistics.median(gaps)
+    if len(distance) < 3:
+        return []
+    middle, sd = median_and_sd(list(distance.values()))
+    limit = max(middle + DISSENT_MADS * sd, DISSENT_FLOOR[higher_is_better])
+    return sorted(v for v in distance if distance[v] > limit)
+
+
+def quality_ranking(
+    votes: dict[str, dict[str, float]], rule: str, higher_is_better: bool, ignore: list[str]
+) -> tuple[dict[str, float], list[str]]:
+    """Q of every scored node, unrounded (the mean, math.fsum / count, or the median of the scores it got
+    from voters not in ``ignore``), and the ranking best first."""
+    received = {t: list(s.values()) for t, s in peer_scores(votes, ignore).items()}
     combine = (lambda s: math.fsum(s) / len(s)) if rule == "mean" else statistics.median
     quality = {t: combine(s) for t, s in received.items()}
     sign = -1.0 if higher_is_better else 1.0
-    return sorted(quality, key=lambda n: (sign * quality[n], n))
+    return quality, sorted(quality, key=lambda n: (sign * quality[n], n))
+
+
+def is_outlier(quality: dict[str, float], node: str, higher_is_better: bool) -> bool:
+    if len(quality) < 3:
+        return False
+    middle, sd = median_and_sd(list(quality.values()))
+    worse_by = (middle - quality[node]) if higher_is_better else (quality[node] - middle)
+    return worse_by > max(OUTLIER_MADS * sd, OUTLIER_SHARE * abs(middle))
 
 
 def read_vote(chain: Chain, vote: dict) -> dict[str, float]:
@@ -351,6 +399,7 @@ def read_result(body: dict) -> dict:
         "metric": field(body, "metric", text, ""),
         "value": field(body, "value", number_or_null, None),
         "final": field(body, "final", lambda v: isinstance(v, bool), False),
+        "dissenters": field(body, "dissenters", is_names, []),
     }
 
 
@@ -416,11 +465,19 @@ def verify_round_block(chain: Chain, block: dict) -> None:
     if sorted(result["votes"]) != sorted(v["digest"] for v in envs["vote"]):
         raise Bad("the votes are not exactly those the result lists")
     higher = {"classification": True, "regression": False}[task["category"]]
-    ranking = quality_ranking(votes, task["quality_rule"], higher)
+    dissenters = find_dissenters(votes, higher) if task["accountable_voters"] else []
+    if result["dissenters"] != dissenters:
+        raise Bad(f"the votes' dissenters are {dissenters}, the result says {result['dissenters']}")
+    quality, ranking = quality_ranking(votes, task["quality_rule"], higher, dissenters)
     if not ranking or result["ranking"] != ranking:
         raise Bad(f"the votes rank {ranking}, the result says {result['ranking']}")
-    if result["eliminated_reason"] == "lowest-quality" and result["eliminated"] != ranking[-1]:
+    reason, eliminated = result["eliminated_reason"], result["eliminated"]
+    if reason == "lowest-quality" and eliminated != ranking[-1]:
         raise Bad("the eliminated node is not the lowest-quality one")
+    if reason == "outlier" and (eliminated not in quality or not is_outlier(quality, eliminated, higher)):
+        raise Bad(f"the eliminated node {eliminated} is not an outlier")
+    if reason == "dissenting-voter" and eliminated not in dissenters:
+        raise Bad(f"the eliminated node {eliminated} did not dissent in this round")
     eligible = [n for n in ranking if n not in chain.excluded]
     if not 0 <= block["rank"] < len(eligible) or eligible[block["rank"]] != block["proposer"]:
         raise Bad(f"proposer {block['proposer']} is not at place {block['rank']} of the PoQ ranking {eligible}")
@@ -440,6 +497,8 @@ def verify_round_block(chain: Chain, block: dict) -> None:
         field(env["body"], "value", lambda v: v is None or is_number(v), None)
     if any(n not in ranking or v < 0 for n, v in rewards.items()):
         raise Bad("rewards go to unranked nodes or are negative")
+    if any(rewards.get(n, 0) > 0 for n in dissenters):
+        raise Bad("a dissenting voter is paid")
     total = 0.0
     for amount in rewards.values():  # left to right, in the order the body lists them
         total += float(amount)

@@ -16,7 +16,15 @@ The honest default of every hook changes nothing. The attacks, registered by nam
 - ``random-weights``: sends random weights instead of training;
 - ``label-flip``: trains on labels mapped y -> (C - 1 - y);
 - ``sign-flip``: sends the global model pushed against its own update (g - 4 (w - g));
+- ``scaling``: sends its own update boosted (g + 10 (w - g)), the model-replacement attack;
 - ``free-ride``: sends the global model back unchanged, without training;
+- ``free-ride-noise``: sends the global model plus tiny noise (1e-3 of each tensor's spread), without
+  training, so its update is not byte-identical to the global model;
+- ``alie``: "a little is enough" (Baruch, Baruch, Goldberg, NeurIPS 2019): the group of ``alie`` agents
+  pool their honest updates and each sends mean - z std, coordinate by coordinate (z = 1), a
+  poisoned update within the spread of honest ones;
+- ``collude-group``: poisons like ``alie`` and, as a voter, gives fellow members the best score and
+  every other peer half its honest accuracy (twice its MAE);
 - ``lying-voter``: trains honestly but reverses its scores of others;
 - ``noisy``: a subtly poisoned update: its trained weights plus Gaussian noise (NOISE_SCALE of each
   tensor's spread), a few points worse than honest ones;
@@ -31,10 +39,12 @@ The honest default of every hook changes nothing. The attacks, registered by nam
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,7 +54,11 @@ from ledger.node import ProposalHooks
 
 log = logging.getLogger(__name__)
 SIGN_FLIP_SCALE = 4.0
+BOOST = 10.0  # scaling: how far past its own update the attacker pushes
 NOISE_SCALE = 1.5
+FREE_RIDE_NOISE = 1e-3
+ALIE_Z = 1.0
+DOWNVOTE = 0.5  # collude-group: an honest peer's accuracy is reported times this (its MAE divided by it)
 Weights = list[np.ndarray]
 
 
@@ -112,6 +126,78 @@ class FreeRide(Behaviour):
 
     def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
         return [np.array(w, dtype=np.float32) for w in global_weights]
+
+
+class Scaling(Behaviour):
+    name = "scaling"
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        assert local_weights is not None
+        return [(g + BOOST * (w - g)).astype(np.float32) for g, w in zip(global_weights, local_weights, strict=True)]
+
+
+class FreeRideNoise(Behaviour):
+    name = "free-ride-noise"
+    trains = False
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        return [
+            (g + rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(g)) + 1e-12, size=g.shape)).astype(np.float32)
+            for g in global_weights
+        ]
+
+
+@dataclass
+class _Channel:
+    """What the members of a colluding group share out of band: the members and this round's honest
+    deltas (keyed by a digest of the round's global model), and the last round's spread. The channel is
+    the process's memory, so a group's members run in one agent process (the demo puts them there)."""
+
+    members: set[str] = field(default_factory=set)
+    round_key: bytes = b""
+    deltas: list[Weights] = field(default_factory=list)
+    spread: Weights | None = None
+
+
+_CHANNELS: dict[str, _Channel] = {}
+
+
+class Alie(Behaviour):
+    """Sends mean - z std of the group's honest deltas, added to the global model. The first member to send
+    in a round has only its own delta: it uses the spread the group saw the round before (none in round 1,
+    when it sends its honest update)."""
+
+    name = "alie"
+
+    def __init__(self, identity: Identity | None = None) -> None:
+        super().__init__(identity)
+        self.channel = _CHANNELS.setdefault(self.name, _Channel())
+        self.channel.members.add(self.node_id)
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        assert local_weights is not None
+        channel = self.channel
+        key = hashlib.sha256(b"".join(np.ascontiguousarray(g).tobytes() for g in global_weights)).digest()
+        if key != channel.round_key:
+            channel.round_key, channel.deltas = key, []
+        channel.deltas.append([w - g for g, w in zip(global_weights, local_weights, strict=True)])
+        if len(channel.deltas) >= 2:
+            channel.spread = [np.std(np.stack(ts), axis=0) for ts in zip(*channel.deltas, strict=True)]
+        mean = [np.mean(np.stack(ts), axis=0) for ts in zip(*channel.deltas, strict=True)]
+        spread = channel.spread or [np.zeros_like(m) for m in mean]
+        return [(g + m - ALIE_Z * s).astype(np.float32) for g, m, s in zip(global_weights, mean, spread, strict=True)]
+
+
+class ColludeGroup(Alie):
+    """ALIE's poisoned update, and votes that lift fellow members and push every other peer down."""
+
+    name = "collude-group"
+
+    def shape_scores(self, scores: dict[str, float], higher_is_better: bool) -> dict[str, float]:
+        members = self.channel.members
+        if higher_is_better:
+            return {n: 1.0 if n in members else round(s * DOWNVOTE, 6) for n, s in scores.items()}
+        return {n: 0.0 if n in members else round(s / DOWNVOTE, 6) for n, s in scores.items()}
 
 
 class LyingVoter(Behaviour):
@@ -192,7 +278,11 @@ REGISTRY: dict[str, type[Behaviour]] = {
         RandomWeights,
         LabelFlip,
         SignFlip,
+        Scaling,
         FreeRide,
+        FreeRideNoise,
+        Alie,
+        ColludeGroup,
         LyingVoter,
         Noisy,
         Collude,

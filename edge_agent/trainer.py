@@ -20,6 +20,7 @@ from bpcv.model_spec import check_keras_json, describe, dp_refusal, is_keras_jso
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
 from edge_agent.privacy.settings import PrivacySettings, steps_per_round
+from edge_agent.scoring import FixedPrefix
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,11 @@ class Trainer:
         num_classes: int,
         privacy: PrivacySettings | None = None,
         dp_path: str = "auto",
+        cache_features: bool = True,
     ) -> None:
         """``dp_path``: ``ghost`` (Dense models), ``jacobian`` (any model), ``auto`` (ghost when it can),
-        or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit)."""
+        or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit).
+        ``cache_features``: run a fixed leading feature map once per data set (``edge_agent.scoring``)."""
         self.task = task
         self.privacy = privacy if privacy and privacy.mechanism != "off" else None
         if self.privacy is not None and is_keras_json(task.model):
@@ -57,17 +60,24 @@ class Trainer:
         self.optimizer = self.make_optimizer()
         self.model.compile(optimizer=self.optimizer, loss=self.loss)
         self.shapes = [tuple(w.shape) for w in self.model.get_weights()]
+        self.prefix = FixedPrefix(self.model)
+        # A fixed feature map is computed once per data set; training and scoring run only the rest (the
+        # gradients of frozen layers are zero, so the steps are the same). Not on tensorflow-privacy's loop.
+        self.cached = cache_features and self.prefix.usable and dp_path != "library-loop"
+        self.trained = self.prefix.head if self.cached else self.model
+        if self.cached:
+            self.trained.compile(optimizer=self.optimizer, loss=self.loss)
         self._dp_step = None
         if self.privacy is not None and dp_path != "library-loop":
-            self._dp_step = self._make_dp_step(input_shape, dp_path)
+            self._dp_step = self._make_dp_step(tuple(self.trained.input_shape[1:]), dp_path)
 
     def _make_dp_step(self, input_shape: tuple[int, ...], dp_path: str) -> Any:
         import tensorflow as tf
 
         from edge_agent.privacy.optimizer import supports_ghost_clipping
 
-        ghost = supports_ghost_clipping(self.model) if dp_path == "auto" else dp_path == "ghost"
-        if ghost and not supports_ghost_clipping(self.model):
+        ghost = supports_ghost_clipping(self.trained) if dp_path == "auto" else dp_path == "ghost"
+        if ghost and not supports_ghost_clipping(self.trained):
             raise ValueError(f"model {describe(self.task.model)} has layers ghost clipping cannot handle")
         self.dp_path = "ghost" if ghost else "jacobian"
         label = (
@@ -80,7 +90,7 @@ class Trainer:
         def step(x: Any, y: Any) -> None:
             if self.task.category == "regression":  # (batch, 1) like the output: MSE keeps one loss per record
                 y = tf.reshape(y, (-1, 1))
-            self.optimizer.dp_step(self.model, self.loss, x, y, ghost)
+            self.optimizer.dp_step(self.trained, self.loss, x, y, ghost)
 
         return step
 
@@ -119,10 +129,13 @@ class Trainer:
         tf.keras.utils.set_random_seed(seed)
         self.model.set_weights(weights)
         steps = steps_per_round(len(y), self.task)
+        if self.cached and self.prefix.applies_to(weights):
+            x = self.prefix.features_of(x)
+            model = self.trained
+        else:
+            model = self.model
         if self.privacy is None:
-            self.model.fit(
-                x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0, shuffle=True
-            )
+            model.fit(x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0, shuffle=True)
             return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
         rate = min(1.0, self.task.batch_size / len(y))
         batches = poisson_batches(x, y, rate, steps, np.random.default_rng(seed))
@@ -147,4 +160,6 @@ class Trainer:
     def evaluate_all(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Every metric of the task's category for ``weights`` on (x, y) (regression: MAE and RMSE)."""
         self.model.set_weights(weights)
-        return scores(predict(self.model, x), y, self.task.category)
+        cached = self.cached and self.prefix.applies_to(weights)
+        outputs = self.prefix.predict_head(x) if cached else predict(self.model, x)
+        return scores(outputs, y, self.task.category)

@@ -20,7 +20,7 @@ from bpcv.envelope import Envelope, decode, open_envelope
 from bpcv.errors import BpcvError, ConfigError, Rejected
 from bpcv.identity import Member, Registry, verify_signature
 from bpcv.messages import Evidence, Final, Genesis, Register, Result, Reward, Vote, read, read_task
-from bpcv.poq import eligible_proposers, quality_scores, rank_nodes, vote_scores
+from bpcv.poq import eligible_proposers, outliers, rank_nodes, round_quality, vote_scores
 from bpcv.task import TaskSpec
 from ledger.block import ZERO_HASH, Block, decode_header, merkle_root
 from ledger.errors import CorruptStore, InvalidBlock
@@ -267,13 +267,21 @@ def _check_votes(
             raise _fail(block, f"vote of {vote.sender}: {exc}") from exc
     if sorted(result.votes) != sorted(v.digest for v in vote_envs):
         raise _fail(block, "the votes in the block are not exactly those the result lists")
-    ranking = rank_nodes(quality_scores(votes, task.quality_rule), task.metric)
+    quality, dissenters = round_quality(votes, task.metric, task.quality_rule, task.accountable_voters)
+    ranking = rank_nodes(quality, task.metric)
     if not ranking:
         raise _fail(block, "no scored node: a round block needs votes")
     if result.ranking != ranking:
         raise _fail(block, f"result ranking {result.ranking} differs from the votes' {ranking}")
-    if result.eliminated_reason == "lowest-quality" and result.eliminated != ranking[-1]:
-        raise _fail(block, f"eliminated {result.eliminated} is not the lowest-quality node {ranking[-1]}")
+    if result.dissenters != dissenters:
+        raise _fail(block, f"result dissenters {result.dissenters} differ from the votes' {dissenters}")
+    reason, eliminated = result.eliminated_reason, result.eliminated
+    if reason == "lowest-quality" and eliminated != ranking[-1]:
+        raise _fail(block, f"eliminated {eliminated} is not the lowest-quality node {ranking[-1]}")
+    if reason == "outlier" and eliminated not in outliers(quality, task.metric):
+        raise _fail(block, f"eliminated {eliminated} is not an outlier of the votes' quality")
+    if reason == "dissenting-voter" and eliminated not in dissenters:
+        raise _fail(block, f"eliminated {eliminated} did not dissent in this round")
     return ranking
 
 
@@ -295,6 +303,8 @@ def _check_records(
         raise _fail(block, f"record: {exc}") from exc
     if not all(n in ranking and v >= 0 for n, v in rewards.items()):
         raise _fail(block, "rewards must be non-negative numbers for ranked nodes")
+    if any(rewards.get(n, 0) > 0 for n in result.dissenters):
+        raise _fail(block, "a dissenting voter is paid")
     if sum(rewards.values()) > task.reward_per_round * (1 + REWARD_SLACK) + REWARD_SLACK:
         raise _fail(block, f"rewards {sum(rewards.values())} exceed the task's {task.reward_per_round} per round")
     if len(final_records) != int(result.final):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bpcv.envelope import Envelope
 from bpcv.identity import Identity
 from bpcv.messages import Final, Result, Reward, Vote, seal_message, seal_task
-from bpcv.poq import quality_scores, rank_nodes
+from bpcv.poq import rank_nodes, round_quality
 from bpcv.task import TaskSpec
 from ledger.block import Block, build_block
 from ledger.genesis import make_genesis
@@ -24,7 +24,7 @@ class Consortium:
     task_env: Envelope
 
 
-def make_consortium(n_agents: int = 4, quality_rule: str = "mean") -> Consortium:
+def make_consortium(n_agents: int = 4, quality_rule: str = "mean", **task_fields: object) -> Consortium:
     admin, requester, coordinator = (Identity.generate(n) for n in ("admin", "requester", "coordinator"))
     agents = {f"node-{i:02d}": Identity.generate(f"node-{i:02d}") for i in range(1, n_agents + 1)}
     members = {
@@ -34,7 +34,9 @@ def make_consortium(n_agents: int = 4, quality_rule: str = "mean") -> Consortium
     }
     members.update({n: (a.public_key, "agent") for n, a in agents.items()})
     genesis = make_genesis(admin, "main", members)
-    task = TaskSpec(task_id="t1", coordinator="coordinator", nodes=n_agents, min_nodes=2, quality_rule=quality_rule)
+    task = TaskSpec(
+        task_id="t1", coordinator="coordinator", nodes=n_agents, min_nodes=2, quality_rule=quality_rule, **task_fields
+    )
     task_env = seal_task(requester, task)
     return Consortium(admin, requester, coordinator, agents, genesis, task, task_env)
 
@@ -52,12 +54,17 @@ def round_block(
     extra_txs: tuple[bytes, ...] = (),
     ts: float | None = None,
     rewards: dict[str, float] | None = None,
+    dissenters: list[str] | None = None,
+    eliminated: tuple[str, str] | None = None,
 ) -> Block:
     """A block for ``round_no`` with votes ``scores[voter][target]``, a consistent result and reward split.
 
-    The proposer is the node at place ``rank`` of the PoQ ranking unless ``proposer`` names another."""
+    The proposer is the node at place ``rank`` of the PoQ ranking unless ``proposer`` names another; the
+    result names the votes' dissenters (under the task's rule) unless ``dissenters`` says otherwise, and
+    eliminates the lowest-ranked node unless ``eliminated`` gives (node, reason)."""
     votes = [seal_message(c.agents[v], Vote(s, "accuracy"), c.task.task_id, round_no) for v, s in scores.items()]
-    ranking = rank_nodes(quality_scores(scores, c.task.quality_rule), "accuracy")
+    quality, found = round_quality(scores, "accuracy", c.task.quality_rule, c.task.accountable_voters)
+    ranking = rank_nodes(quality, "accuracy")
     split = {ranking[0]: 60.0, ranking[1]: 40.0} if rewards is None else rewards
     records = [seal_message(c.coordinator, Reward(split), c.task.task_id, round_no)]
     if final:
@@ -67,10 +74,11 @@ def round_block(
         proposer=ranking[0],
         votes=sorted(v.digest for v in votes),
         records=sorted(r.digest for r in records),
-        eliminated=ranking[-1],
-        eliminated_reason="lowest-quality",
+        eliminated=eliminated[0] if eliminated else ranking[-1],
+        eliminated_reason=eliminated[1] if eliminated else "lowest-quality",
         final=final,
         global_digest="ab" * 32,
+        dissenters=found if dissenters is None else dissenters,
     )
     result = seal_message(c.coordinator, body, c.task.task_id, round_no)
     txs = ([c.task_env.raw] if include_task else []) + [v.raw for v in votes] + [result.raw]

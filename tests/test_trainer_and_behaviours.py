@@ -67,6 +67,31 @@ def test_update_shaping_per_behaviour():
     assert behaviours.BEHAVIOURS[0] == "honest" and set(behaviours.BEHAVIOURS) == set(behaviours.REGISTRY)
 
 
+def test_scaling_free_ride_noise_alie_and_collude_group_by_hand():
+    from bpcv.identity import Identity
+
+    rng = np.random.default_rng(0)
+    g = [np.array([1.0, 2.0, 3.0], np.float32)]
+    assert behaviours.create("scaling").shape_update(g, [g[0] + 0.1], rng)[0] == pytest.approx([2, 3, 4])
+    tiny = behaviours.create("free-ride-noise").shape_update(g, None, rng)[0]
+    assert not np.array_equal(tiny, g[0]) and np.abs(tiny - g[0]).max() < 0.01
+    assert not behaviours.create("free-ride-noise").trains
+    # three ALIE members in one process pool their deltas: (+1, +3) then (+2, +1) ...
+    a, b, c = (behaviours.create("alie", Identity.generate(f"alie-{i}")) for i in range(3))
+    assert a.shape_update(g, [g[0] + 1], rng)[0] == pytest.approx(g[0] + 1)  # alone in round 1: honest
+    second = b.shape_update(g, [g[0] + 3], rng)[0]
+    assert second == pytest.approx(g[0] + 2 - 1)  # mean 2, std 1, z = 1
+    third = c.shape_update(g, [g[0] + 2], rng)[0]
+    assert third == pytest.approx(g[0] + 2 - np.std([1, 3, 2]))
+    nxt = [g[0] + 5]  # a new round (a new global model): the first to send uses last round's spread
+    assert a.shape_update(nxt, [nxt[0] + 4], rng)[0] == pytest.approx(nxt[0] + 4 - np.std([1, 3, 2]))
+    member = behaviours.create("collude-group", Identity.generate("cg-1"))
+    behaviours.create("collude-group", Identity.generate("cg-2"))
+    scores = member.shape_scores({"cg-2": 0.3, "honest-1": 0.9}, True)
+    assert scores == {"cg-2": 1.0, "honest-1": 0.45}
+    assert member.shape_scores({"cg-2": 2.0, "honest-1": 1.0}, False) == {"cg-2": 0.0, "honest-1": 2.0}
+
+
 def test_proposal_hooks_per_behaviour(monkeypatch):
     """equivocate publishes a twin of its block (same height, parent, rank and txs, 1 ms later);
     dies-at-proposal kills its own process when it is about to propose as the winner, not as a stand-in."""

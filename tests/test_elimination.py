@@ -1,0 +1,159 @@
+"""Elimination policies and accountable voters, pure: who is an outlier, who dissents, who is eliminated
+and paid (coordinator.rounds), and that a replica re-derives the same (ledger.validate, verify_replica)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpcv.poq import dissenting_voters, outliers, round_quality
+from bpcv.task import TaskSpec
+from coordinator.rounds import decide_round
+from coordinator.strategies.fedavg import FedAvg
+
+HONEST = {f"h{i}": 0.90 + 0.002 * i for i in range(8)}  # honest qualities within 1.4 points
+
+
+def _task(**kw: object) -> TaskSpec:
+    return TaskSpec(task_id="t", coordinator="c", nodes=10, min_nodes=2, **kw)  # type: ignore[arg-type]
+
+
+def _votes(truth: dict[str, float], liars: dict[str, object] = {}) -> dict[str, dict[str, float]]:  # noqa: B006
+    """Every node scores every other with its true quality; a liar's scores come from ``liars[node](truth)``."""
+    votes = {}
+    for voter in truth:
+        honest = {t: q for t, q in truth.items() if t != voter}
+        votes[voter] = liars[voter](honest) if voter in liars else honest  # type: ignore[operator]
+    return votes
+
+
+def _decide(task: TaskSpec, votes: dict[str, dict[str, float]], before: tuple[str, ...] = ()):
+    nodes = sorted(votes)
+    return decide_round(
+        task=task,
+        strategy=FedAvg(),
+        roster=nodes,
+        valid_updates=nodes,
+        invalid_updates={},
+        votes=votes,
+        standby=[],
+        dissented_before=before,
+    )
+
+
+def test_outliers_are_the_clearly_worse_worst_first_and_an_honest_spread_has_none():
+    assert outliers(HONEST, "accuracy") == []
+    assert outliers({**HONEST, "bad": 0.10, "meh": 0.80}, "accuracy") == ["bad", "meh"]
+    assert outliers({**HONEST, "close": 0.87}, "accuracy") == []  # 3.9 points under the median: within 5%
+    # MAE: higher is worse, and the share is of the median MAE
+    assert outliers({"a": 1.0, "b": 1.02, "c": 0.98, "d": 1.6}, "mae") == ["d"]
+    assert outliers({"a": 1.0, "b": 0.5}, "accuracy") == []  # two nodes: no majority to compare with
+
+
+def test_paper_policy_eliminates_an_honest_node_every_round_the_outlier_policy_does_not():
+    votes = _votes(HONEST)
+    paper = _decide(_task(), votes)
+    assert paper.eliminated == "h0" and paper.eliminated_reason == "lowest-quality"
+    outlier = _decide(_task(elimination="outlier"), votes)
+    assert outlier.eliminated is None and outlier.aggregated == outlier.ranking
+    none = _decide(_task(elimination="none"), _votes({**HONEST, "bad": 0.1}))
+    assert none.eliminated is None
+
+
+def test_outlier_policy_leaves_every_outlier_out_and_eliminates_the_worst():
+    outcome = _decide(_task(elimination="outlier"), _votes({**HONEST, "bad": 0.1, "worse": 0.05}))
+    assert outcome.eliminated == "worse" and outcome.eliminated_reason == "outlier"
+    assert set(outcome.excluded) == {"bad", "worse"} and "bad" not in outcome.rewards
+
+
+def reverse(scores: dict[str, float]) -> dict[str, float]:
+    return {t: 1.0 - s for t, s in scores.items()}
+
+
+def test_a_reversing_voter_dissents_is_unpaid_and_its_votes_do_not_count():
+    truth = {**HONEST, "bad": 0.1}
+    votes = _votes(truth, {"h7": reverse})
+    assert dissenting_voters(votes, "accuracy") == ["h7"]
+    quality, dissenters = round_quality(votes, "accuracy", "mean", accountable=True)
+    assert dissenters == ["h7"] and quality["bad"] == pytest.approx(0.1)  # the liar's 0.9 for "bad" dropped
+    counted, _ = round_quality(votes, "accuracy", "mean", accountable=False)
+    assert counted["bad"] > 0.17  # negative control: without accountability the lie lifts "bad"
+    outcome = _decide(_task(accountable_voters=True), votes)
+    assert outcome.dissenters == ["h7"] and "h7" in outcome.aggregated and "h7" not in outcome.rewards
+    assert outcome.eliminated == "bad"  # a first dissent costs the pay, not the membership
+
+
+def test_dissenting_two_rounds_running_eliminates_the_voter_before_the_lowest():
+    votes = _votes(HONEST, {"h7": reverse})
+    outcome = _decide(_task(accountable_voters=True), votes, before=("h7",))
+    assert outcome.eliminated == "h7" and outcome.eliminated_reason == "dissenting-voter"
+    outcome = _decide(_task(accountable_voters=True, elimination="outlier"), votes, before=("h7",))
+    assert outcome.eliminated == "h7"
+
+
+def test_honest_noise_and_a_constant_offset_within_the_floor_do_not_dissent():
+    votes = _votes(HONEST)
+    votes["h3"] = {t: s - 0.03 for t, s in votes["h3"].items()}  # a voter whose data is harder: 3 points lower
+    assert dissenting_voters(votes, "accuracy") == []
+    votes["h3"] = {t: s - 0.08 for t, s in votes["h3"].items()}  # 11 points: dissents
+    assert dissenting_voters(votes, "accuracy") == ["h3"]
+    assert dissenting_voters({"a": {"b": 0.1}, "b": {"a": 0.9}}, "accuracy") == []  # two voters: no majority
+
+
+def test_colluders_that_downvote_honest_nodes_dissent():
+    group = {"h6", "h7"}
+
+    def collude(scores: dict[str, float]) -> dict[str, float]:
+        return {t: 1.0 if t in group else s * 0.5 for t, s in scores.items()}
+
+    votes = _votes(HONEST, {n: collude for n in group})
+    assert dissenting_voters(votes, "accuracy") == ["h6", "h7"]
+    quality, _ = round_quality(votes, "accuracy", "median", accountable=True)
+    assert quality["h7"] == pytest.approx(HONEST["h7"])  # the group's lift of its own no longer counts
+    lifted, _ = round_quality(votes, "accuracy", "mean", accountable=False)
+    assert lifted["h7"] > HONEST["h7"] + 0.005
+
+
+def _liar_chain(tmp_path, **block_kw: object):
+    """A replica of a task with accountable voters whose round 1 has a reversing voter, node-05; the
+    block's result as ``block_kw`` says, written straight into LMDB (past validation), as an attacker
+    with disk access would."""
+    from ledger.backends.lmdb import LmdbStore
+    from ledger.replica import Replica
+    from tests.helpers import make_consortium, round_block
+
+    c = make_consortium(5, accountable_voters=True, elimination="outlier")
+    truth = {"node-01": 0.91, "node-02": 0.92, "node-03": 0.93, "node-04": 0.1, "node-05": 0.94}
+    scores = _votes(truth, {"node-05": reverse})
+    path = tmp_path / "chain"
+    Replica.open(path, c.genesis.raw).close()
+    with LmdbStore(path) as store:
+        height, head = store.head()
+        block = round_block(c, height + 1, head, 1, scores, True, **block_kw)  # type: ignore[arg-type]
+        store.append(block.height, block.hash, block.raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("block_kw", "complaint"),
+    [
+        ({"rewards": {"node-03": 50.0}, "eliminated": ("node-04", "outlier")}, None),
+        ({"rewards": {"node-05": 50.0}, "eliminated": ("node-04", "outlier")}, "dissenting voter is paid"),
+        ({"rewards": {"node-03": 50.0}, "dissenters": [], "eliminated": ("node-04", "outlier")}, "dissenters"),
+        ({"rewards": {"node-03": 50.0}, "eliminated": ("node-01", "outlier")}, "not an outlier"),
+        ({"rewards": {"node-03": 50.0}, "eliminated": ("node-02", "dissenting-voter")}, "did not dissent"),
+    ],
+)
+def test_both_verifiers_recompute_dissenters_and_outliers_from_the_votes(tmp_path, block_kw, complaint):
+    from ledger.inspect import verify_replica
+    from tests.test_third_party_verifier import third_party
+
+    path = _liar_chain(tmp_path, **block_kw)
+    done = third_party(path)
+    if complaint is None:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert verify_replica(path).height == 1
+        return
+    assert done.returncode == 2 and complaint in done.stdout, done.stdout
+    with pytest.raises(Exception, match=complaint.split()[-1]) as ours:
+        verify_replica(path)
+    assert ours.value.height == 1

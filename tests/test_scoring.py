@@ -1,0 +1,70 @@
+"""Peer scoring through a cached fixed feature map scores exactly the model received."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpcv.metrics import predict
+from bpcv.task import TaskSpec
+from edge_agent.privacy.settings import PrivacySettings
+from edge_agent.trainer import Trainer
+
+
+def _peer(weights: list[np.ndarray], fixed: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A peer's model: the trainable weights moved, the fixed ones as the task built them."""
+    return [w if i < fixed else w + rng.normal(0, 0.5, w.shape).astype(np.float32) for i, w in enumerate(weights)]
+
+
+def test_cached_features_give_the_whole_models_outputs_and_a_changed_feature_map_is_scored_whole():
+    task = TaskSpec(task_id="t", coordinator="c", model="wavelet:2,4,7")
+    trainer = Trainer(task, (28, 28, 1), 10)
+    plain = Trainer(task, (28, 28, 1), 10, cache_features=False)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    prefix = trainer.prefix
+    assert prefix.usable and prefix.fixed_count == 2  # the wavelet filters and their modulus
+    for _ in range(3):
+        peer = _peer(trainer.model.get_weights(), prefix.fixed_count, rng)
+        assert prefix.applies_to(peer)
+        trainer.model.set_weights(peer)
+        np.testing.assert_allclose(prefix.predict_head(x), predict(trainer.model, x), atol=1e-6)
+    # a peer that sends another feature map is scored through it, not through the cached features
+    forged = _peer(trainer.model.get_weights(), prefix.fixed_count, rng)
+    forged[0] = np.zeros_like(forged[0])
+    assert not prefix.applies_to(forged)
+    trainer.model.set_weights(forged)
+    whole = predict(trainer.model, x)
+    assert np.abs(whole - prefix.predict_head(x)).max() > 1e-3  # the cache would have scored the wrong model
+    accuracy = float(np.mean(np.argmax(whole, axis=1) == y))
+    assert trainer.evaluate(forged, x, y) == accuracy == plain.evaluate(forged, x, y)
+    assert trainer.evaluate(peer, x, y) == plain.evaluate(peer, x, y)
+
+
+def test_a_model_that_learns_from_its_first_layer_has_no_fixed_prefix():
+    for model in ("cnn:4", "mlp:8"):  # mlp's Flatten has no weights: nothing worth caching
+        trainer = Trainer(TaskSpec(task_id="t", coordinator="c", model=model), (28, 28, 1), 10)
+        assert not trainer.prefix.usable and trainer.trained is trainer.model
+
+
+def test_training_on_cached_features_takes_the_same_steps_as_the_whole_model():
+    """Without DP and with GD-DP: the same steps through the head as through the whole model (the frozen
+    map has no gradient); the frozen weights stay as they were. One full batch without DP and no noise
+    with DP, so that TensorFlow's op-level random streams (which differ between two models) play no part;
+    DP's Poisson batches come from numpy and are the same."""
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    for privacy, batch in ((None, 96), (PrivacySettings("gaussian", 0.5, noise_multiplier=0.0), 32)):
+        task = TaskSpec(task_id="t", coordinator="c", model="wavelet:2,4,7", batch_size=batch, local_epochs=1)
+        cached = Trainer(task, (28, 28, 1), 10, privacy)
+        whole = Trainer(task, (28, 28, 1), 10, privacy, cache_features=False)
+        assert not whole.cached and whole.trained is whole.model
+        start = cached.model.get_weights()
+        a, _ = cached.train(start, x, y, seed=5)
+        b, _ = whole.train(start, x, y, seed=5)
+        assert cached.cached
+        for wa, wb in zip(a, b, strict=True):
+            np.testing.assert_allclose(wa, wb, atol=2e-5)
+        np.testing.assert_array_equal(a[0], start[0])
+        assert np.abs(a[-1] - start[-1]).max() > 1e-4  # the head moved
