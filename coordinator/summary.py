@@ -39,6 +39,7 @@ class RoundRow:
     chain_height: int = 0
     elapsed_s: float = 0.0
     other_metrics: dict[str, float | None] = field(default_factory=dict)  # regression: rmse beside mae
+    dissenters: list[str] = field(default_factory=list)  # voters whose votes did not count (accountable voters)
 
     @classmethod
     def decided(
@@ -67,6 +68,7 @@ class RoundRow:
             quality={n: round(q, 6) for n, q in outcome.quality.items()},
             proposer=outcome.proposer,
             rewards=outcome.rewards,
+            dissenters=outcome.dissenters,
         )
 
     def to_json(self) -> dict[str, Any]:
