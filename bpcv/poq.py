@@ -29,10 +29,13 @@ OUTLIER_MADS = 3.0
 OUTLIER_SHARE = 0.05
 # A voter dissents when its scores sit further from the other voters' (the per-target median of theirs) than
 # DISSENT_MADS robust standard deviations above the voters' median distance, and further than DISSENT_FLOOR
-# (accuracy points; for MAE, a share of the others' median). A score's distance is absolute for accuracy and
-# relative for MAE; a voter's distance is the median over the peers it scored.
+# (accuracy as a fraction; for MAE, a share of the others' median). The floor is wide because a voter's own
+# validation set is small: at 50 nodes on MNIST ~96 records, so an honest voter's scores can sit 5-10 points
+# from the others' on every model (measured: a floor of 0.05 flagged 2-9 honest voters a round). A score's
+# distance is absolute for accuracy and relative for MAE; a voter's distance is the median over the peers it
+# scored.
 DISSENT_MADS = 3.0
-DISSENT_FLOOR = {"accuracy": 0.05, "mae": 0.25}
+DISSENT_FLOOR = {"accuracy": 0.2, "mae": 0.5}
 MAD_TO_SD = 1.4826
 
 

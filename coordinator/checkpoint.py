@@ -60,6 +60,7 @@ class RunState:
     aborted_round: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     dissenters: list[str] = field(default_factory=list)  # the last decided round's dissenting voters
+    outliers: list[str] = field(default_factory=list)  # and its outliers (under the outlier policy)
 
     def to_json(self) -> bytes:
         out = asdict(self)

@@ -8,7 +8,9 @@ Rules (DESIGN.md, One round, step 5):
 - at most one node is eliminated for what the votes say, unless that would leave fewer than
   ``min_nodes`` active with no standby node to admit: a voter that dissented in this round and the
   one before (``dissenting-voter``) first; otherwise, by the task's policy, the lowest-quality node
-  (``lowest``, the paper's), or the worst node whose quality is an outlier (``outlier``), or none;
+  (``lowest``, the paper's), or the worst node whose quality is an outlier in this round and the one
+  before (``outlier``: an honest node's unlucky round costs it that round's aggregate and pay, not
+  its membership), or none;
 - under the outlier policy every outlier is left out of the aggregate at once; of the rest, the
   aggregation strategy picks which it combines (the paper's ``bpcv`` leaves the lowest-quality one
   out); the others are *excluded* from this round's aggregate;
@@ -47,6 +49,7 @@ class RoundOutcome:
     next_roster: list[str]
     rewards: dict[str, float] = field(default_factory=dict)
     dissenters: list[str] = field(default_factory=list)
+    outliers: list[str] = field(default_factory=list)  # under the outlier policy, worst first
 
     def result_fields(self) -> dict[str, Any]:
         """The fields of the round's ``Result`` that record this decision (quality rounded to 6 places)."""
@@ -87,10 +90,12 @@ def decide_round(
     standby: Sequence[str],
     updates: Mapping[str, Weights] | None = None,
     dissented_before: Collection[str] = (),
+    outliers_before: Collection[str] = (),
 ) -> RoundOutcome:
     """Decide a round from what arrived: ``votes[voter][target]`` are the scores of the valid updates;
     ``standby`` is ordered fastest responder first; ``updates`` (node -> weights) for a strategy whose
-    selection looks at the updates themselves; ``dissented_before``: the previous round's dissenters."""
+    selection looks at the updates themselves; ``dissented_before`` / ``outliers_before``: the previous
+    round's dissenters and outliers."""
     metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
     quality, dissenters = round_quality(votes, metric, task.quality_rule, task.accountable_voters)
@@ -102,7 +107,8 @@ def decide_round(
 
     remaining = [n for n in roster if n in valid_updates]
     queue = list(standby)
-    eliminated, reason = _elimination(task.elimination, ranking, worse, dissenters, dissented_before, remaining)
+    persistent = [n for n in worse if n in outliers_before]
+    eliminated, reason = _elimination(task.elimination, ranking, persistent, dissenters, dissented_before, remaining)
     if eliminated is not None and len(remaining) - 1 + len(queue) >= task.min_nodes:
         remaining.remove(eliminated)
     else:
@@ -127,6 +133,7 @@ def decide_round(
         next_roster=sorted(remaining),
         rewards=split_reward(quality, paid, metric, task.reward_per_round),
         dissenters=dissenters,
+        outliers=worse,
     )
 
 
@@ -139,7 +146,8 @@ def _elimination(
     remaining: Sequence[str],
 ) -> tuple[str | None, str | None]:
     """The node the votes eliminate this round and why, before the ``min_nodes`` check: a persistent
-    dissenter (the lowest-ranked one), else the policy's choice (``worse``: the outliers, worst first)."""
+    dissenter (the lowest-ranked one), else the policy's choice (``worse``: the nodes that are outliers
+    in this round and the one before, worst first)."""
     persistent = [n for n in remaining if n in dissenters and n in dissented_before]
     if persistent:
         return max(persistent, key=lambda n: (ranking.index(n) if n in ranking else len(ranking), n)), (

@@ -205,6 +205,7 @@ class TaskRunner:
             standby=[n for n in state.standby if n not in collector.joined.left],
             updates={n: weights for n, (_, weights) in inbox.valid.items()},
             dissented_before=state.dissenters,
+            outliers_before=state.outliers,
         )
         return outcome, blob
 
@@ -262,7 +263,7 @@ class TaskRunner:
         for node, amount in outcome.rewards.items():
             state.rewards[node] = round(state.rewards[node] + amount, 6)
         state.roster = outcome.next_roster
-        state.dissenters = outcome.dissenters
+        state.dissenters, state.outliers = outcome.dissenters, outcome.outliers
 
     def _publish_result(
         self,

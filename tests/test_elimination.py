@@ -26,7 +26,9 @@ def _votes(truth: dict[str, float], liars: dict[str, object] = {}) -> dict[str, 
     return votes
 
 
-def _decide(task: TaskSpec, votes: dict[str, dict[str, float]], before: tuple[str, ...] = ()):
+def _decide(
+    task: TaskSpec, votes: dict[str, dict[str, float]], before: tuple[str, ...] = (), outliers: tuple[str, ...] = ()
+):
     nodes = sorted(votes)
     return decide_round(
         task=task,
@@ -37,6 +39,7 @@ def _decide(task: TaskSpec, votes: dict[str, dict[str, float]], before: tuple[st
         votes=votes,
         standby=[],
         dissented_before=before,
+        outliers_before=outliers,
     )
 
 
@@ -59,10 +62,15 @@ def test_paper_policy_eliminates_an_honest_node_every_round_the_outlier_policy_d
     assert none.eliminated is None
 
 
-def test_outlier_policy_leaves_every_outlier_out_and_eliminates_the_worst():
-    outcome = _decide(_task(elimination="outlier"), _votes({**HONEST, "bad": 0.1, "worse": 0.05}))
-    assert outcome.eliminated == "worse" and outcome.eliminated_reason == "outlier"
-    assert set(outcome.excluded) == {"bad", "worse"} and "bad" not in outcome.rewards
+def test_outlier_policy_leaves_every_outlier_out_at_once_and_eliminates_the_worst_repeated_one():
+    votes = _votes({**HONEST, "bad": 0.1, "worse": 0.05})
+    first = _decide(_task(elimination="outlier"), votes)
+    assert first.eliminated is None and first.outliers == ["worse", "bad"]  # one bad round: left out, not removed
+    assert set(first.excluded) == {"bad", "worse"} and "bad" not in first.rewards
+    second = _decide(_task(elimination="outlier"), votes, outliers=tuple(first.outliers))
+    assert second.eliminated == "worse" and second.eliminated_reason == "outlier"
+    only_bad_before = _decide(_task(elimination="outlier"), votes, outliers=("bad",))
+    assert only_bad_before.eliminated == "bad"
 
 
 def reverse(scores: dict[str, float]) -> dict[str, float]:
@@ -92,9 +100,9 @@ def test_dissenting_two_rounds_running_eliminates_the_voter_before_the_lowest():
 
 def test_honest_noise_and_a_constant_offset_within_the_floor_do_not_dissent():
     votes = _votes(HONEST)
-    votes["h3"] = {t: s - 0.03 for t, s in votes["h3"].items()}  # a voter whose data is harder: 3 points lower
+    votes["h3"] = {t: s - 0.1 for t, s in votes["h3"].items()}  # a voter whose data is harder: 10 points lower
     assert dissenting_voters(votes, "accuracy") == []
-    votes["h3"] = {t: s - 0.08 for t, s in votes["h3"].items()}  # 11 points: dissents
+    votes["h3"] = {t: s - 0.15 for t, s in votes["h3"].items()}  # 25 points: dissents
     assert dissenting_voters(votes, "accuracy") == ["h3"]
     assert dissenting_voters({"a": {"b": 0.1}, "b": {"a": 0.9}}, "accuracy") == []  # two voters: no majority
 
