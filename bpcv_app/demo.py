@@ -231,6 +231,8 @@ def _finish(demo: Demo, nodes: list[DemoNode], coordinator_rc: int, started: flo
             metric: row.value,
             **row.other_metrics,
             "eliminated": ([row.eliminated] if row.eliminated else []) + sorted(row.invalid),
+            "eliminated_reason": row.eliminated_reason,
+            "dissenters": row.dissenters,
             "admitted": row.admitted,
             "chain_height": row.chain_height,
             "aggregated": row.aggregated,

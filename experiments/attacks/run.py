@@ -182,7 +182,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--model", default="wavelet:2,4,7")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=0.4)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--cell-timeout", type=float, default=1800)
     p.add_argument("--work", default=str(ROOT / "runs" / "attacks"))

@@ -1,0 +1,118 @@
+"""Draw rounds.csv and tabulate results.csv (both from run.py): accuracy per round under each attack.
+
+    .venv/bin/python experiments/attacks/plot.py [--dir experiments/attacks]
+
+Writes attacks-M.png for every malicious count M run (one panel per behaviour: accuracy per round of
+every strategy run there, the no-attack run of the same strategy dashed) and cells.md: the whole
+matrix run.py asks for by default, each cell's final accuracy, honest nodes eliminated and the round by
+which every attacker was out, or "not run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import BEHAVIOURS, STRATEGIES
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for r in rounds:
+        if r["accuracy"]:
+            series[(r["behaviour"], r["malicious"], r["strategy"])].append((int(r["round"]), float(r["accuracy"])))
+    written = []
+    for malicious in sorted({m for _, m, _ in series if m != "0"}, key=int):
+        behaviours = [b for b in BEHAVIOURS if b != "none" and any(k[:2] == (b, malicious) for k in series)]
+        if not behaviours:
+            continue
+        cols = 4
+        rows = -(-len(behaviours) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), sharey=True, squeeze=False)
+        for ax, behaviour in zip(axes.flat, behaviours, strict=False):
+            for i, strategy in enumerate(STRATEGIES):
+                points = sorted(series.get((behaviour, malicious, strategy), []))
+                if not points:
+                    continue
+                colour = f"C{i}"
+                ax.plot(*zip(*points, strict=True), color=colour, label=strategy)
+                clean = sorted(series.get(("none", "0", strategy), []))
+                if clean:
+                    ax.plot(*zip(*clean, strict=True), color=colour, linestyle=":", linewidth=0.8)
+            ax.set_title(f"{behaviour} ({malicious} of 50)")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(behaviours) :]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7, loc="lower right")
+        fig.supxlabel("round")
+        fig.supylabel("global accuracy (MNIST test set)")
+        fig.suptitle("Under attack: solid, the attacked run; dotted, the same strategy with no attacker")
+        fig.tight_layout()
+        path = out / f"attacks-{malicious}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def table(results: list[dict[str, str]]) -> str:
+    """Every cell of the default matrix (seed 0), run or not."""
+    ran = {(r["behaviour"], r["malicious"], r["variant"]): r for r in results if r["seed"] == "0"}
+    lines = [
+        "| behaviour | malicious | " + " | ".join(STRATEGIES) + " |",
+        "|---|---|" + "---|" * len(STRATEGIES),
+    ]
+    for malicious in ("5", "15"):
+        for behaviour in BEHAVIOURS:
+            count = "0" if behaviour == "none" else malicious
+            if behaviour == "none" and malicious != "5":
+                continue
+            cells = []
+            for strategy in STRATEGIES:
+                r = ran.get((behaviour, count, strategy))
+                if r is None:
+                    cells.append("not run")
+                    continue
+                out = r["rounds_to_remove_all"] or "–"
+                cells.append(f"{float(r['final_accuracy']):.4f} / {r['honest_eliminated']} / {out}")
+            lines.append(f"| {behaviour} | {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", default=str(Path(__file__).resolve().parent))
+    args = p.parse_args()
+    here = Path(args.dir)
+    for path in plot(read(here / "rounds.csv"), here):
+        print("wrote", path)
+    text = (
+        "Each cell: final accuracy / honest nodes eliminated / round by which every attacker was out "
+        "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them.\n\n"
+        + table(read(here / "results.csv"))
+        + "\n"
+    )
+    (here / "cells.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
