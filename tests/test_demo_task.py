@@ -2,6 +2,7 @@
 winning over both (the options parsed by the real ``bpcv demo`` parser)."""
 
 import argparse
+from dataclasses import replace
 
 import pytest
 
@@ -47,3 +48,39 @@ def test_a_data_folder_gives_its_task_and_one_agent_per_device_file(tmp_path):
     assert demo_task(options(tmp_path, "--data", str(folder), "--lr", "0.5")).learning_rate == 0.5
     with pytest.raises(ConfigError, match="holds 3 device files"):
         options(tmp_path, "--data", str(folder), "--agents", "4")
+
+
+def test_cifar10_from_a_data_path_reaches_the_task_agents_and_coordinator(tmp_path):
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    tarball.write_bytes(b"")  # the demo only checks it is there; the agents and coordinator read it
+    o = options(tmp_path, "--dataset", "cifar10", "--data-path", str(tarball), "--agents", "4", "--standby", "1")
+    task = demo_task(o)
+    assert (task.dataset, task.model, task.batch_size, task.learning_rate) == ("cifar10", "wavelet:2,4,8", 512, 2.0)
+    assert task.task_id.startswith("cifar10-") and o.data_path == str(tarball.resolve())
+    assert (
+        demo_task(options(tmp_path, "--dataset", "cifar10", "--data-path", str(tarball), "--model", "cnn:16,32")).model
+        == "cnn:16,32"
+    )
+    from bpcv.config import AgentConfig, CoordinatorConfig, load_config
+    from bpcv_app.demo_setup import Demo
+
+    demo = Demo(o)
+    demo.out.mkdir(parents=True)
+    (demo.out / "logs").mkdir()
+    demo.opts = replace(o, broker="mqtt://127.0.0.1:1")  # an external broker: setup starts no process
+    nodes, *_ = demo.setup()
+    agent = load_config(AgentConfig, nodes[0].config_path)
+    coordinator = load_config(CoordinatorConfig, demo.out / "configs" / "coordinator.toml")
+    assert (agent.dataset, agent.data_path, coordinator.data_path) == ("cifar10", o.data_path, o.data_path)
+    assert demo_task(options(tmp_path)).dataset == "mnist"
+
+
+def test_cifar10_needs_a_data_path_and_excludes_local_data(tmp_path):
+    with pytest.raises(ConfigError, match="cifar10 needs --data-path"):
+        options(tmp_path, "--dataset", "cifar10")
+    with pytest.raises(ConfigError, match="not found"):
+        options(tmp_path, "--dataset", "cifar10", "--data-path", str(tmp_path / "absent.tar.gz"))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match="--data .* excludes --dataset"):
+        options(tmp_path, "--data", str(folder), "--dataset", "cifar10", "--data-path", str(folder))
