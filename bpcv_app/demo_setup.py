@@ -94,7 +94,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="local batch size (default 512, or the task file's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2, or the task file's)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
-    p.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
+    p.add_argument("--quality-rule", default="median", choices=["mean", "median"], help="(the paper's: mean)")
     p.add_argument(
         "--strategy",
         default="bpcv",
@@ -104,16 +104,16 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--elimination",
-        default="lowest",
+        default="outlier",
         choices=ELIMINATION_POLICIES,
-        help="who the votes eliminate each round: lowest (default, the paper's: the lowest-ranked node, down "
-        "to --min-nodes), outlier (only a node whose quality is clearly below the rest's; all outliers are "
-        "left out of the aggregate at once) or none",
+        help="who the votes eliminate: outlier (default: a node clearly below the rest two rounds running; "
+        "outliers are left out of each round's aggregate), lowest (the paper's: the lowest-ranked node "
+        "every round, down to --min-nodes) or none; docs/RESULTS.md measures both",
     )
     p.add_argument(
         "--accountable-voters",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="hold voters to account: a voter whose scores disagree with the others' does not count, is not "
         "paid, and is eliminated when it disagrees two rounds running",
     )
@@ -156,8 +156,8 @@ class DemoOptions:
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     quality_rule: str
     strategy: str = "bpcv"
-    elimination: str = "lowest"
-    accountable_voters: bool = False
+    elimination: str = "outlier"
+    accountable_voters: bool = True
     min_nodes: int
     seed: int
     timeout: float

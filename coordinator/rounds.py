@@ -133,7 +133,7 @@ def decide_round(
         next_roster=sorted(remaining),
         rewards=split_reward(quality, paid, metric, task.reward_per_round),
         dissenters=dissenters,
-        outliers=worse,
+        outliers=worse if len(quality) >= 3 else list(outliers_before),  # too few ranked to judge: remember
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from bpcv.errors import BpcvError
+from bpcv.poq import ELIMINATION_POLICIES
 from bpcv_app.commands.common import add_broker_arguments, broker_from_args
 
 
@@ -63,6 +64,8 @@ def cmd_request(args: argparse.Namespace) -> int:
             min_nodes=args.min_nodes,
             local_epochs=args.epochs,
             quality_rule=args.quality_rule,
+            elimination=args.elimination,
+            accountable_voters=args.accountable_voters,
         )
     initial = read_weights_file(args.initial_weights) if args.initial_weights else None
     topics = Topics(args.base_topic)
@@ -130,7 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--nodes", type=int, default=10, help="active nodes per round")
     req.add_argument("--min-nodes", type=int, default=5)
     req.add_argument("--epochs", type=int, default=3, help="local epochs per round")
-    req.add_argument("--quality-rule", default="mean", choices=["mean", "median"])
+    req.add_argument("--quality-rule", default="median", choices=["mean", "median"], help="(the paper's: mean)")
+    req.add_argument("--elimination", default="outlier", choices=ELIMINATION_POLICIES, help="(the paper's: lowest)")
+    req.add_argument("--accountable-voters", action=argparse.BooleanOptionalAction, default=True)
     req.set_defaults(func=cmd_request)
 
     keys = sub.add_parser("keys", help="Ed25519 identities").add_subparsers(dest="keys_command", required=True)

@@ -52,7 +52,9 @@ def demo_options(strategy: str) -> tuple[list[str], str, str, bool]:
         _, policy, rule = strategy.split("-")
         options = ["--strategy", "bpcv", "--elimination", policy, "--quality-rule", rule, "--accountable-voters"]
         return options, policy, rule, True
-    return ["--strategy", strategy, "--elimination", "none"], "none", "-", False
+    # every option spelled out: the demo's defaults (outlier, median, accountable voters) are BPCV-FL's
+    options = ["--strategy", strategy, "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"]
+    return options, "none", "-", False
 
 
 def behaviour_list(behaviour: str, malicious: int) -> str:

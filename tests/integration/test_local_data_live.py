@@ -101,7 +101,9 @@ def test_live_regression_on_each_devices_own_series_with_a_keras_json_model(mosq
     and unpaid; the honest device with the lowest MAE is paid most."""
     folder = tmp_path / "sensors"
     write_series_folder(folder, [700, 1000, 1400, 900])
-    summary = run_demo(folder, tmp_path / "run", mosquitto, 4, "--malicious", "1", "--min-nodes", "3")
+    # the paper's elimination rule: the lowest-ranked (highest-MAE) device goes in round 1
+    args = ["--malicious", "1", "--min-nodes", "3", "--elimination", "lowest", "--quality-rule", "mean"]
+    summary = run_demo(folder, tmp_path / "run", mosquitto, 4, *args)
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"]
     replica = next(p for p in summary["replicas"] if "/coordinator/" in p)  # the third-party verifier too
     verifier = [sys.executable, str(Path(__file__).parents[2] / "docs" / "verify_replica.py"), replica]
