@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,10 +37,14 @@ def run_demo(opts: DemoOptions) -> int:
     demo.out.mkdir(parents=True, exist_ok=True)
     (demo.out / "logs").mkdir(exist_ok=True)
     started = time.monotonic()
+    # SIGTERM (a service manager, a script's kill) stops the broker, coordinator and agents too, as Ctrl-C
+    # does: without this, Python dies at once and leaves them running
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         return _run(demo, started)
     finally:
         demo.stop_all()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(demo: Demo, started: float) -> int:
