@@ -11,20 +11,14 @@ which every attacker was out, or "not run".
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
+from csv_rows import read_rows
 from run import BEHAVIOURS, STRATEGIES
-
-
-def read(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
@@ -101,12 +95,12 @@ def main() -> int:
     p.add_argument("--dir", default=str(Path(__file__).resolve().parent))
     args = p.parse_args()
     here = Path(args.dir)
-    for path in plot(read(here / "rounds.csv"), here):
+    for path in plot(read_rows(here / "rounds.csv"), here):
         print("wrote", path)
     text = (
         "Each cell: final accuracy / honest nodes eliminated / round by which every attacker was out "
         "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them.\n\n"
-        + table(read(here / "results.csv"))
+        + table(read_rows(here / "results.csv"))
         + "\n"
     )
     (here / "cells.md").write_text(text)

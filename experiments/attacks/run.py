@@ -17,13 +17,15 @@ draws the figures and writes the table of cells not run. The run folder is delet
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
+from csv_rows import append_rows, read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -104,19 +106,7 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
 
 
 def done_cells(path: Path) -> set[tuple[str, str, str, str]]:
-    if not path.exists():
-        return set()
-    with path.open() as f:
-        return {(r["behaviour"], r["malicious"], r["variant"], r["seed"]) for r in csv.DictReader(f)}
-
-
-def append(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    return {(r["behaviour"], r["malicious"], r["variant"], r["seed"]) for r in read_rows(path)}
 
 
 def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy: str, seed: int) -> None:
@@ -150,9 +140,9 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
         **figures,
     }  # fmt: skip
     row["strategy"] = "bpcv" if strategy.startswith("bpcv-") else strategy
-    append(Path(args.results) / "results.csv", COLUMNS, [row])
+    append_rows(Path(args.results) / "results.csv", COLUMNS, [row])
     key = {"behaviour": behaviour, "malicious": malicious, "strategy": strategy, "seed": seed}
-    append(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**key, **r} for r in per_round])
+    append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**key, **r} for r in per_round])
     print(f"  final {figures['final_accuracy']} honest out {figures['honest_eliminated']} all out by "
           f"{figures['rounds_to_remove_all'] or '-'} in {wall}s", flush=True)  # fmt: skip
     shutil.rmtree(run, ignore_errors=True)

@@ -11,20 +11,14 @@ model, for MNIST and for CIFAR-10), its final accuracy and the round it first re
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
+from csv_rows import read_rows
 from run import MODELS, NODES, PARTITIONS, STRATEGIES
-
-
-def read(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def curves(rounds: list[dict[str, str]]) -> dict[tuple[str, int, str, str], list[tuple[int, float]]]:
@@ -118,9 +112,9 @@ def main() -> int:
     p.add_argument("--dir", default=str(Path(__file__).resolve().parent))
     args = p.parse_args()
     here = Path(args.dir)
-    for path in plot(read(here / "rounds.csv"), here):
+    for path in plot(read_rows(here / "rounds.csv"), here):
         print("wrote", path)
-    results = read(here / "results.csv")
+    results = read_rows(here / "results.csv")
     text = (
         "Each cell: final accuracy on the test set / the first round at which it reached 95% (– never), "
         "after 80 rounds, seed 0, no DP, 10% standby nodes; BPCV-FL with the paper's rules (lowest-ranked "

@@ -20,13 +20,15 @@ reading it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
+from csv_rows import append_rows, read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -85,20 +87,7 @@ def key_of(row: dict[str, object]) -> tuple[str, ...]:
 
 
 def done_cells(path: Path) -> set[tuple[str, ...]]:
-    if not path.exists():
-        return set()
-    with path.open() as f:
-        return {key_of(r) for r in csv.DictReader(f)}
-
-
-def append(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    return {key_of(r) for r in read_rows(path)}
 
 
 def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
@@ -129,9 +118,9 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
         return
     figures, per_round = measure(run)
     row = {**cell, **figures, "wall_s": wall}
-    append(Path(args.results) / "results.csv", COLUMNS, [row])
+    append_rows(Path(args.results) / "results.csv", COLUMNS, [row])
     where = {k: cell[k] for k in ROUND_COLUMNS if k in cell}
-    append(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**where, **r} for r in per_round])
+    append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**where, **r} for r in per_round])
     print(
         f"  final {figures['final_accuracy']} best {figures['best_accuracy']} after {figures['rounds']} rounds "
         f"({figures['stopped_because']}); 95% at round {figures['rounds_to_95'] or '-'}, 99% at "

@@ -1,0 +1,26 @@
+"""The CSV files the live-cell experiments (attacks/, convergence/) write and read: one line per
+finished cell, appended as it finishes, so an interrupted matrix resumes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of ``path`` (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def append_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
+    """Append ``rows`` to ``path``, writing the header first when the file is new."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
