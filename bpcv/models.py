@@ -28,7 +28,7 @@ def parse_spec(spec: str) -> tuple[str, list[int]]:
         kind not in ("mlp", "cnn", "wavelet")
         or not widths
         or min(widths) < 1
-        or (kind == "wavelet") != (len(widths) == 3)
+        or (kind == "wavelet" and len(widths) != 3)
     ):
         raise ConfigError(f"model spec {spec!r}: use 'mlp:H1,H2,...', 'cnn:C1,C2,...' or 'wavelet:J,L,P'")
     return kind, widths

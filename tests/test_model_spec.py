@@ -206,6 +206,18 @@ def test_presets_are_unchanged_and_a_bad_preset_is_refused_by_the_task():
         TaskSpec(task_id="t", coordinator="c", model="mlp:x").validate()
 
 
+def test_a_preset_of_three_widths_is_a_stack_of_three_and_only_wavelet_needs_exactly_three():
+    # three widths once read as a wavelet spec for every kind: "cnn:16,32,64" was refused
+    for spec in ("cnn:16,32,64", "mlp:32,16,8"):
+        TaskSpec(task_id="t", coordinator="c", model=spec).validate()
+    assert (
+        sum(isinstance(layer, tf.keras.layers.Conv2D) for layer in build_model("cnn:16,32,64", (28, 28, 1), 10).layers)
+        == 3
+    )
+    with pytest.raises(ConfigError, match=r"model spec 'wavelet:2,4'"):
+        TaskSpec(task_id="t", coordinator="c", model="wavelet:2,4").validate()
+
+
 def test_the_task_check_imports_no_tensorflow():
     code = (
         "import sys, json; from bpcv.task import TaskSpec; "
