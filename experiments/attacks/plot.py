@@ -29,7 +29,7 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
 
     series: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
     for r in rounds:
-        if r["accuracy"]:
+        if r["accuracy"] and r["partition"] == "iid":
             series[(r["behaviour"], r["malicious"], r["strategy"])].append((int(r["round"]), float(r["accuracy"])))
     written = []
     for malicious in sorted({m for _, m, _ in series if m != "0"}, key=int):
@@ -68,7 +68,11 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
 
 def table(results: list[dict[str, str]]) -> str:
     """Every cell of the default matrix (seed 0), run or not."""
-    ran = {(r["behaviour"], r["malicious"], r["variant"]): r for r in results if r["seed"] == "0"}
+    ran = {
+        (r["behaviour"], r["malicious"], r["variant"]): r
+        for r in results
+        if r["seed"] == "0" and r["partition"] == "iid"
+    }
     lines = [
         "| behaviour | malicious | " + " | ".join(STRATEGIES) + " |",
         "|---|---|" + "---|" * len(STRATEGIES),
@@ -90,6 +94,26 @@ def table(results: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def skewed(results: list[dict[str, str]]) -> str:
+    """The cells run on skewed (non-IID) data: what voter accountability costs honest voters there."""
+    rows = [r for r in results if r["partition"] != "iid"]
+    if not rows:
+        return ""
+    lines = [
+        "\n## Skewed data (not in the table or the figures)\n",
+        (
+            "| partition | behaviour | malicious | strategy | final accuracy | honest eliminated | honest voters "
+            "flagged dissenting | honest dissenter-rounds |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r["partition"], r["behaviour"], r["malicious"], r["variant"], r["final_accuracy"]]
+        cells += [r["honest_eliminated"], r["honest_dissenters"], r["honest_dissenter_rounds"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default=str(Path(__file__).resolve().parent))
@@ -102,6 +126,7 @@ def main() -> int:
         "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them.\n\n"
         + table(read_rows(here / "results.csv"))
         + "\n"
+        + skewed(read_rows(here / "results.csv"))
     )
     (here / "cells.md").write_text(text)
     print(text)

@@ -6,7 +6,9 @@ and coordinator code as any live run).
     .venv/bin/python experiments/attacks/run.py --malicious 5 --behaviour alie --strategy bpcv-outlier-median
     .venv/bin/python experiments/attacks/run.py --list               # the cells, run or not
 
-A cell is (behaviour, malicious, strategy, seed). ``strategy`` is a baseline aggregator (fedavg, median,
+A cell is (behaviour, malicious, strategy, partition, seed); the matrix is IID, ``--partition
+dirichlet:0.5`` runs a cell on skewed data (what voter accountability costs honest voters whose
+validation data is unusual: ``honest_dissenters``). ``strategy`` is a baseline aggregator (fedavg, median,
 trimmed-mean, multi-krum, fltrust; no elimination, every vote counts) or ``bpcv-POLICY-RULE``: the
 paper's aggregation with elimination policy ``lowest`` or ``outlier``, quality rule ``mean`` or
 ``median``, and accountable voters. Each finished cell appends one line to results.csv (a cell already
@@ -43,9 +45,11 @@ COLUMNS = [
     "behaviour", "malicious", "nodes", "strategy", "policy", "quality_rule", "final_accuracy",
     "honest_eliminated", "rounds_to_remove_all", "seed",
     "malicious_eliminated", "best_accuracy", "malicious_reward_share", "malicious_unpaid_from", "rounds",
-    "accountable_voters", "variant", "wall_s",
+    "accountable_voters", "variant", "wall_s", "partition", "honest_dissenters", "honest_dissenter_rounds",
 ]  # fmt: skip
-ROUND_COLUMNS = ["behaviour", "malicious", "strategy", "seed", "round", "accuracy", "honest_eliminated_so_far"]
+ROUND_COLUMNS = [
+    "behaviour", "malicious", "strategy", "partition", "seed", "round", "accuracy", "honest_eliminated_so_far",
+]  # fmt: skip
 
 
 def demo_options(strategy: str) -> tuple[list[str], str, str, bool]:
@@ -77,7 +81,12 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
     unpaid_from = None
     paid_total = paid_malicious = 0.0
     per_round = []
+    honest_dissenters: set[str] = set()
+    honest_dissenter_rounds = 0
     for row in rounds:
+        flagged = set(row.get("dissenters", [])) - malicious  # honest voters whose votes were set aside
+        honest_dissenters |= flagged
+        honest_dissenter_rounds += len(flagged)
         gone = set(row["invalid"]) | ({row["eliminated"]} if row["eliminated"] else set())
         honest_out += len(gone - malicious - out)
         out |= gone
@@ -101,29 +110,32 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
         "malicious_reward_share": round(paid_malicious / paid_total, 4) if malicious and paid_total else "",
         "malicious_unpaid_from": unpaid_from if malicious else "",
         "rounds": len(rounds),
+        "honest_dissenters": len(honest_dissenters),
+        "honest_dissenter_rounds": honest_dissenter_rounds,
     }
     return figures, per_round
 
 
-def done_cells(path: Path) -> set[tuple[str, str, str, str]]:
-    return {(r["behaviour"], r["malicious"], r["variant"], r["seed"]) for r in read_rows(path)}
+def done_cells(path: Path) -> set[tuple[str, str, str, str, str]]:
+    return {(r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"]) for r in read_rows(path)}
 
 
 def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy: str, seed: int) -> None:
     options, policy, rule, accountable = demo_options(strategy)
     count = 0 if behaviour == "none" else malicious
-    run = Path(args.work) / f"{behaviour}-{malicious}-{strategy}-{seed}"
+    run = Path(args.work) / f"{behaviour}-{malicious}-{strategy}-{args.partition.replace(':', '')}-{seed}"
     shutil.rmtree(run, ignore_errors=True)
     command = [
         str(ROOT / ".venv" / "bin" / "bpcv"), "demo", "--agents", str(args.nodes + args.standby),
         "--standby", str(args.standby), "--rounds", str(args.rounds), "--dp", "off", "--model", args.model,
         "--batch", str(args.batch), "--lr", str(args.lr), "--processes", str(args.processes),
-        "--seed", str(seed), "--out", str(run), "--min-nodes", str(args.nodes // 2), *options,
+        "--seed", str(seed), "--out", str(run), "--min-nodes", str(args.nodes // 2),
+        "--partition", args.partition, *options,
     ]  # fmt: skip
     if count:
         command += ["--malicious", str(count), "--behaviour", behaviour_list(behaviour, count)]
     started = time.monotonic()
-    print(f"[{time.strftime('%H:%M:%S')}] {behaviour} x{count} {strategy} seed {seed}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {behaviour} x{count} {strategy} {args.partition} seed {seed}", flush=True)
     log = Path(args.work) / f"{run.name}.log"
     done = subprocess.run(
         command, stdout=log.open("w"), stderr=subprocess.STDOUT, timeout=args.cell_timeout, check=False
@@ -136,12 +148,18 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
     row = {
         "behaviour": behaviour, "malicious": malicious, "nodes": args.nodes, "strategy": strategy,
         "policy": policy, "quality_rule": rule, "seed": seed, "accountable_voters": accountable, "wall_s": wall,
-        "variant": strategy,
+        "variant": strategy, "partition": args.partition,
         **figures,
     }  # fmt: skip
     row["strategy"] = "bpcv" if strategy.startswith("bpcv-") else strategy
     append_rows(Path(args.results) / "results.csv", COLUMNS, [row])
-    key = {"behaviour": behaviour, "malicious": malicious, "strategy": strategy, "seed": seed}
+    key = {
+        "behaviour": behaviour,
+        "malicious": malicious,
+        "strategy": strategy,
+        "partition": args.partition,
+        "seed": seed,
+    }
     append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**key, **r} for r in per_round])
     print(f"  final {figures['final_accuracy']} honest out {figures['honest_eliminated']} all out by "
           f"{figures['rounds_to_remove_all'] or '-'} in {wall}s", flush=True)  # fmt: skip
@@ -172,6 +190,7 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=50, help="active data nodes")
     p.add_argument("--standby", type=int, default=5)
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (each node's train and validation data)")
     p.add_argument("--model", default="wavelet:2,4,7")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.4)
@@ -185,9 +204,9 @@ def main() -> int:
     done = done_cells(Path(args.results) / "results.csv")
     todo = cells(args)
     for behaviour, malicious, strategy, seed in todo:
-        ran = (behaviour, str(malicious), strategy, str(seed))
+        ran = (behaviour, str(malicious), strategy, args.partition, str(seed))
         if args.list:
-            print(behaviour, malicious, strategy, seed, "done" if ran in done else "not run")
+            print(behaviour, malicious, strategy, args.partition, seed, "done" if ran in done else "not run")
             continue
         if ran in done:
             continue

@@ -18,14 +18,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import read_rows
-from run import MODELS, NODES, PARTITIONS, STRATEGIES
+from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
+
+
+def default_setting(row: dict[str, str]) -> bool:
+    """Whether a row was run with run.py's default training for its data set (model, batch, lr, epochs)."""
+    defaults = parser().parse_args([])
+    wanted = {"model": MODELS[row["dataset"]], "batch": defaults.batch, "lr": defaults.lr, "epochs": defaults.epochs}
+    return all(str(row[k]) == str(v) for k, v in wanted.items())
 
 
 def curves(rounds: list[dict[str, str]]) -> dict[tuple[str, int, str, str], list[tuple[int, float]]]:
     """(dataset, nodes, partition, strategy) -> [(round, accuracy)], the mean over the seeds run."""
     values: dict[tuple[str, int, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rounds:
-        if r["accuracy"]:
+        if r["accuracy"] and default_setting(r):
             key = (r["dataset"], int(r["nodes"]), r["partition"], r["strategy"])
             values[key][int(r["round"])].append(float(r["accuracy"]))
     return {k: sorted((n, sum(v) / len(v)) for n, v in by_round.items()) for k, by_round in values.items()}
@@ -90,7 +97,7 @@ def table(results: list[dict[str, str]], dataset: str) -> str:
     ran = {
         (int(r["nodes"]), r["partition"], r["strategy"]): r
         for r in results
-        if r["dataset"] == dataset and r["seed"] == "0" and r["model"] == MODELS[dataset]
+        if r["dataset"] == dataset and r["seed"] == "0" and default_setting(r)
     }
     lines = ["| nodes | partition | " + " | ".join(STRATEGIES) + " |", "|---|---|" + "---|" * len(STRATEGIES)]
     for nodes in NODES:
@@ -122,6 +129,17 @@ def main() -> int:
     )
     for dataset in MODELS:
         text += f"\n## {dataset}, model {MODELS[dataset]}\n\n" + table(results, dataset) + "\n"
+    others = [r for r in results if not default_setting(r)]
+    if others:
+        text += "\n## Other training settings run (not in the table or the plot)\n\n"
+        text += "| data set | nodes | partition | strategy | model | batch | lr | epochs | final | best | 95% at | 99% at |\n"
+        text += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        for r in others:
+            cells = [
+                r[k] or "–" for k in ("dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs")
+            ]
+            cells += [r["final_accuracy"], r["best_accuracy"], r["rounds_to_95"] or "–", r["rounds_to_99"] or "–"]
+            text += "| " + " | ".join(cells) + " |\n"
     (here / "cells.md").write_text(text)
     print(text)
     return 0

@@ -37,11 +37,11 @@ PARTITIONS = ["iid", "dirichlet:0.5"]
 STRATEGIES = ["bpcv", "fedavg", "fedpage", "overlap-fedavg"]
 MODELS = {"mnist": "cnn:16,32", "cifar10": "cnn:16,32"}  # a CNN: the wavelet head tops out near 0.98 on MNIST
 COLUMNS = [
-    "dataset", "nodes", "partition", "strategy", "model", "rounds", "final_accuracy", "best_accuracy",
-    "rounds_to_95", "rounds_to_99", "seed", "wall_s", "stopped_because",
+    "dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs", "rounds", "final_accuracy",
+    "best_accuracy", "rounds_to_95", "rounds_to_99", "seed", "wall_s", "stopped_because",
 ]  # fmt: skip
-ROUND_COLUMNS = ["dataset", "nodes", "partition", "strategy", "seed", "round", "accuracy", "elapsed_s"]
-KEY = ["dataset", "nodes", "partition", "strategy", "model", "seed"]
+ROUND_COLUMNS = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs", "seed", "round", "accuracy", "elapsed_s"]  # fmt: skip
+KEY = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs", "seed"]
 
 
 def strategy_options(strategy: str) -> list[str]:
@@ -135,8 +135,9 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
 
 def cells(args: argparse.Namespace) -> list[dict[str, object]]:
     """Every cell asked for, in the order they run (all strategies of a setting side by side first)."""
+    training = {"model": args.model, "batch": args.batch, "lr": args.lr, "epochs": args.epochs}
     return [
-        {"dataset": args.dataset, "nodes": n, "partition": p, "strategy": s, "model": args.model, "seed": seed}
+        {"dataset": args.dataset, "nodes": n, "partition": p, "strategy": s, **training, "seed": seed}
         for seed in args.seeds
         for n in args.nodes
         for p in args.partition

@@ -1,7 +1,7 @@
 """Federated vs central on a packaged sensor data set, side by side (issue 14).
 
     .venv/bin/python experiments/local_data/run.py --set wind [--rounds 10] [--dp laplace:10 --dp gaussian:10] \
-        [--out experiments/local_data/results]
+        [--attack sign-flip:1 --attack lying-voter:1 ...] [--out experiments/local_data/results]
 
 1. The data folder of the set (``bpcv data materialize``): one file per device and the task file.
 2. **Federated**: a live ``bpcv demo --data FOLDER`` over a real mosquitto broker: one agent per
@@ -18,6 +18,13 @@
 Every method is scored on the same samples: each device's own validation split, cut and standardised
 exactly as its agent does (``bpcv.datasources.prepare_local``, val_fraction 0.1, seed 0: the demo's).
 Writes ``results-SET.csv`` (method, round, metrics), ``summary-SET.json`` and ``SET.png``.
+
+4. **Under attack** (``--attack BEHAVIOUR:K``, repeatable): the first K devices' agents run an attack
+   behaviour (``bpcv demo --malicious K --behaviour B``), once under BPCV-FL's default rules (outlier
+   elimination, median quality, accountable voters) and once under FedAvg (every update aggregated, no
+   elimination), and once each without attackers. Writes ``attacks-SET.csv`` (one line per run: the
+   final model's metrics on the pooled validation splits, the rounds an attacker's update was
+   aggregated, the attackers' share of the rewards, honest nodes eliminated) and ``attacks-SET.png``.
 """
 
 from __future__ import annotations
@@ -50,18 +57,45 @@ def pooled(shards: list[Shard]) -> Shard:
     return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in ("x_train", "y_train", "x_val", "y_val")))
 
 
-def run_federated(folder: Path, out: Path, rounds: int, dp: str) -> tuple[list[dict], Path, float]:
+ATTACK_COLUMNS = [
+    "behaviour", "malicious", "devices", "strategy", "rounds", "metric", "final", "rmse",
+    "malicious_rounds_aggregated", "malicious_reward_share", "honest_eliminated", "wall_s",
+]  # fmt: skip
+STRATEGY_OPTIONS = {  # BPCV-FL: the demo's defaults; FedAvg: everyone aggregated, nobody eliminated
+    "bpcv": [],
+    "fedavg": ["--strategy", "fedavg", "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"],
+}
+
+
+def run_federated(
+    folder: Path, out: Path, rounds: int, dp: str, extra: list[str] | None = None
+) -> tuple[dict, Path, float]:
+    """One live ``bpcv demo --data FOLDER``: its summary.json, the final model's path and the seconds."""
     mechanism, _, epsilon = dp.partition(":")
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--data", str(folder), "--broker", "mosquitto",
            "--out", str(out), "--rounds", str(rounds), "--timeout", "3600", "--dp", mechanism,
-           *(["--epsilon", epsilon] if epsilon else [])]  # fmt: skip
+           *(["--epsilon", epsilon] if epsilon else []), *(extra or [])]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     print(done.stdout[-3000:], file=sys.stderr)
     if done.returncode != 0:
         raise SystemExit(f"the federated run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    return summary["rounds"], out / "final_model.bpmt", time.monotonic() - started
+    return summary, out / "final_model.bpmt", time.monotonic() - started
+
+
+def attack_figures(summary: dict) -> dict[str, object]:
+    """What the attackers got out of a run: rounds their updates were aggregated, their reward share,
+    and how many honest nodes were eliminated."""
+    bad = {n["id"] for n in summary["nodes"] if n["behaviour"] != "honest"}
+    rewards = {n["id"]: n["reward"] or 0.0 for n in summary["nodes"]}
+    total = sum(rewards.values())
+    eliminated = {e for r in summary["rounds"] for e in r["eliminated"]}
+    return {
+        "malicious_rounds_aggregated": sum(bool(bad & set(r["aggregated"])) for r in summary["rounds"]),
+        "malicious_reward_share": round(sum(rewards[n] for n in bad) / total, 4) if total else "",
+        "honest_eliminated": len(eliminated - bad),
+    }
 
 
 def persistence(device: Path, schema) -> np.ndarray:  # noqa: ANN001 - a DataSchema
@@ -79,6 +113,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None, help="rounds (default: the task file's)")
     p.add_argument(
         "--dp", action="append", default=[], help="also a federated run with GD-DP, e.g. laplace:10 (repeatable)"
+    )
+    p.add_argument(
+        "--attack", action="append", default=[], help="also runs with K attackers, e.g. sign-flip:1 (repeatable)"
     )
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--replot", action="store_true", help="only redraw SET.png from results-SET.csv")
@@ -147,7 +184,8 @@ def main() -> None:
     federated_s = {}
     for dp in ["off", *args.dp]:
         method = FEDERATED if dp == "off" else f"{FEDERATED}, GD-DP {dp.replace(':', ' ε=')}"
-        fed_rounds, final_model, federated_s[method] = run_federated(folder.path, work / f"run-{dp}", rounds, dp)
+        summary, final_model, federated_s[method] = run_federated(folder.path, work / f"run-{dp}", rounds, dp)
+        fed_rounds = summary["rounds"]
         for i, row in enumerate(fed_rounds):  # round i+1 reports the model after i rounds
             add(method, i, {m: row[m] for m in metric_names})
         trainer.model.set_weights(decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights]))
@@ -175,6 +213,58 @@ def main() -> None:
     (out / f"summary-{args.set}.json").write_text(json.dumps(summary, indent=2))
     plot(rows, key, out / f"{args.set}.png", f"{args.set}: {key} on the devices' validation splits")
     print(json.dumps(summary["final"], indent=2), f"\nfederated / central {key}: {fed / cen:.3f}")
+    if args.attack:
+        runs = [("none", 0)] + [(b, int(k)) for b, _, k in (a.partition(":") for a in args.attack)]
+        attack_rows = []
+        for behaviour, malicious in runs:
+            for strategy, options in STRATEGY_OPTIONS.items():
+                extra = [*options, *(["--malicious", str(malicious), "--behaviour", behaviour] if malicious else [])]
+                run_dir = work / f"attack-{behaviour}-{malicious}-{strategy}"
+                result, final_model, seconds = run_federated(folder.path, run_dir, rounds, "off", extra)
+                trainer.model.set_weights(decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights]))
+                final = scores(predict(trainer.model, pool.x_val), pool.y_val, task.category)
+                attack_rows.append({
+                    "behaviour": behaviour, "malicious": malicious, "devices": len(folder.devices),
+                    "strategy": strategy, "rounds": len(result["rounds"]), "metric": key,
+                    "final": round(final[key], 6), "rmse": round(final["rmse"], 6) if "rmse" in final else "",
+                    **attack_figures(result), "wall_s": round(seconds, 1),
+                })  # fmt: skip
+                print(attack_rows[-1], file=sys.stderr)
+        with (out / f"attacks-{args.set}.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=ATTACK_COLUMNS)
+            writer.writeheader()
+            writer.writerows(attack_rows)
+        plot_attacks(attack_rows, key, out / f"attacks-{args.set}.png", args.set)
+
+
+def plot_attacks(rows: list[dict], key: str, path: Path, name: str) -> None:
+    """The final metric of every attack, BPCV-FL and FedAvg side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(f"{r['behaviour']} x{r['malicious']}" for r in rows))
+    fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 2, 4))
+    for i, strategy in enumerate(STRATEGY_OPTIONS):
+        mine = {f"{r['behaviour']} x{r['malicious']}": r["final"] for r in rows if r["strategy"] == strategy}
+        xs = [j + (i - 0.5) * 0.38 for j in range(len(labels))]
+        ax.bar(
+            xs,
+            [mine.get(label, 0) for label in labels],
+            width=0.38,
+            label="BPCV-FL" if strategy == "bpcv" else strategy,
+        )
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_ylabel(f"final {key}, pooled validation splits" + (" (log)" if key != "accuracy" else ""))
+    if key != "accuracy":
+        ax.set_yscale("log")
+    ax.set_title(f"{name} under attack: BPCV-FL (outlier, median, accountable) vs FedAvg")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(rows: list[dict], key: str, path: Path, title: str) -> None:
