@@ -93,7 +93,7 @@ def attack_figures(summary: dict) -> dict[str, object]:
     eliminated = {e for r in summary["rounds"] for e in r["eliminated"]}
     return {
         "malicious_rounds_aggregated": sum(bool(bad & set(r["aggregated"])) for r in summary["rounds"]),
-        "malicious_reward_share": round(sum(rewards[n] for n in bad) / total, 4) if total else "",
+        "malicious_reward_share": round(sum(rewards[n] for n in bad) / total, 4) if bad and total else "",
         "honest_eliminated": len(eliminated - bad),
     }
 
