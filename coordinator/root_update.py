@@ -99,7 +99,8 @@ class RootTrainer:
 
         model = self.model()
         tf.keras.utils.set_random_seed(self.seed + self.calls)
-        self.calls += 1
+        self.calls += 1  # once a round: this is round ``calls``
+        model.optimizer.learning_rate = self.task.learning_rate_in(self.calls)
         model.set_weights(global_weights)
         model.fit(self.x, self.y, batch_size=self.task.batch_size, epochs=self.epochs, verbose=0, shuffle=True)
         return [np.asarray(w, dtype=np.float32) for w in model.get_weights()]

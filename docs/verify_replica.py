@@ -35,7 +35,7 @@ TASK_FIELDS = {
     "nodes": 10, "min_nodes": 5, "local_epochs": 3, "batch_size": 32, "learning_rate": 0.2,
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
-    "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False,
+    "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False, "lr_decay": 1.0,
 }  # fmt: skip
 ROUND_TX_ROLES = {
     "task": {"requester"},
@@ -302,6 +302,8 @@ def read_task(body: dict) -> dict:
     for name in ("time_limit_s", "learning_rate", "join_timeout_s", "update_timeout_s", "vote_timeout_s"):
         if not float(task[name]) > 0:
             raise Bad(f"task: {name} must be > 0")
+    if not 0 < float(task["lr_decay"]) <= 1:
+        raise Bad("task: lr_decay must be in (0, 1]")
     if not float(task["block_timeout_s"]) > 0 or task["reward_per_round"] < 0:
         raise Bad("task: block_timeout_s must be > 0 and reward_per_round >= 0")
     if not isinstance(task["proposer_fallbacks"], int) or task["proposer_fallbacks"] < 0:

@@ -122,11 +122,15 @@ class Trainer:
             query = GaussianBatchSumQuery(p.clip, p.noise_multiplier)
         return VectorizedDPSGD(query, expected_batch_size=self.task.batch_size, learning_rate=self.task.learning_rate)
 
-    def train(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, seed: int) -> tuple[list[np.ndarray], int]:
-        """Train from ``weights`` for the task's local epochs; return the new weights and the steps taken."""
+    def train(
+        self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, seed: int, round_no: int = 1
+    ) -> tuple[list[np.ndarray], int]:
+        """Train from ``weights`` for the task's local epochs at round ``round_no``'s learning rate; return
+        the new weights and the steps taken."""
         import tensorflow as tf
 
         tf.keras.utils.set_random_seed(seed)
+        self.optimizer.learning_rate = self.task.learning_rate_in(round_no)
         self.model.set_weights(weights)
         steps = steps_per_round(len(y), self.task)
         if self.cached and self.prefix.applies_to(weights):

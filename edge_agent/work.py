@@ -129,7 +129,7 @@ class ShardWork:
         if self.behaviour.trains:
             labels = self.behaviour.training_labels(self.shard.y_train, self.num_classes)
             seed = zlib.crc32(f"{self.node_id}/{round_no}".encode()) % 2**31
-            local, steps = self.trainer.train(global_weights, self.shard.x_train, labels, seed=seed)
+            local, steps = self.trainer.train(global_weights, self.shard.x_train, labels, seed=seed, round_no=round_no)
             if self.privacy is not None:
                 self.privacy.accountant.spend(steps)
                 if self.spent_file is not None:  # on disk before the update leaves the device

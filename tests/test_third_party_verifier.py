@@ -99,3 +99,16 @@ def test_rule_breaking_blocks_written_past_validation_are_refused(rich_chain, br
         store.append(bad.height, bad.hash, bad.raw)  # straight into LMDB, as an attacker with disk access
     done = third_party(path)
     assert done.returncode == 2 and f"height {head_height + 1}:" in done.stdout, done.stdout
+
+
+def test_a_task_with_a_decaying_learning_rate_is_read_by_both_verifiers(tmp_path):
+    # lr_decay travels only when set: a verifier that did not know the field would refuse this task
+    c = make_consortium(lr_decay=0.9)
+    assert c.task.to_body()["lr_decay"] == 0.9
+    path = tmp_path / "chain"
+    replica = Replica.open(path, c.genesis.raw)
+    replica.append(round_block(c, 1, replica.head_hash, 1, honest_scores(list(c.agents)), True, final=True).raw)
+    replica.close()
+    done = third_party(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split()[:3] == ["OK", "height", "1"] and verify_replica(path).height == 1

@@ -10,6 +10,7 @@ from bpcv.codec import encode_model, model_digest
 from bpcv.config import AgentConfig
 from bpcv.data import load_dataset, make_shard
 from bpcv.envelope import open_envelope
+from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.messages import GlobalModel, Manifest, Result, Reward, Update, Vote, seal_message
 from bpcv.task import TaskSpec
@@ -39,6 +40,32 @@ def test_local_training_improves_validation_accuracy(trainer_and_data):
     after = trainer.evaluate(trained, shard.x_val, shard.y_val)
     assert before < 0.3 and after > 0.75
     assert [w.shape for w in trained] == [tuple(s) for s in trainer.shapes]
+
+
+def test_lr_decay_scales_each_rounds_step_and_travels_only_when_set(trainer_and_data):
+    from edge_agent.trainer import Trainer
+
+    _, shard = trainer_and_data
+    x, y = shard.x_train[:64], shard.y_train[:64]
+    task = TaskSpec(
+        task_id="t", coordinator="c", model="mlp:8", local_epochs=1, batch_size=64, learning_rate=0.3, lr_decay=0.5
+    )
+    trainer = Trainer(task, x.shape[1:], 10)
+    start = trainer.model.get_weights()
+
+    def step(round_no):  # one full-batch SGD step: exactly -lr * gradient
+        trained, _ = trainer.train(start, x, y, seed=1, round_no=round_no)
+        return np.concatenate([(a - b).ravel() for a, b in zip(trained, start, strict=True)])
+
+    first, third = step(1), step(3)
+    assert np.abs(first).max() > 1e-4
+    np.testing.assert_allclose(third, 0.25 * first, rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(step(1), first, rtol=1e-6)  # and back: the rate is set each round, not compounded
+    assert TaskSpec.from_body(task.to_body()) == task and task.to_body()["lr_decay"] == 0.5
+    assert "lr_decay" not in TaskSpec(task_id="t", coordinator="c").to_body()  # constant-rate bodies as before
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"lr_decay must be in \(0, 1\]"):
+            TaskSpec(task_id="t", coordinator="c", lr_decay=bad).validate()
 
 
 def test_label_flip_training_scores_badly_on_honest_validation_data(trainer_and_data):
@@ -132,7 +159,7 @@ class FakeTrainer:
 
     shapes = SHAPES
 
-    def train(self, weights, x, y, seed):
+    def train(self, weights, x, y, seed, round_no=1):
         return [w + 0.01 for w in weights], 1
 
     def evaluate(self, weights, x, y):

@@ -24,7 +24,10 @@ from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
 def default_setting(row: dict[str, str]) -> bool:
     """Whether a row was run with run.py's default training for its data set (model, batch, lr, epochs)."""
     defaults = parser().parse_args([])
-    wanted = {"model": MODELS[row["dataset"]], "batch": defaults.batch, "lr": defaults.lr, "epochs": defaults.epochs}
+    wanted = {
+        "model": MODELS[row["dataset"]], "batch": defaults.batch, "lr": defaults.lr, "lr_decay": defaults.lr_decay,
+        "epochs": defaults.epochs,
+    }  # fmt: skip
     return all(str(row[k]) == str(v) for k, v in wanted.items())
 
 
@@ -132,8 +135,8 @@ def main() -> int:
     others = [r for r in results if not default_setting(r)]
     if others:
         text += "\n## Other training settings run (not in the table or the plot)\n\n"
-        text += "| data set | nodes | partition | strategy | model | batch | lr | epochs | final | best | 95% at | 99% at |\n"
-        text += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        text += "| data set | nodes | partition | strategy | model | batch | lr | lr decay | epochs | final | best | 95% at | 99% at |\n"
+        text += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for r in others:
             cells = [
                 r[k] or "–" for k in ("dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs")
