@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: th
 from csv_rows import read_rows
 from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
 
+LABELS = {"bpcv": "BPCV-FL (paper's rules)", "bpcv-outlier": "BPCV-FL (outlier policy)"}
+
 
 def default_setting(row: dict[str, str]) -> bool:
     """Whether a row was run with run.py's default training for its data set (model, batch, lr, epochs)."""
@@ -60,7 +62,7 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
             for i, strategy in enumerate(STRATEGIES):
                 points = series.get((dataset, nodes, partition, strategy))
                 if points:
-                    label = "BPCV-FL" if strategy == "bpcv" else strategy
+                    label = LABELS.get(strategy, strategy)
                     (line,) = ax.plot(
                         *zip(*points, strict=True),
                         color=f"C{i}",

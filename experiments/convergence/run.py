@@ -8,9 +8,10 @@ the same agent and coordinator code as any live run), without DP.
     .venv/bin/python experiments/convergence/run.py --dataset cifar10 --data-path cifar-10-python.tar.gz
     .venv/bin/python experiments/convergence/run.py --list            # the cells, run or not
 
-A cell is (dataset, nodes, partition, strategy, model, seed). BPCV-FL runs with the paper's rules (the
-lowest-ranked node eliminated each round down to half the nodes, mean quality); the baselines
-aggregate every update and eliminate no one. Every cell has 10% standby nodes on top of ``nodes``
+A cell is (dataset, nodes, partition, strategy, model, batch, lr, lr_decay, epochs, seed). ``bpcv`` is
+BPCV-FL by the paper's rules (the lowest-ranked node eliminated each round down to half the nodes,
+mean quality), ``bpcv-outlier`` by the demo's defaults (outlier elimination, median quality,
+accountable voters); the baselines aggregate every update and eliminate no one. Every cell has 10% standby nodes on top of ``nodes``
 active ones (BPCV-FL admits them in place of the eliminated). Each finished cell appends one line to
 results.csv (a cell already there is skipped, so an interrupted matrix resumes) and its accuracy per
 round to rounds.csv; plot.py draws the curves and writes cells.md. The run folder is deleted after
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 NODES = [30, 50]
 PARTITIONS = ["iid", "dirichlet:0.5"]
-STRATEGIES = ["bpcv", "fedavg", "fedpage", "overlap-fedavg"]
+STRATEGIES = ["bpcv", "bpcv-outlier", "fedavg", "fedpage", "overlap-fedavg"]
 MODELS = {"mnist": "cnn:16,32,64", "cifar10": "cnn:16,32,64"}  # cnn:16,32 and the wavelet head top out below 0.99
 COLUMNS = [
     "dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs", "rounds", "final_accuracy",
@@ -45,10 +46,14 @@ KEY = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_
 
 
 def strategy_options(strategy: str) -> list[str]:
-    """bpcv demo options of a strategy: the paper's rules for BPCV-FL, no elimination for a baseline."""
+    """bpcv demo options of a strategy: BPCV-FL by the paper's rules (``bpcv``) or by the demo's defaults
+    (``bpcv-outlier``: outlier elimination, median quality, accountable voters), no elimination for a
+    baseline."""
     if strategy == "bpcv":
-        return ["--strategy", "bpcv", "--elimination", "lowest", "--quality-rule", "mean"]
-    return ["--strategy", strategy, "--elimination", "none"]
+        return ["--strategy", "bpcv", "--elimination", "lowest", "--quality-rule", "mean", "--no-accountable-voters"]
+    if strategy == "bpcv-outlier":
+        return ["--strategy", "bpcv", "--elimination", "outlier", "--quality-rule", "median", "--accountable-voters"]
+    return ["--strategy", strategy, "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"]
 
 
 def standby_for(nodes: int, fraction: float) -> int:
