@@ -184,6 +184,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "batch_size": o.batch,
         "learning_rate": o.lr,
         "lr_decay": o.lr_decay,
+        "time_limit_s": o.time_limit_s,
     }
     fixed = {
         "target": o.target,

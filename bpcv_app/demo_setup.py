@@ -131,6 +131,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    p.add_argument("--time-limit", type=float, default=None, help="the task's own time limit (default 3600 s)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +151,7 @@ class DemoOptions:
     batch: int | None = None  # None: the --data task file's (MNIST: 512)
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     lr_decay: float | None = None  # None: the --data task file's (default 1: constant)
+    time_limit_s: float | None = None  # None: the --data task file's (default 3600)
     quality_rule: str
     strategy: str = "bpcv"
     elimination: str = "outlier"
@@ -219,6 +221,7 @@ class DemoOptions:
             batch=a.batch,
             lr=a.lr,
             lr_decay=a.lr_decay,
+            time_limit_s=a.time_limit,
             partition=a.partition,
             quality_rule=a.quality_rule,
             strategy=a.strategy,

@@ -29,6 +29,9 @@ def test_mnist_defaults_and_the_command_line_over_them(tmp_path):
         options(tmp_path, "--batch", "64", "--lr", "4", "--epochs", "2", "--rounds", "4", "--model", "mlp:8")
     )
     assert (task.batch_size, task.learning_rate, task.local_epochs, task.rounds, task.model) == (64, 4.0, 2, 4, "mlp:8")
+    assert (demo_task(options(tmp_path)).lr_decay, demo_task(options(tmp_path)).time_limit_s) == (1.0, 3600.0)
+    task = demo_task(options(tmp_path, "--lr-decay", "0.9", "--time-limit", "7200"))
+    assert (task.lr_decay, task.time_limit_s) == (0.9, 7200.0)
 
 
 def test_a_data_folder_gives_its_task_and_one_agent_per_device_file(tmp_path):

@@ -129,8 +129,10 @@ def main() -> int:
     results = read_rows(here / "results.csv")
     text = (
         "Each cell: final accuracy on the test set / the first round at which it reached 95% (– never), "
-        "after 80 rounds, seed 0, no DP, 10% standby nodes; BPCV-FL with the paper's rules (lowest-ranked "
-        "eliminated, mean quality), the baselines without elimination. Written by plot.py from results.csv.\n"
+        "after 80 rounds, seed 0, no DP, 10% standby nodes, run.py's default training (batch, lr, lr_decay, "
+        "epochs); bpcv: the paper's rules (lowest-ranked eliminated, mean quality), bpcv-outlier: the demo's "
+        "(outlier elimination, median quality, accountable voters), the baselines without elimination. "
+        "Written by plot.py from results.csv.\n"
     )
     for dataset in MODELS:
         text += f"\n## {dataset}, model {MODELS[dataset]}\n\n" + table(results, dataset) + "\n"
@@ -141,7 +143,8 @@ def main() -> int:
         text += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for r in others:
             cells = [
-                r[k] or "–" for k in ("dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "epochs")
+                r[k] or "–"
+                for k in ("dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs")
             ]
             cells += [r["final_accuracy"], r["best_accuracy"], r["rounds_to_95"] or "–", r["rounds_to_99"] or "–"]
             text += "| " + " | ".join(cells) + " |\n"

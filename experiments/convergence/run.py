@@ -108,7 +108,7 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
         "--rounds", str(args.rounds), "--partition", partition, "--dp", "off", "--model", args.model,
         "--batch", str(args.batch), "--lr", str(args.lr), "--lr-decay", str(args.lr_decay), "--epochs", str(args.epochs),
         "--processes", str(args.processes), "--seed", str(seed), "--out", str(run),
-        "--timeout", str(args.cell_timeout), *strategy_options(strategy),
+        "--timeout", str(args.cell_timeout), "--time-limit", str(args.cell_timeout), *strategy_options(strategy),
     ]  # fmt: skip
     if args.data_path:
         command += ["--data-path", str(Path(args.data_path).resolve())]
