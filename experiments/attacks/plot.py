@@ -36,9 +36,9 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
         behaviours = [b for b in BEHAVIOURS if b != "none" and any(k[:2] == (b, malicious) for k in series)]
         if not behaviours:
             continue
-        cols = 4
+        cols = min(4, len(behaviours))
         rows = -(-len(behaviours) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(max(4 * cols, 8), 3.2 * rows), sharey=True, squeeze=False)
         for ax, behaviour in zip(axes.flat, behaviours, strict=False):
             for i, strategy in enumerate(STRATEGIES):
                 points = sorted(series.get((behaviour, malicious, strategy), []))
