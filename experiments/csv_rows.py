@@ -15,6 +15,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def write_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
+    """Write ``rows`` to ``path`` afresh, header first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def append_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
     """Append ``rows`` to ``path``, writing the header first when the file is new."""
     new = not path.exists()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import append_rows, read_rows
+from demo_rules import baseline_rules, bpcv_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -56,11 +57,8 @@ def demo_options(strategy: str) -> tuple[list[str], str, str, bool]:
     """bpcv demo options of a strategy column; its policy, quality rule and voter accountability."""
     if strategy.startswith("bpcv-"):
         _, policy, rule = strategy.split("-")
-        options = ["--strategy", "bpcv", "--elimination", policy, "--quality-rule", rule, "--accountable-voters"]
-        return options, policy, rule, True
-    # every option spelled out: the demo's defaults (outlier, median, accountable voters) are BPCV-FL's
-    options = ["--strategy", strategy, "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"]
-    return options, "none", "-", False
+        return bpcv_rules(policy, rule, accountable=True), policy, rule, True
+    return baseline_rules(strategy), "none", "-", False
 
 
 def behaviour_list(behaviour: str, malicious: int) -> str:

@@ -11,8 +11,8 @@ the same agent and coordinator code as any live run), without DP.
 A cell is (dataset, nodes, partition, strategy, model, batch, lr, lr_decay, epochs, seed). ``bpcv`` is
 BPCV-FL by the paper's rules (the lowest-ranked node eliminated each round down to half the nodes,
 mean quality), ``bpcv-outlier`` by the demo's defaults (outlier elimination, median quality,
-accountable voters); the baselines aggregate every update and eliminate no one. Every cell has 10% standby nodes on top of ``nodes``
-active ones (BPCV-FL admits them in place of the eliminated). Each finished cell appends one line to
+accountable voters); the baselines aggregate every update and eliminate no one. Every cell has 10%
+standby nodes on top of ``nodes`` active ones (BPCV-FL admits them in place of the eliminated). Each finished cell appends one line to
 results.csv (a cell already there is skipped, so an interrupted matrix resumes) and its accuracy per
 round to rounds.csv; plot.py draws the curves and writes cells.md. The run folder is deleted after
 reading it.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import append_rows, read_rows
+from demo_rules import DEMO_RULES, PAPER_RULES, baseline_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -49,11 +50,7 @@ def strategy_options(strategy: str) -> list[str]:
     """bpcv demo options of a strategy: BPCV-FL by the paper's rules (``bpcv``) or by the demo's defaults
     (``bpcv-outlier``: outlier elimination, median quality, accountable voters), no elimination for a
     baseline."""
-    if strategy == "bpcv":
-        return ["--strategy", "bpcv", "--elimination", "lowest", "--quality-rule", "mean", "--no-accountable-voters"]
-    if strategy == "bpcv-outlier":
-        return ["--strategy", "bpcv", "--elimination", "outlier", "--quality-rule", "median", "--accountable-voters"]
-    return ["--strategy", strategy, "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"]
+    return {"bpcv": PAPER_RULES, "bpcv-outlier": DEMO_RULES}.get(strategy) or baseline_rules(strategy)
 
 
 def standby_for(nodes: int, fraction: float) -> int:

@@ -30,24 +30,27 @@ Writes ``results-SET.csv`` (method, round, metrics), ``summary-SET.json`` and ``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))  # the shared csv_rows and demo_rules
 
 from bpcv.codec import decode_model  # noqa: E402
 from bpcv.data import Shard  # noqa: E402
 from bpcv.datasources import prepare_local, read_local, split_local  # noqa: E402
 from bpcv.metrics import METRICS, predict, scores  # noqa: E402
 from bpcv.task_file import load_task_file  # noqa: E402
-from bpcv_app.demo_data import open_data_folder  # noqa: E402
+from bpcv_app.demo_data import DataFolder, open_data_folder  # noqa: E402
+from csv_rows import read_rows, write_rows  # noqa: E402
+from demo_rules import DEMO_RULES, baseline_rules  # noqa: E402
 
 
 FEDERATED = "federated (BPCV-FL, live)"
@@ -61,10 +64,7 @@ ATTACK_COLUMNS = [
     "behaviour", "malicious", "devices", "strategy", "rounds", "metric", "final", "rmse",
     "malicious_rounds_aggregated", "malicious_reward_share", "honest_eliminated", "wall_s",
 ]  # fmt: skip
-STRATEGY_OPTIONS = {  # BPCV-FL: the demo's defaults; FedAvg: everyone aggregated, nobody eliminated
-    "bpcv": [],
-    "fedavg": ["--strategy", "fedavg", "--elimination", "none", "--quality-rule", "mean", "--no-accountable-voters"],
-}
+STRATEGY_OPTIONS = {"bpcv": DEMO_RULES, "fedavg": baseline_rules("fedavg")}
 
 
 def run_federated(
@@ -122,8 +122,10 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     if args.replot:
-        with (out / f"results-{args.set}.csv").open() as f:
-            rows = [{k: v if k == "method" else float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        rows = [
+            {k: v if k == "method" else float(v) for k, v in r.items()}
+            for r in read_rows(out / f"results-{args.set}.csv")
+        ]
         key = [k for k in rows[0] if k not in ("method", "round")][0]
         plot(rows, key, out / f"{args.set}.png", f"{args.set}: {key} on the devices' validation splits")
         return
@@ -180,6 +182,13 @@ def main() -> None:
         add("central (pooled data)", r, trainer.evaluate_all(weights, pool.x_val, pool.y_val))
     central_s = time.monotonic() - started
 
+    shapes = [tuple(w.shape) for w in weights]
+
+    def final_scores(final_model: Path) -> dict[str, float]:
+        """A federated run's final model, scored on the pooled validation splits."""
+        trainer.model.set_weights(decode_model(final_model.read_bytes(), shapes))
+        return scores(predict(trainer.model, pool.x_val), pool.y_val, task.category)
+
     # 1. federated, live: without DP, then with each --dp
     federated_s = {}
     for dp in ["off", *args.dp]:
@@ -188,15 +197,9 @@ def main() -> None:
         fed_rounds = summary["rounds"]
         for i, row in enumerate(fed_rounds):  # round i+1 reports the model after i rounds
             add(method, i, {m: row[m] for m in metric_names})
-        trainer.model.set_weights(decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights]))
-        add(method, len(fed_rounds), scores(predict(trainer.model, pool.x_val), pool.y_val, task.category))
+        add(method, len(fed_rounds), final_scores(final_model))
 
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / f"results-{args.set}.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["method", "round", *metric_names])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out / f"results-{args.set}.csv", ["method", "round", *metric_names], rows)
     last = {m: [r for r in rows if r["method"] == m][-1] for m in dict.fromkeys(r["method"] for r in rows)}
     key = metric_names[0]
     fed, cen = last[FEDERATED][key], last["central (pooled data)"][key]
@@ -214,27 +217,32 @@ def main() -> None:
     plot(rows, key, out / f"{args.set}.png", f"{args.set}: {key} on the devices' validation splits")
     print(json.dumps(summary["final"], indent=2), f"\nfederated / central {key}: {fed / cen:.3f}")
     if args.attack:
-        runs = [("none", 0)] + [(b, int(k)) for b, _, k in (a.partition(":") for a in args.attack)]
-        attack_rows = []
-        for behaviour, malicious in runs:
-            for strategy, options in STRATEGY_OPTIONS.items():
-                extra = [*options, *(["--malicious", str(malicious), "--behaviour", behaviour] if malicious else [])]
-                run_dir = work / f"attack-{behaviour}-{malicious}-{strategy}"
-                result, final_model, seconds = run_federated(folder.path, run_dir, rounds, "off", extra)
-                trainer.model.set_weights(decode_model(final_model.read_bytes(), [tuple(w.shape) for w in weights]))
-                final = scores(predict(trainer.model, pool.x_val), pool.y_val, task.category)
-                attack_rows.append({
-                    "behaviour": behaviour, "malicious": malicious, "devices": len(folder.devices),
-                    "strategy": strategy, "rounds": len(result["rounds"]), "metric": key,
-                    "final": round(final[key], 6), "rmse": round(final["rmse"], 6) if "rmse" in final else "",
-                    **attack_figures(result), "wall_s": round(seconds, 1),
-                })  # fmt: skip
-                print(attack_rows[-1], file=sys.stderr)
-        with (out / f"attacks-{args.set}.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=ATTACK_COLUMNS)
-            writer.writeheader()
-            writer.writerows(attack_rows)
+        attack_rows = run_attacks(args.attack, folder, work, rounds, key, final_scores)
+        write_rows(out / f"attacks-{args.set}.csv", ATTACK_COLUMNS, attack_rows)
         plot_attacks(attack_rows, key, out / f"attacks-{args.set}.png", args.set)
+
+
+def run_attacks(
+    attacks: list[str], folder: DataFolder, work: Path, rounds: int, key: str, final_scores: Callable[[Path], dict]
+) -> list[dict[str, object]]:
+    """Live runs without attackers and with each ``BEHAVIOUR:K`` of ``attacks``, under every strategy of
+    STRATEGY_OPTIONS: one attacks-SET.csv row each (``final_scores`` scores a final model file)."""
+    runs = [("none", 0)] + [(b, int(k)) for b, _, k in (a.partition(":") for a in attacks)]
+    rows: list[dict[str, object]] = []
+    for behaviour, malicious in runs:
+        for strategy, options in STRATEGY_OPTIONS.items():
+            extra = [*options, *(["--malicious", str(malicious), "--behaviour", behaviour] if malicious else [])]
+            run_dir = work / f"attack-{behaviour}-{malicious}-{strategy}"
+            result, final_model, seconds = run_federated(folder.path, run_dir, rounds, "off", extra)
+            final = final_scores(final_model)
+            rows.append({
+                "behaviour": behaviour, "malicious": malicious, "devices": len(folder.devices),
+                "strategy": strategy, "rounds": len(result["rounds"]), "metric": key,
+                "final": round(final[key], 6), "rmse": round(final["rmse"], 6) if "rmse" in final else "",
+                **attack_figures(result), "wall_s": round(seconds, 1),
+            })  # fmt: skip
+            print(rows[-1], file=sys.stderr)
+    return rows
 
 
 def plot_attacks(rows: list[dict], key: str, path: Path, name: str) -> None:
