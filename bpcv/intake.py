@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 MAX_REMEMBERED_NONCES = 100_000
 RATE_PER_SECOND = 20.0  # sustained messages per sender; a round needs a handful
 RATE_BURST = 100.0
+# A task is running at most its join timeout, join window and time limit after it was posted; this much
+# more covers clock skew between devices and the coordinator's downtime before it resumes a checkpoint.
+STALE_TASK_GRACE_S = 3600.0
 
 
 class RateLimiter:
@@ -89,13 +92,18 @@ class Intake:
             self.reject(exc, topic)
             return None
 
-    def open_task(self, raw: bytes, topic: str) -> tuple[Envelope, TaskSpec] | None:
-        """A requester's signed task and its parsed spec, or None after logging and counting why not."""
+    def open_task(self, raw: bytes, topic: str, refuse_stale: bool = True) -> tuple[Envelope, TaskSpec] | None:
+        """A requester's signed task and its parsed spec, or None after logging and counting why not.
+        ``refuse_stale``: a task that cannot still be running (``stale_task``) is refused as ``stale-task``."""
         env = self.open(raw, ("requester",), topic)
         if env is None:
             return None
         try:
-            return env, read_task(env)
+            task = read_task(env)
+            why = stale_task(env, task, time.time()) if refuse_stale else None
+            if why is not None:
+                raise Rejected("stale-task", why)
+            return env, task
         except Rejected as exc:
             self.reject(exc, topic)
             return None
@@ -103,3 +111,17 @@ class Intake:
     def reject(self, exc: Rejected, topic: str) -> None:
         self.rejected[exc.reason] += 1
         log.warning("%s: rejected message on %s: %s", self.owner, topic, exc)
+
+
+def stale_task(env: Envelope, task: TaskSpec, now: float) -> str | None:
+    """Why the task ``env`` announces cannot still be running at ``now`` (wall-clock seconds), or None: a
+    retained task message outlives its task on the broker, and a device that connects later must not
+    join a task that ended long ago."""
+    age = now - env.ts
+    lifetime = task.join_timeout_s + task.join_window_s + task.time_limit_s
+    if age <= lifetime + STALE_TASK_GRACE_S:
+        return None
+    return (
+        f"task {task.task_id} was posted {age / 3600:.1f} h ago and runs at most {lifetime / 3600:.1f} h: "
+        "a retained message left by an earlier task, ignored"
+    )

@@ -98,7 +98,7 @@ def _run(demo: Demo, started: float) -> int:
         levels, payload = topics.parse(message[0]), message[1]
         if levels[0] == "nodes" and payload == b"online":
             online.add(levels[1])
-    from coordinator.requester import post_task
+    from coordinator.requester import post_task, withdraw_task
 
     post_task(bus, requester, task, topics, o.initial_weights)
     data = f"each device's own file in {o.data.path}" if o.data else DATASET_NAMES[o.dataset]
@@ -132,6 +132,7 @@ def _run(demo: Demo, started: float) -> int:
             pending = (env.round, read(env, Result))
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))
+    withdraw_task(bus, task.task_id, topics)  # a device that connects later must not find the ended task
     bus.close()
     return _finish(demo, nodes, demo.procs[0].returncode, started)
 

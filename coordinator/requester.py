@@ -1,4 +1,5 @@
-"""The data requester's side: post a signed task (retained, so agents that connect later still see it)."""
+"""The data requester's side: post a signed task (retained, so agents that connect later still see it),
+and withdraw it once it has ended (so a device that connects later does not find it)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,11 @@ def post_task(
     if not bus.publish(topics.task(task.task_id), env.raw, retain=True):
         raise RuntimeError(f"the broker did not acknowledge task {task.task_id}")
     return env
+
+
+def withdraw_task(bus: Bus, task_id: str, topics: Topics) -> None:
+    """Clear the retained announcement of ``task_id`` (an empty retained message, which MQTT brokers take
+    as deleting it). Agents also refuse a task too old to be running (bpcv.intake.stale_task); this keeps
+    the broker from handing an ended task to every device that connects."""
+    if not bus.publish(topics.task(task_id), b"", retain=True):
+        raise RuntimeError(f"the broker did not acknowledge withdrawing task {task_id}")

@@ -19,7 +19,7 @@ from bpcv.config import CoordinatorConfig, broker_address
 from bpcv.errors import BpcvError, Rejected
 from bpcv.exporter import exporter_for
 from bpcv.identity import ROLES, Identity
-from bpcv.intake import Intake
+from bpcv.intake import Intake, stale_task
 from bpcv.messages import Sample, read
 from bpcv.mqtt import Bus
 from bpcv.sampler import Sampler
@@ -176,27 +176,37 @@ class Coordinator:
                 if not (levels and levels[0] == "tasks" and len(levels) == 2):
                     self.handle(topic, payload)  # blocks, sync requests, metrics, traffic: also between tasks
                     continue
-                if not payload:
-                    continue
-                opened = self.intake.open_task(payload, topic)
-                if opened is None:
-                    continue
-                task = opened[1]
-                if task.coordinator != self.identity.node_id or (self.config.task and task.task_id != self.config.task):
-                    continue
-                saved = self.checkpoint.load()
-                if saved is not None and saved[0].task_id == task.task_id and not saved[0].stopped_because:
-                    return TaskRunner(self, task).run(resume=saved)
-                if any(t == task.task_id for t, _ in self.replica.state.rounds):
-                    log.info("task %s is already on the chain; ignoring", task.task_id)
-                    continue
-                initial = opened[0].blobs[0] if len(opened[0].blobs) == 1 else None  # the requester's weights
-                return TaskRunner(self, task, initial_weights=initial).run()
+                runner = self.runner_for(topic, payload)
+                if runner is not None:
+                    return runner()
         finally:
             sampler.stop()
             if self.exporter is not None:
                 self.exporter.close()
             self.bus.close()
+
+    def runner_for(self, topic: str, payload: bytes) -> Callable[[], TaskSummary] | None:
+        """What to run for a task announcement: the task resumed from this coordinator's checkpoint, or
+        started afresh; None (with a log line) for one that is not ours, already on the chain, or stale."""
+        if not payload:  # a withdrawn task
+            return None
+        opened = self.intake.open_task(payload, topic, refuse_stale=False)  # a checkpoint may resume it
+        if opened is None:
+            return None
+        env, task = opened
+        if task.coordinator != self.identity.node_id or (self.config.task and task.task_id != self.config.task):
+            return None
+        saved = self.checkpoint.load()
+        if saved is not None and saved[0].task_id == task.task_id and not saved[0].stopped_because:
+            return lambda: TaskRunner(self, task).run(resume=saved)
+        if (why := stale_task(env, task, time.time())) is not None:
+            log.warning("%s: %s", self.identity.node_id, why)
+            return None
+        if any(t == task.task_id for t, _ in self.replica.state.rounds):
+            log.info("task %s is already on the chain; ignoring", task.task_id)
+            return None
+        initial = env.blobs[0] if len(env.blobs) == 1 else None  # the requester's weights
+        return lambda: TaskRunner(self, task, initial_weights=initial).run()
 
     def close(self) -> None:
         self.replica.close()

@@ -40,9 +40,21 @@ def cmd_request(args: argparse.Namespace) -> int:
     from bpcv.mqtt import Bus
     from bpcv.task import TaskSpec
     from bpcv.topics import Topics
-    from coordinator.requester import post_task
+    from coordinator.requester import post_task, withdraw_task
 
     requester = Identity.load(Path(args.key))
+    topics = Topics(args.base_topic)
+    if args.withdraw:
+        bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
+        bus.connect()
+        try:
+            withdraw_task(bus, args.task_id, topics)
+        finally:
+            bus.close()
+        print(f"withdrew task {args.task_id}: {topics.task(args.task_id)} no longer holds it")
+        return 0
+    if not args.coordinator:
+        raise BpcvError("bpcv request: --coordinator is required to post a task (the node id of its coordinator)")
     if args.task_file:  # the file's fields; the command line only names the task and its coordinator
         from bpcv.task_file import load_task_file
 
@@ -68,7 +80,6 @@ def cmd_request(args: argparse.Namespace) -> int:
             accountable_voters=args.accountable_voters,
         )
     initial = read_weights_file(args.initial_weights) if args.initial_weights else None
-    topics = Topics(args.base_topic)
     bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
     bus.connect()
     try:
@@ -108,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_broker_arguments(req)
     req.add_argument("--base-topic", default=DEFAULT_BASE)
     req.add_argument("--task-id", required=True)
-    req.add_argument("--coordinator", required=True, help="node id of the aggregation server")
+    req.add_argument("--coordinator", default="", help="node id of the aggregation server (required to post)")
     req.add_argument("--chain", default="main")
     req.add_argument(
         "--task-file",
@@ -136,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--quality-rule", default="median", choices=["mean", "median"], help="(the paper's: mean)")
     req.add_argument("--elimination", default="outlier", choices=ELIMINATION_POLICIES, help="(the paper's: lowest)")
     req.add_argument("--accountable-voters", action=argparse.BooleanOptionalAction, default=True)
+    req.add_argument(
+        "--withdraw", action="store_true", help="clear the retained announcement of --task-id (once it has ended)"
+    )
     req.set_defaults(func=cmd_request)
 
     keys = sub.add_parser("keys", help="Ed25519 identities").add_subparsers(dest="keys_command", required=True)
