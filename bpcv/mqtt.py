@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bpcv.envelope import DEFAULT_MAX_BYTES
 from bpcv.errors import BpcvError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,13 @@ class Bus:
         status_topic: str | None = None,
         keepalive: int = 30,
         persistent: bool = False,
+        max_payload: int = DEFAULT_MAX_BYTES,
     ) -> None:
         """``persistent``: a persistent session (clean_session off), so the broker keeps this node's
-        subscriptions and queues its QoS 1 messages while it is briefly away."""
+        subscriptions and queues its QoS 1 messages while it is briefly away. ``max_payload``: larger
+        messages are not sent (every receiver refuses them, and a broker's ``max_packet_size``
+        disconnects the sender, whose client then resends them on every reconnect, for ever)."""
+        self.max_payload = max_payload
         self.client_id = client_id
         self.broker = broker
         self._on_message_cb = on_message
@@ -129,7 +134,19 @@ class Bus:
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: float | None = 30.0
     ) -> bool:
-        """Publish; with QoS 1 and ``wait`` set, block until the broker acknowledged (True) or not."""
+        """Publish; with QoS 1 and ``wait`` set, block until the broker acknowledged (True) or not. A
+        payload over ``max_payload`` is not sent (False, with a log line saying why). An acknowledgement
+        is not delivery: an MQTT 3.1.1 broker acknowledges a message over its ``message_size_limit``,
+        then drops it."""
+        if len(payload) > self.max_payload:
+            log.error(
+                "%s: not publishing %s bytes on %s: over the %s-byte message limit of every receiver",
+                self.client_id,
+                f"{len(payload):,}",
+                topic,
+                f"{self.max_payload:,}",
+            )
+            return False
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if qos == 0 or wait is None:
             return info.rc == mqtt.MQTT_ERR_SUCCESS

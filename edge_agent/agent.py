@@ -280,24 +280,20 @@ class Agent:
         env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
         self.rounds.sent[("update", round_no)] = env.raw
         self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), env.raw)
-        log.info(
-            "%s: round %d update sent (%d bytes, epsilon spent %s)",
-            self.node_id,
-            round_no,
-            len(env.raw),
-            update.epsilon_spent,
-        )
+        spent = update.epsilon_spent
+        log.info("%s: round %d update sent (%d bytes, epsilon spent %s)", self.node_id, round_no, len(env.raw), spent)
 
     def _send_again(self, kind: str, round_no: int, resend_to: tuple[str, ...] | None) -> None:
         """Publish our ``kind`` message of ``round_no`` again, the same bytes, when the request names us."""
         assert self.task is not None
-        raw = self.rounds.sent.get((kind, round_no))
-        if raw is None or self.node_id not in (resend_to or ()):
+        raw = self.rounds.to_send_again(kind, round_no, self.node_id, resend_to)
+        if raw is None:
             return
         topic_of = self.topics.update if kind == "update" else self.topics.vote
-        topic = topic_of(self.task.task_id, round_no, self.node_id)
-        self.bus.publish(topic, raw, wait=None)
+        self.bus.publish(topic_of(self.task.task_id, round_no, self.node_id), raw, wait=None)
         log.info("%s: round %d %s sent again (the coordinator asked)", self.node_id, round_no, kind)
+        if (why := self.rounds.lost(kind, round_no)) is not None:
+            log.warning("%s: %s", self.node_id, why)
 
     def _from_peer(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> Envelope | None:
         """A peer's message of this round or the next (a peer may be a little ahead), opened; not our own."""
@@ -391,6 +387,8 @@ class Agent:
                 self._on_round_result(env, result)
 
     def _on_round_result(self, env: Envelope, result: Result) -> None:
+        if (why := self.rounds.not_received(env.round, result.dropped, self.node_id)) is not None:
+            log.warning("%s: %s", self.node_id, why)
         if result.eliminated == self.node_id or self.node_id in result.invalid:
             self.status = Status.ELIMINATED
             log.info("%s: eliminated in round %d", self.node_id, env.round)

@@ -4,8 +4,15 @@ same bytes are sent again when the coordinator asks)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from bpcv.codec import model_digest
 from bpcv.messages import Manifest
+
+# Requests for one message after which the agent says it is being lost on the way: an MQTT 3.1.1 broker
+# acknowledges a message over its ``message_size_limit`` and drops it, so an acknowledgement is no
+# proof of delivery; the coordinator's request naming us is.
+LOST_AFTER = 3
 
 
 class RoundState:
@@ -18,6 +25,7 @@ class RoundState:
         self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> peer -> (digest, blob)
         self.manifest: tuple[int, Manifest] | None = None  # (round, manifest) waiting for updates to score
         self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published
+        self.asked: Counter[tuple[str, int]] = Counter()  # (update|vote, round) -> requests to send it again
 
     def start(self, round_no: int, roster: list[str], assignment: dict[str, list[str]]) -> None:
         """Round ``round_no`` begins: keep what peers sent for it (or later), forget the rest."""
@@ -26,6 +34,7 @@ class RoundState:
         self.assignment = dict(assignment)
         self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
         self.sent = {k: v for k, v in self.sent.items() if k[1] >= round_no}
+        self.asked = Counter({k: n for k, n in self.asked.items() if k[1] >= round_no})
         self.manifest = None
 
     def in_window(self, round_no: int) -> bool:
@@ -42,3 +51,35 @@ class RoundState:
         received = self.updates.get(self.number, {})
         missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
         return missing, {p: received[p][1] for p in peers if p not in missing}
+
+    def to_send_again(self, kind: str, round_no: int, node_id: str, resend_to: tuple[str, ...] | None) -> bytes | None:
+        """What ``node_id`` published as ``kind`` in ``round_no``, when the coordinator's request names it
+        (the request is counted); None when it does not, or nothing was published."""
+        raw = self.sent.get((kind, round_no))
+        if raw is None or node_id not in (resend_to or ()):
+            return None
+        self.asked[(kind, round_no)] += 1
+        return raw
+
+    def lost(self, kind: str, round_no: int) -> str | None:
+        """Why our ``kind`` of ``round_no`` looks lost on the way, once the coordinator has asked for it
+        ``LOST_AFTER`` times; None before (and after: said once)."""
+        if self.asked[(kind, round_no)] != LOST_AFTER:
+            return None
+        size = len(self.sent[(kind, round_no)])
+        return (
+            f"the coordinator has asked {LOST_AFTER} times for our round {round_no} {kind} ({size:,} bytes), so "
+            "the broker acknowledged it but did not deliver it: a broker drops a message over its "
+            "message_size_limit that way; check the broker's limit against the model's size"
+        )
+
+    def not_received(self, round_no: int, dropped: list[str], node_id: str) -> str | None:
+        """Why the round's result leaves ``node_id`` out as dropped although it sent an update, or None."""
+        raw = self.sent.get(("update", round_no))
+        if raw is None or node_id not in dropped:
+            return None
+        asked = self.asked[("update", round_no)]
+        return (
+            f"dropped from round {round_no}: the coordinator never received our update ({len(raw):,} bytes, "
+            f"sent {1 + asked} times)"
+        )
