@@ -1,16 +1,24 @@
 """The LMDB block store: each write is one LMDB write transaction, so a killed process leaves the
-last committed state (block, hash index and head together, or a whole fork switch)."""
+last committed state (block, hash index and head together, or a whole fork switch).
+
+Two LMDB rules are enforced here. A process killed inside a read transaction leaves its slot in the
+lock file's reader table, and LMDB keeps every page that reader could see, so the file grows with
+each write until the slot is cleared: the writer clears dead readers' slots before every write
+(``reader_check``). And an environment must not be used in a process forked from the one that
+opened it: a store refuses, naming both processes, and the child opens its own.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import lmdb
 
 from ledger import schema
-from ledger.errors import CorruptStore, UnknownParent
+from ledger.errors import CorruptStore, LedgerError, UnknownParent
 from ledger.store import BlockStore, HashedBlock
 
 log = logging.getLogger(__name__)
@@ -39,9 +47,20 @@ class LmdbStore(BlockStore):
             )
         except lmdb.Error as exc:
             raise CorruptStore(f"{self.path}: cannot open LMDB replica: {exc}") from exc
+        self._pid = os.getpid()
+
+    @property
+    def env(self) -> lmdb.Environment:
+        """The environment, in the process that opened it (LMDB environments must not cross fork())."""
+        if os.getpid() != self._pid:
+            raise LedgerError(
+                f"{self.path}: this replica was opened in process {self._pid}, not in this one ({os.getpid()}): "
+                "an LMDB environment must not be used after fork(); open the replica again in this process"
+            )
+        return self._env
 
     def _read(self, key: bytes) -> bytes | None:
-        with self._env.begin() as txn:
+        with self.env.begin() as txn:
             value = txn.get(key)
         return bytes(value) if value is not None else None
 
@@ -60,7 +79,7 @@ class LmdbStore(BlockStore):
         return self._read(schema.side_key(block_hash))
 
     def side_blocks(self) -> Iterator[HashedBlock]:
-        with self._env.begin() as txn:
+        with self.env.begin() as txn:
             cursor = txn.cursor()
             found = []
             if cursor.set_range(schema.SIDE_PREFIX):
@@ -71,16 +90,21 @@ class LmdbStore(BlockStore):
         return iter(found)
 
     def _write(self, work: Callable[[lmdb.Transaction], None]) -> None:
-        """Run ``work`` in one write transaction, growing the map and retrying when it is full."""
+        """Run ``work`` in one write transaction, growing the map and retrying when it is full; first
+        clear the reader slots of dead processes, whose pages could otherwise never be reused."""
+        env = self.env
+        cleared = env.reader_check()
+        if cleared:
+            log.warning("%s: cleared %d reader slot(s) left by killed processes", self.path, cleared)
         while True:
             try:
-                with self._env.begin(write=True) as txn:
+                with env.begin(write=True) as txn:
                     work(txn)
                 return
             except lmdb.MapFullError:
-                new_size = self._env.info()["map_size"] * 2
+                new_size = env.info()["map_size"] * 2
                 log.info("%s: LMDB map full, growing to %d bytes", self.path, new_size)
-                self._env.set_mapsize(new_size)
+                env.set_mapsize(new_size)
 
     @staticmethod
     def _put_main(txn: lmdb.Transaction, height: int, block_hash: str, raw: bytes) -> None:
