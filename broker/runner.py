@@ -42,10 +42,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
-    """Block until something accepts TCP connections on host:port."""
+def wait_for_port(host: str, port: int, timeout: float = 15.0, alive: subprocess.Popen | None = None) -> None:
+    """Block until something accepts TCP connections on host:port (or until the ``alive`` process exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if alive is not None and alive.poll() is not None:
+            return
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -77,14 +79,66 @@ def start_broker_process(
         command = [sys.executable, "-m", "bpcv_app.cli", "broker", "run", "--host", host, "--port", str(port)]
         command += ["--secure", str(workdir)] if kind == "secure" else [f"--{kind}"]
         command += ["--metrics-key", str(metrics_key)] if metrics_key is not None else []
-    with open(workdir / f"broker-{kind}.log", "wb") as log_file:  # the child keeps its own handle
+    log_path = workdir / f"broker-{kind}.log"
+    proc = _start_listening(command, log_path, host, port)
+    if proc.poll() is not None and kind != "embedded" and (aside := set_aside_damaged_store(conf, log_path)):
+        log.warning(
+            "mosquitto could not read its persistence file (%s): moved it to %s and started with an empty "
+            "store. Lost: retained task announcements and messages queued for absent nodes. Not lost: the "
+            "chain (every node's LMDB replica) and the coordinator's checkpoint; running agents resubscribe "
+            "when they reconnect, and a requester posts a task again for devices that connect later",
+            _last_lines(log_path),
+            aside,
+        )
+        proc = _start_listening(command, log_path, host, port)
+    if proc.poll() is not None:
+        raise ConfigError(f"{command[0]} exited with code {proc.returncode}: {_last_lines(log_path)}")
+    return proc
+
+
+def _start_listening(command: list[str], log_path: Path, host: str, port: int) -> subprocess.Popen:
+    """``command`` as a child writing ``log_path``, once it listens on host:port or has exited."""
+    with open(log_path, "wb") as log_file:  # the child keeps its own handle
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        wait_for_port(host, port)
+        wait_for_port(host, port, alive=proc)
     except ConfigError:
         proc.kill()
         raise
     return proc
+
+
+def _last_lines(log_path: Path, n: int = 3) -> str:
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in lines[-n:]) or "(no output)"
+
+
+# mosquitto 2.0's last line when it cannot read its persistence file (zeroed, truncated, not its format)
+DAMAGED_STORE = "Couldn't open database"
+
+
+def persistence_file(conf: Path) -> Path | None:
+    """The persistence file of a mosquitto.conf with ``persistence true`` (``persistence_location`` +
+    ``persistence_file``, default ``mosquitto.db``), or None."""
+    settings: dict[str, str] = {}
+    for line in conf.read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and not key.startswith("#"):
+            settings[key] = value.strip()
+    if settings.get("persistence") != "true":
+        return None
+    return Path(settings.get("persistence_location", "") or ".") / settings.get("persistence_file", "mosquitto.db")
+
+
+def set_aside_damaged_store(conf: Path, log_path: Path) -> Path | None:
+    """When mosquitto's log says it could not read its persistence file, move the file aside (kept for
+    a post-mortem) and return where it went; None when that was not why it stopped."""
+    store = persistence_file(conf) if conf.is_file() else None
+    if store is None or not store.is_file() or DAMAGED_STORE not in log_path.read_text(errors="replace"):
+        return None
+    aside = store.with_name(f"{store.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    store.rename(aside)
+    return aside
 
 
 def _die_with_parent() -> None:
