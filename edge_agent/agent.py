@@ -278,7 +278,7 @@ class Agent:
         blob = encode_model(self.work.local_update(global_weights, round_no))
         update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
         env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
-        self.rounds.sent[("update", round_no)] = env.raw
+        self.rounds.record_sent("update", round_no, env.raw)
         self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), env.raw)
         spent = update.epsilon_spent
         log.info("%s: round %d update sent (%d bytes, epsilon spent %s)", self.node_id, round_no, len(env.raw), spent)
@@ -347,7 +347,7 @@ class Agent:
         vote = Vote(scores, self.task.metric, {p: listed[p] for p in scores}, self.work.epsilon_spent())
         env = seal_message(self.identity, vote, self.task.task_id, round_no)
         self.proposer.keep(round_no, env.digest, env.raw)
-        self.rounds.sent[("vote", round_no)] = env.raw
+        self.rounds.record_sent("vote", round_no, env.raw)
         self.bus.publish(self.topics.vote(self.task.task_id, round_no, self.node_id), env.raw)
         log.info(
             "%s: round %d vote sent for %d peers%s",

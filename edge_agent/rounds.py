@@ -4,6 +4,7 @@ same bytes are sent again when the coordinator asks)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from bpcv.codec import model_digest
@@ -13,6 +14,9 @@ from bpcv.messages import Manifest
 # acknowledges a message over its ``message_size_limit`` and drops it, so an acknowledgement is no
 # proof of delivery; the coordinator's request naming us is.
 LOST_AFTER = 3
+# A request handled this soon after we sent was made before our message could arrive (it waited in
+# the agent's queue while it trained): it is neither answered nor counted. Real requests come 8 s apart.
+RESEND_GRACE_S = 2.0
 
 
 class RoundState:
@@ -25,6 +29,7 @@ class RoundState:
         self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> peer -> (digest, blob)
         self.manifest: tuple[int, Manifest] | None = None  # (round, manifest) waiting for updates to score
         self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published
+        self.sent_at: dict[tuple[str, int], float] = {}  # (update|vote, round) -> when (monotonic)
         self.asked: Counter[tuple[str, int]] = Counter()  # (update|vote, round) -> requests to send it again
 
     def start(self, round_no: int, roster: list[str], assignment: dict[str, list[str]]) -> None:
@@ -34,6 +39,7 @@ class RoundState:
         self.assignment = dict(assignment)
         self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
         self.sent = {k: v for k, v in self.sent.items() if k[1] >= round_no}
+        self.sent_at = {k: t for k, t in self.sent_at.items() if k[1] >= round_no}
         self.asked = Counter({k: n for k, n in self.asked.items() if k[1] >= round_no})
         self.manifest = None
 
@@ -52,11 +58,19 @@ class RoundState:
         missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
         return missing, {p: received[p][1] for p in peers if p not in missing}
 
+    def record_sent(self, kind: str, round_no: int, raw: bytes) -> None:
+        """We published ``raw`` as our ``kind`` of ``round_no`` (sent again, byte for byte, when asked)."""
+        self.sent[(kind, round_no)] = raw
+        self.sent_at[(kind, round_no)] = time.monotonic()
+
     def to_send_again(self, kind: str, round_no: int, node_id: str, resend_to: tuple[str, ...] | None) -> bytes | None:
         """What ``node_id`` published as ``kind`` in ``round_no``, when the coordinator's request names it
-        (the request is counted); None when it does not, or nothing was published."""
+        (the request is counted); None when it does not, nothing was published, or the request is older
+        than what we sent (handled within RESEND_GRACE_S of sending)."""
         raw = self.sent.get((kind, round_no))
         if raw is None or node_id not in (resend_to or ()):
+            return None
+        if time.monotonic() - self.sent_at[(kind, round_no)] < RESEND_GRACE_S:
             return None
         self.asked[(kind, round_no)] += 1
         return raw
