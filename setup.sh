@@ -2,7 +2,8 @@
 # Set up BPCV-FL on a fresh machine: a Python virtual environment (.venv) with the project installed.
 #   ./setup.sh          the runtime (TensorFlow 2.15.1, tensorflow-privacy 0.9.0, paho-mqtt, lmdb, pynacl, ...)
 #   ./setup.sh --test   also the test tools, and from apt-get: mosquitto (the integration tests use a real
-#                       broker), cloud-init, debootstrap and systemd-analyze (the deployment tests)
+#                       broker), socat (the TCP proxy a partition test cuts), cloud-init, debootstrap and
+#                       systemd-analyze (the deployment tests)
 # Safe to re-run: it only installs what is missing or out of date.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +12,7 @@ want_tests=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_tests=1 ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -33,6 +34,7 @@ if [ "$want_tests" = 1 ]; then
   # first-boot file with cloud-init, and install a bundle into a fresh Debian root made by debootstrap
   missing=""
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
+  command -v socat >/dev/null 2>&1 || missing="$missing socat"
   command -v cloud-init >/dev/null 2>&1 || missing="$missing cloud-init"
   command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
   command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"

@@ -261,6 +261,8 @@ class Agent:
         self.rounds.start(round_no, message.roster, message.assignment)
         self.proposer.forget_before(round_no)
         if self.node_id not in self.rounds.roster:
+            if self.status is Status.ACTIVE:  # dropped: our update never came (a partition, a restart)
+                self.join()  # the coordinator takes a dropped node back as standby
             if self.status not in ENDED:
                 self.status = Status.STANDBY
             return
