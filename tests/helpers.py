@@ -110,3 +110,40 @@ def offline_coordinator(c: Consortium, tmp, roster: list[str], shapes, chain: st
     coord.collector = RoundCollector(c.task, coord.intake, shapes)
     coord.collector.begin_round(1, list(roster))
     return coord
+
+
+class FakeTrainer:
+    """Stands in for TensorFlow where a test is about the protocol (real training: test_trainer_and_behaviours
+    and the integration tests): training adds 0.01, every peer scores 0.5."""
+
+    def __init__(self, shapes=((3, 2), (2,))) -> None:
+        self.shapes = shapes
+
+    def train(self, weights, x, y, seed, round_no=1):
+        return [w + 0.01 for w in weights], 1
+
+    def evaluate(self, weights, x, y):
+        return 0.5
+
+
+def agent_config(tmp, node: str = "node-01", **fields: object):
+    """The config of ``node`` of the ``consortium`` fixture's keys and genesis in ``tmp`` (a 40th of MNIST)."""
+    from bpcv.config import AgentConfig
+
+    return AgentConfig(
+        key=str(tmp / f"{node}.key"),
+        genesis=str(tmp / "genesis.bin"),
+        chain_dir=str(tmp / f"{node}-chain"),
+        num_shards=40,
+        **fields,
+    )
+
+
+def wait_until(pred, timeout: float = 5.0) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pred()

@@ -6,12 +6,11 @@ import logging
 import queue
 import time
 
-from bpcv.config import AgentConfig
 from bpcv.envelope import seal
 from bpcv.intake import STALE_TASK_GRACE_S, stale_task
 from bpcv.topics import Topics
 from edge_agent.agent import Agent
-from tests.helpers import offline_coordinator
+from tests.helpers import FakeTrainer, agent_config, offline_coordinator
 
 TOPICS = Topics()
 
@@ -35,18 +34,9 @@ def test_a_task_is_stale_only_once_it_cannot_still_be_running(consortium):
     assert why is not None and "t1" in why and "earlier task" in why
 
 
-class FakeTrainer:
-    """Stands in for TensorFlow: joining a task builds no model here."""
-
-    shapes = ((3, 2), (2,))
-
-
 def test_agent_ignores_a_stale_retained_task_and_takes_the_next_fresh_one(consortium, caplog):
     c, tmp = consortium
-    config = AgentConfig(
-        key=str(tmp / "node-01.key"), genesis=str(tmp / "genesis.bin"), chain_dir=str(tmp / "a"), num_shards=40
-    )
-    agent = Agent(config, queue.Queue(), lambda *a: FakeTrainer())
+    agent = Agent(agent_config(tmp), queue.Queue(), lambda *a: FakeTrainer())
     stale = posted_ago(c, lifetime(c.task) + STALE_TASK_GRACE_S + 60, task_id="old")
     with caplog.at_level(logging.WARNING):
         agent.handle(TOPICS.task("old"), stale.raw)

@@ -18,6 +18,7 @@ from bpcv.topics import Topics
 from edge_agent import behaviours
 from edge_agent.agent import Agent, Status
 from ledger.block import build_block, decode_block
+from tests.helpers import FakeTrainer
 
 
 @pytest.fixture(scope="module")
@@ -154,18 +155,6 @@ def test_proposal_hooks_per_behaviour(monkeypatch):
 SHAPES = [(3, 2), (2,)]
 
 
-class FakeTrainer:
-    """Stands in for TensorFlow: training adds 0.01, every peer scores 0.5."""
-
-    shapes = SHAPES
-
-    def train(self, weights, x, y, seed, round_no=1):
-        return [w + 0.01 for w in weights], 1
-
-    def evaluate(self, weights, x, y):
-        return 0.5
-
-
 def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
     """Global model -> update, manifest -> vote (typed bodies, the wire's fields), result naming the agent
     PoQ winner -> it proposes the round block on its replica; its behaviour's hook then publishes a twin."""
@@ -178,7 +167,7 @@ def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
         num_shards=40,
         behaviour="equivocate",
     )
-    agent = Agent(config, queue.Queue(), lambda *a: FakeTrainer())
+    agent = Agent(config, queue.Queue(), lambda *a: FakeTrainer(SHAPES))
     published = []
     agent.bus.publish = lambda topic, payload, **kw: published.append((topic, payload)) or True
     agent.handle(topics.task("t1"), c.task_env.raw)

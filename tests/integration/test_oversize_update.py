@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from bpcv.codec import encode_model, model_digest
-from bpcv.config import AgentConfig
 from bpcv.messages import GlobalModel, Result, seal_message
 from bpcv.mqtt import BrokerAddress, Bus
 from bpcv.topics import Topics
 from broker.runner import free_port, mosquitto_binary, wait_for_port
 from edge_agent.agent import Agent
 from edge_agent.rounds import RESEND_GRACE_S
+from tests.helpers import FakeTrainer, agent_config, wait_until
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()
@@ -45,31 +45,12 @@ def limited_mosquitto(tmp_path):
     proc.wait(timeout=10)
 
 
-class StandInTrainer:
-    """Stands in for TensorFlow: training adds 0.01, every peer scores 0.5."""
-
-    shapes = SHAPES
-
-    def train(self, weights, x, y, seed, round_no=1):
-        return [w + 0.01 for w in weights], 1
-
-    def evaluate(self, weights, x, y):
-        return 0.5
-
-
 def test_an_acknowledged_but_dropped_update_is_noticed_and_explained(consortium, limited_mosquitto, caplog):
     c, tmp = consortium
     arrived: list[str] = []
     probe = Bus("probe", limited_mosquitto, lambda topic, payload: arrived.append(topic), [TOPICS.all_updates("t1")])
     probe.connect()
-    config = AgentConfig(
-        key=str(tmp / "node-01.key"),
-        genesis=str(tmp / "genesis.bin"),
-        chain_dir=str(tmp / "a-chain"),
-        broker=limited_mosquitto.url(),
-        num_shards=40,
-    )
-    agent = Agent(config, queue.Queue(), lambda *a: StandInTrainer())
+    agent = Agent(agent_config(tmp, broker=limited_mosquitto.url()), queue.Queue(), lambda *a: FakeTrainer(SHAPES))
     agent.start()
     try:
         agent.handle(TOPICS.task("t1"), c.task_env.raw)
@@ -112,9 +93,6 @@ def test_a_payload_over_every_receivers_limit_is_not_sent_and_the_client_stays_u
     sender.connect()
     assert not sender.publish("x/big", bytes(2_000))
     assert sender.publish("x/small", b"still connected")
-    deadline = time.monotonic() + 5
-    while not arrived and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert arrived == [b"still connected"]
+    assert wait_until(lambda: arrived) and arrived == [b"still connected"]
     sender.close()
     probe.close()

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from bpcv.config import AgentConfig
 from bpcv.envelope import seal
 from bpcv.intake import STALE_TASK_GRACE_S
 from bpcv.mqtt import Bus
@@ -16,13 +15,10 @@ from bpcv.topics import Topics
 from bpcv_app.cli import main
 from coordinator.requester import post_task, withdraw_task
 from edge_agent.agent import Agent
+from tests.helpers import FakeTrainer, agent_config
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()
-
-
-class StandInTrainer:
-    shapes = ((3, 2), (2,))
 
 
 def work_until(agent: Agent, jobs: queue.Queue, done, timeout: float = 10.0) -> bool:
@@ -58,14 +54,7 @@ def test_agent_refuses_a_stale_retained_task_and_joins_the_fresh_one(consortium,
     assert requester.publish(TOPICS.task("old"), old.raw, retain=True)
 
     jobs: queue.Queue = queue.Queue()
-    config = AgentConfig(
-        key=str(tmp / "node-01.key"),
-        genesis=str(tmp / "genesis.bin"),
-        chain_dir=str(tmp / "a-chain"),
-        broker=mosquitto.url(),
-        num_shards=40,
-    )
-    agent = Agent(config, jobs, lambda *a: StandInTrainer())
+    agent = Agent(agent_config(tmp, broker=mosquitto.url()), jobs, lambda *a: FakeTrainer())
     agent.start()
     try:
         assert work_until(agent, jobs, lambda: agent.intake.rejected["stale-task"] == 1)
