@@ -139,14 +139,15 @@ def main() -> int:
     others = [r for r in results if not default_setting(r)]
     if others:
         text += "\n## Other training settings run (not in the table or the plot)\n\n"
-        text += "| data set | nodes | partition | strategy | model | batch | lr | lr decay | epochs | final | best | 95% at | 99% at |\n"
-        text += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        text += "| data set | nodes | partition | strategy | model | batch | lr | lr decay | epochs | rounds run | final | best | 95% at | 99% at |\n"
+        text += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for r in others:
             cells = [
                 r[k] or "–"
                 for k in ("dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs")
             ]
-            cells += [r["final_accuracy"], r["best_accuracy"], r["rounds_to_95"] or "–", r["rounds_to_99"] or "–"]
+            run = r["rounds"] + ("" if r["stopped_because"] == "round limit" else f" ({r['stopped_because']})")
+            cells += [run, r["final_accuracy"], r["best_accuracy"], r["rounds_to_95"] or "–", r["rounds_to_99"] or "–"]
             text += "| " + " | ".join(cells) + " |\n"
     (here / "cells.md").write_text(text)
     print(text)
