@@ -138,6 +138,7 @@ class Injector:
                 "bpcv/v1/tasks/+/round/+/manifest",
                 "bpcv/v1/tasks/+/round/+/global",
             ],
+            max_payload=64 * 2**20,  # a hostile client ignores the 16 MiB limit honest clients keep to
         )
         self.lock = threading.Lock()
 
