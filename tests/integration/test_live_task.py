@@ -308,7 +308,7 @@ def test_round_that_loses_quorum_aborts_and_commits_nothing(mosquitto, tmp_path)
     minimum, so the coordinator aborts the task, signed, and nothing of round 2 reaches any chain."""
     out = tmp_path / "run"
     args = ["--agents", "6", "--standby", "0", "--processes", "6", "--rounds", "4", "--min-nodes", "4"]
-    proc = demo(out, mosquitto, *args, "--update-timeout", "40")  # round 1 must beat it: 6 processes start TF
+    proc = demo(out, mosquitto, *args, "--update-timeout", "90")  # round 1 must beat it: 6 first DP rounds on 2 cores
     with RoundWatcher(mosquitto) as rounds:
         rounds.wait(2)
         kill_agents(out, "node-01", "node-02", "node-03")
