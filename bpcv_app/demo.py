@@ -106,6 +106,7 @@ def _run(demo: Demo, started: float) -> int:
         f"task {task.task_id} posted: {data}, {describe(task.model)}, up to {task.rounds} rounds, {active} active nodes"
     )
     pending: tuple[int, Result] | None = None  # the latest round's result, until its block is seen
+    decided: set[int] = set()
     chain_height = 0
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
         message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
@@ -125,8 +126,9 @@ def _run(demo: Demo, started: float) -> int:
             env = decode(payload)
             if env.type == Abort.KIND:
                 demo.say(f"round {env.round:>2} | ABORTED, nothing committed: {read(env, Abort).reason}")
-            if env.type != Result.KIND:  # the round's reward and final-model records share the topic
-                continue
+            if env.type != Result.KIND or env.round in decided:  # records share the topic; a restarted
+                continue  # coordinator publishes its last decided round's result again
+            decided.add(env.round)
             if pending is not None:
                 demo.say(_round_line(pending, chain_height, "no block"))
             pending = (env.round, read(env, Result))

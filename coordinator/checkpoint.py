@@ -20,7 +20,7 @@ import lmdb
 from bpcv.errors import ConfigError
 from coordinator.summary import RoundRow
 
-STATE_KEY, WEIGHTS_KEY = b"state", b"weights"
+STATE_KEY, WEIGHTS_KEY, TASK_KEY = b"state", b"weights", b"task"
 
 
 class NodeStatus(str, enum.Enum):
@@ -89,6 +89,17 @@ class Checkpoint:
         with self._env.begin(write=True) as txn:
             txn.put(STATE_KEY, state.to_json())
             txn.put(WEIGHTS_KEY, weights)
+
+    def save_announcement(self, raw: bytes) -> None:
+        """The requester's signed task announcement, kept so that a restart resumes the task even when the
+        broker lost its retained copy (a broker killed before it saved its store)."""
+        with self._env.begin(write=True) as txn:
+            txn.put(TASK_KEY, raw)
+
+    def load_announcement(self) -> bytes | None:
+        with self._env.begin() as txn:
+            raw = txn.get(TASK_KEY)
+        return bytes(raw) if raw is not None else None
 
     def load(self) -> tuple[RunState, bytes] | None:
         with self._env.begin() as txn:

@@ -170,6 +170,9 @@ class Coordinator:
             self.replica.height,
         )
         try:
+            runner = self.resume_from_checkpoint()
+            if runner is not None:
+                return runner()
             while True:
                 topic, payload = self._inbox.get()
                 levels = () if topic.startswith(BROKER_BYTES_PREFIX) else self.topics.parse(topic)
@@ -184,6 +187,21 @@ class Coordinator:
             if self.exporter is not None:
                 self.exporter.close()
             self.bus.close()
+
+    def resume_from_checkpoint(self) -> Callable[[], TaskSummary] | None:
+        """A task this coordinator was running when it stopped, resumed from its checkpoint without waiting
+        for the broker's retained announcement (a restarted broker may have lost it): the announcement the
+        checkpoint kept is checked again and published again, retained, for agents that restart too."""
+        raw = self.checkpoint.load_announcement()
+        saved = self.checkpoint.load()
+        if raw is None or saved is None or saved[0].stopped_because:
+            return None
+        topic = self.topics.task(saved[0].task_id)
+        runner = self.runner_for(topic, raw)
+        if runner is not None:
+            log.info("%s: resuming task %s from the checkpoint", self.identity.node_id, saved[0].task_id)
+            self.bus.publish(topic, raw, retain=True, wait=None)
+        return runner
 
     def runner_for(self, topic: str, payload: bytes) -> Callable[[], TaskSummary] | None:
         """What to run for a task announcement: the task resumed from this coordinator's checkpoint, or
@@ -206,6 +224,7 @@ class Coordinator:
             log.info("task %s is already on the chain; ignoring", task.task_id)
             return None
         initial = env.blobs[0] if len(env.blobs) == 1 else None  # the requester's weights
+        self.checkpoint.save_announcement(payload)
         return lambda: TaskRunner(self, task, initial_weights=initial).run()
 
     def close(self) -> None:

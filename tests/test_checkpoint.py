@@ -74,3 +74,33 @@ def test_coordinator_json_keeps_the_metric_name_as_the_key():
     assert list(out)[:4] == ["task", "rounds", "stopped_because", "final_accuracy"]
     failed = TaskSummary(task={"task_id": "t1"}, metric="accuracy", error="only 1 nodes joined, 2 needed").to_json()
     assert failed["error"].startswith("only 1") and "final_accuracy" not in failed
+
+
+def test_a_restarted_coordinator_resumes_its_task_without_the_brokers_retained_announcement(consortium):
+    """A broker killed before it saved its store loses the retained task: the coordinator's checkpoint keeps
+    the announcement it started, so a restart resumes from it. Nothing to resume: a finished task, or a
+    checkpoint without an announcement (a coordinator that never started one)."""
+    from bpcv.topics import Topics
+    from tests.helpers import offline_coordinator
+
+    c, tmp = consortium
+
+    def restarted():
+        return offline_coordinator(c, tmp, list(c.agents), [(3, 2), (2,)])
+
+    coord = restarted()
+    assert coord.resume_from_checkpoint() is None  # nothing started
+    assert coord.runner_for(Topics().task("t1"), c.task_env.raw) is not None  # starting it keeps it
+    assert coord.checkpoint.load_announcement() == c.task_env.raw
+    assert coord.resume_from_checkpoint() is None  # no round state saved yet: the announcement is awaited
+    state = RunState("t1", {}, list(c.agents), [], {}, {})
+    coord.checkpoint.save(state, b"weights")
+    coord.close()
+    coord = restarted()
+    assert coord.resume_from_checkpoint() is not None
+    state.stopped_because = "round limit"
+    coord.checkpoint.save(state, b"weights")
+    coord.close()
+    coord = restarted()
+    assert coord.resume_from_checkpoint() is None
+    coord.close()
