@@ -239,7 +239,7 @@ class Nemesis:
         details = kinds[kind]()
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.log({"fault": kind, **details})
-        stop.wait(self.rng.uniform(0.5, 4.0))
+        stop.wait(self.rng.uniform(0.3, 2.0))
 
     def _hold(self, low: float, high: float) -> float:
         seconds = round(self.rng.uniform(low, high), 1)

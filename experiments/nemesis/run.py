@@ -7,7 +7,7 @@ each logged), and after each task the invariants are checked on every replica (d
 Each task is one ``bpcv demo`` with an external broker: its coordinator, requester and standby agent
 reach mosquitto through one socat proxy, and each of the five active agents is its own OS process
 reaching it through its own proxy, so that each can be cut off, killed or paused alone
-(``faults.py``). Faults are drawn from the task's posting until its last round starts; the last round
+(``faults.py``). Faults are drawn from the agents' start (TensorFlow loading) until the task's last round starts; the last round
 runs quiet, so that every node that came back can catch up while the coordinator, which answers range
 sync, is still there. Then the checks (``invariants.py``): every replica verifies, no two blocks at
 one height, every replica holds every committed block, rewards sum as specified, no node's signed ε
@@ -93,6 +93,18 @@ def chain_height(path: Path) -> int:
     return head[0] if head else -1
 
 
+def recorded_rounds(path: Path, task: str) -> set[int]:
+    """The rounds of ``task`` with a block on the replica at ``path`` (a decided round whose block no
+    proposer delivered in time has none: the task goes on, and that round's votes are not recorded)."""
+    from ledger.audit import audit_task
+    from ledger.errors import LedgerError
+
+    try:
+        return {r.round for r in audit_task(path, task).rounds}
+    except (LedgerError, OSError):
+        return set()
+
+
 def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.Random, log: Log) -> dict:
     out = args.out / f"task-{number:03d}"
     (out / "nemesis").mkdir(parents=True)
@@ -116,8 +128,6 @@ def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.
     stop = threading.Event()
 
     def inject() -> None:
-        while not stop.is_set() and tap.round < 1:
-            stop.wait(0.5)
         while not stop.is_set() and tap.round < args.rounds:
             nemesis.step(stop)
 
@@ -150,6 +160,7 @@ def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.
         finished = summary and summary.get("aborted_round") is None  # an aborted task records no final model
         final_digest = summary.get("final_model_digest") if finished else None
         violations = check_task(replicas, task.get("task_id", ""), EPSILON, final_digest)
+        decided = {r["round"] for r in summary.get("rounds", [])}
     finally:
         stop.set()
         if demo.poll() is None:
@@ -169,6 +180,7 @@ def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.
         "stopped_because": summary.get("stopped_because"),
         "final_accuracy": summary.get("final_accuracy"),
         "height": top,
+        "rounds_without_block": sorted(decided - recorded_rounds(replicas["coordinator"], task.get("task_id", ""))),
         "replicas": len(replicas),
         "faults": dict(sorted(nemesis.counts.items())),
         "violations": violations,
