@@ -46,6 +46,12 @@ class Proxy:
         self.proc = subprocess.Popen(["socat", listen, target], start_new_session=True, stderr=subprocess.DEVNULL)
         wait_for_port("127.0.0.1", self.port, alive=self.proc)
 
+    def freeze(self, sig: int) -> None:
+        """SIGSTOP: a silent partition (bytes are no longer forwarded, and no reset tells either side);
+        SIGCONT ends it."""
+        if self.proc is not None:
+            subprocess.run(["pkill", f"-{signal.Signals(sig).name[3:]}", "-s", str(self.proc.pid)], check=False)
+
     def cut(self) -> None:
         if self.proc is None:
             return
@@ -190,6 +196,7 @@ class Cluster:
         """Undo every fault: broker up, proxies healed, paused processes resumed, dead agents restarted."""
         self.broker.start()
         for proxy in [self.coordinator_proxy, *(a.proxy for a in self.agents)]:
+            proxy.freeze(signal.SIGCONT)
             proxy.heal()
         for agent in self.agents:
             agent.signal(signal.SIGCONT)
@@ -219,6 +226,7 @@ class Nemesis:
             "agent-kill": self.agent_kill,
             "agent-pause": self.agent_pause,
             "partition": self.partition,
+            "silent-partition": self.silent_partition,
             "connection-drop": self.connection_drop,
             "coordinator-partition": self.coordinator_partition,
             "coordinator-pause": self.coordinator_pause,
@@ -272,6 +280,17 @@ class Nemesis:
         for agent in agents:
             agent.proxy.heal()
         return {"target": sorted(a.node for a in agents), "cut_s": held}
+
+    def silent_partition(self) -> dict:
+        """k agents' links go silent: their proxies stop forwarding without closing anything, as a Wi-Fi
+        link that drops packets does; the MQTT keepalive is what notices."""
+        agents = self.rng.sample(self.cluster.agents, self.rng.randint(1, len(self.cluster.agents)))
+        for agent in agents:
+            agent.proxy.freeze(signal.SIGSTOP)
+        held = self._hold(3, 20)
+        for agent in agents:
+            agent.proxy.freeze(signal.SIGCONT)
+        return {"target": sorted(a.node for a in agents), "silent_s": held}
 
     def connection_drop(self) -> dict:
         """One agent's connection reset: whatever was in flight on it is lost."""
