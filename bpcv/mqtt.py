@@ -91,6 +91,7 @@ class Bus:
         self._on_message_cb = on_message
         self._subscriptions = list(subscriptions)
         self._status_topic = status_topic
+        self._kept: dict[str, bytes] = {}  # retained messages published again on every reconnect
         self._connected = threading.Event()
         self._keepalive = keepalive
         client = mqtt.Client(
@@ -114,6 +115,16 @@ class Bus:
             self._subscriptions.append(topic)
             if self._connected.is_set():
                 self._client.subscribe(topic, qos=1)
+
+    def keep_retained(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on ``topic`` now and again after every reconnect, since a broker that
+        restarted without its store has lost it; an empty payload clears it and stops keeping it."""
+        if payload:
+            self._kept[topic] = payload
+        else:
+            self._kept.pop(topic, None)
+        if self._connected.is_set():
+            self._client.publish(topic, payload, qos=1, retain=True)
 
     def connect(self, timeout: float = 30.0) -> None:
         """Connect (retrying until ``timeout``) and start the network thread."""
@@ -173,6 +184,8 @@ class Bus:
             client.subscribe(topic, qos=1)
         if self._status_topic:
             client.publish(self._status_topic, b"online", qos=1, retain=True)
+        for topic, payload in list(self._kept.items()):
+            client.publish(topic, payload, qos=1, retain=True)
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001

@@ -191,7 +191,9 @@ class Coordinator:
     def resume_from_checkpoint(self) -> Callable[[], TaskSummary] | None:
         """A task this coordinator was running when it stopped, resumed from its checkpoint without waiting
         for the broker's retained announcement (a restarted broker may have lost it): the announcement the
-        checkpoint kept is checked again and published again, retained, for agents that restart too."""
+        checkpoint kept is checked again. While the coordinator runs a task it publishes the announcement
+        again, retained, whenever it reconnects, so that agents restarting after a broker that lost its
+        store find the task."""
         raw = self.checkpoint.load_announcement()
         saved = self.checkpoint.load()
         if raw is None or saved is None or saved[0].stopped_because:
@@ -200,7 +202,6 @@ class Coordinator:
         runner = self.runner_for(topic, raw)
         if runner is not None:
             log.info("%s: resuming task %s from the checkpoint", self.identity.node_id, saved[0].task_id)
-            self.bus.publish(topic, raw, retain=True, wait=None)
         return runner
 
     def runner_for(self, topic: str, payload: bytes) -> Callable[[], TaskSummary] | None:
@@ -216,6 +217,7 @@ class Coordinator:
             return None
         saved = self.checkpoint.load()
         if saved is not None and saved[0].task_id == task.task_id and not saved[0].stopped_because:
+            self.bus.keep_retained(topic, payload)
             return lambda: TaskRunner(self, task).run(resume=saved)
         if (why := stale_task(env, task, time.time())) is not None:
             log.warning("%s: %s", self.identity.node_id, why)
@@ -225,6 +227,7 @@ class Coordinator:
             return None
         initial = env.blobs[0] if len(env.blobs) == 1 else None  # the requester's weights
         self.checkpoint.save_announcement(payload)
+        self.bus.keep_retained(topic, payload)
         return lambda: TaskRunner(self, task, initial_weights=initial).run()
 
     def close(self) -> None:

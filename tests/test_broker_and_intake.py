@@ -76,6 +76,34 @@ def test_publish_subscribe_retained_large_payload_and_last_will(embedded):
     late_bus.close()
 
 
+def test_a_kept_retained_message_is_published_again_after_a_reconnect(embedded):
+    """A broker that restarts without its store loses retained messages: a kept one comes back when its
+    keeper reconnects. Cleared here by another client, the way a restart loses it."""
+    keeper = Bus("keeper", embedded, lambda t, p: None)
+    keeper.connect()
+
+    def retained_seen() -> list[bytes]:
+        seen: list[bytes] = []
+        late = Bus("late", embedded, lambda t, p: seen.append(p), ["tasks/t1"])
+        late.connect()
+        time.sleep(0.5)
+        late.close()
+        return seen
+
+    keeper.keep_retained("tasks/t1", b"announcement")
+    assert wait_until(lambda: retained_seen() == [b"announcement"])
+    other = Bus("other", embedded, lambda t, p: None)
+    other.connect()
+    assert other.publish("tasks/t1", b"", retain=True)  # the broker has no retained message now
+    assert retained_seen() == []
+    keeper._client._sock.close()  # a dropped connection: paho reconnects
+    assert wait_until(lambda: retained_seen() == [b"announcement"], timeout=20)
+    keeper.keep_retained("tasks/t1", b"")  # cleared, and no longer kept
+    assert wait_until(lambda: retained_seen() == [], timeout=5)
+    keeper.close()
+    other.close()
+
+
 def test_embedded_broker_counts_its_traffic_under_sys_like_mosquitto(embedded):
     """$SYS/broker/bytes/{received,sent} every second (bpcv report's bytes per round); clients may not
     publish into $SYS."""
