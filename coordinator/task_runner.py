@@ -296,8 +296,7 @@ class TaskRunner:
             self.server.publish(self.server.topics.result(task.task_id, round_no), raw)
 
     def _close_round(self, state: RunState, weights: Weights) -> None:
-        """Wait for the decided round's block (asking again while it waits), record the row, and stop
-        the task if this was its last round."""
+        """Wait for the decided round's block (asking again), record the row, stop after the last round."""
         assert state.pending_row is not None
         server, task, row, round_no = self.server, self.task, state.pending_row, state.round
         replica = server.replica
@@ -305,8 +304,9 @@ class TaskRunner:
         if row.proposer is not None:
             self._wait_for_block(round_no, wait_s)
         block = replica.round_block(task.task_id, round_no)
-        if block is None:
-            log.warning("round %d: no valid block from the PoQ winner or its stand-ins within %.0fs", round_no, wait_s)
+        if block is None:  # the chain is the record of rewards: a round it does not hold pays nothing
+            log.warning("round %d: no valid block within %.0fs; its rewards are not paid", round_no, wait_s)
+            state.rewards.update({n: round(state.rewards[n] - v, 6) for n, v in row.rewards.items()})
         row.block_proposer = block.proposer if block else None
         row.block_rank = block.rank if block else None
         row.on_chain, row.chain_height = block is not None, replica.height

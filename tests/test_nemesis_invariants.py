@@ -76,6 +76,13 @@ def test_a_task_paid_and_accounted_as_specified_passes():
     assert task_violations(audit(GOOD_REWARDS, GOOD_EPSILON, "ab" * 32), 40.0, "ab" * 32) == []
 
 
+def test_a_coordinator_reporting_other_payments_than_the_chain_records_is_named():
+    good = audit(GOOD_REWARDS, GOOD_EPSILON, "ab")
+    assert task_violations(good, 40.0, "ab", {"node-01": 93.333333, "node-02": 73.333333, "node-03": 33.333333}) == []
+    found = task_violations(good, 40.0, "ab", {"node-01": 93.333333, "node-02": 73.333333, "node-03": 66.666666})
+    assert found == ["node-03: the coordinator reports 66.666666 paid, the chain records 33.333333"], found
+
+
 @pytest.mark.parametrize(
     "rewards, epsilons, budget, final, expected",
     [

@@ -56,12 +56,22 @@ def chain_violations(replicas: dict[str, Path]) -> list[str]:
     return found
 
 
-def task_violations(audit: TaskAudit, epsilon_budget: float | None, final_digest: str | None) -> list[str]:
+def task_violations(
+    audit: TaskAudit, epsilon_budget: float | None, final_digest: str | None, paid: dict[str, float] | None = None
+) -> list[str]:
     """On one verified replica: each round's rewards sum to the task's reward per round (less the rounding
-    down of each share), or to nothing when nobody was rewarded; no node signs an ε above its budget or
+    down of each share), or to nothing when nobody was rewarded; what the coordinator reports it paid each
+    node (``paid``) is what the chain's reward records add up to; no node signs an ε above its budget or
     below one it signed before (a restart must not reset its account); the final model's digest the
     coordinator reported is on the chain."""
     found: list[str] = []
+    on_chain: dict[str, float] = {}
+    for r in audit.rounds:
+        for node, amount in r.rewards.items():
+            on_chain[node] = on_chain.get(node, 0.0) + amount
+    for node, amount in sorted((paid or {}).items()):
+        if abs(amount - on_chain.get(node, 0.0)) > REWARD_UNIT * max(1, len(audit.rounds)):
+            found.append(f"{node}: the coordinator reports {amount} paid, the chain records {on_chain.get(node, 0.0)}")
     per_round = audit.spec.reward_per_round if audit.spec is not None else None
     if audit.spec is None:
         found.append(f"task {audit.task}: its task transaction is not on the chain")
@@ -87,7 +97,11 @@ def task_violations(audit: TaskAudit, epsilon_budget: float | None, final_digest
 
 
 def check_task(
-    replicas: dict[str, Path], task: str, epsilon_budget: float | None, final_digest: str | None
+    replicas: dict[str, Path],
+    task: str,
+    epsilon_budget: float | None,
+    final_digest: str | None,
+    paid: dict[str, float] | None = None,
 ) -> list[str]:
     """All the invariants of one task: the chain ones across replicas, the task ones on each that verifies
     (a violation every replica shares is reported once, with the replicas that show it)."""
@@ -98,6 +112,6 @@ def check_task(
             audit = audit_task(path, task)
         except (LedgerError, OSError):
             continue  # already reported: it does not verify
-        for violation in task_violations(audit, epsilon_budget, final_digest):
+        for violation in task_violations(audit, epsilon_budget, final_digest, paid):
             shown_by.setdefault(violation, []).append(name)
     return found + [f"{v} (on {', '.join(names)})" for v, names in shown_by.items()]

@@ -10,7 +10,8 @@ reaching it through its own proxy, so that each can be cut off, killed or paused
 (``faults.py``). Faults are drawn from the agents' start (TensorFlow loading) until the task's last round starts; the last round
 runs quiet, so that every node that came back can catch up while the coordinator, which answers range
 sync, is still there. Then the checks (``invariants.py``): every replica verifies, no two blocks at
-one height, every replica holds every committed block, rewards sum as specified, no node's signed ε
+one height, every replica holds every committed block, rewards sum as specified and the coordinator
+reports paying what the chain records, no node's signed ε
 exceeds its budget or goes down, the final model's digest is on the chain.
 
 Writes ``OUT/log.jsonl`` (a line per fault and per task) and ``OUT/summary.json``; exit status 1 when an
@@ -159,7 +160,8 @@ def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.
         task = summary.get("task") or {}
         finished = summary and summary.get("aborted_round") is None  # an aborted task records no final model
         final_digest = summary.get("final_model_digest") if finished else None
-        violations = check_task(replicas, task.get("task_id", ""), EPSILON, final_digest)
+        paid = {n["id"]: n["reward"] for n in summary.get("nodes", [])}
+        violations = check_task(replicas, task.get("task_id", ""), EPSILON, final_digest, paid)
         decided = {r["round"] for r in summary.get("rounds", [])}
     finally:
         stop.set()
