@@ -1,11 +1,11 @@
 """The nemesis: live tasks over mosquitto, one after another, while faults are injected at random (seeded,
 each logged), and after each task the invariants are checked on every replica (docs/RELIABILITY.md).
 
-    .venv/bin/python experiments/nemesis/run.py --minutes 30 --seed 0     # the long run (needs root for disk-full)
-    .venv/bin/python experiments/nemesis/run.py --minutes 3 --seed 7 --rounds 3 --out /tmp/nemesis   # CI's
+    .venv/bin/python experiments/nemesis/run.py --minutes 30 --seed 1 --out runs/nemesis-30m  # the long run (root: disk-full)
+    .venv/bin/python experiments/nemesis/run.py --minutes 0 --agents 3 --rounds 2 --seed 7 --out /tmp/nemesis  # CI: one task
 
 Each task is one ``bpcv demo`` with an external broker: its coordinator, requester and standby agent
-reach mosquitto through one socat proxy, and each of the five active agents is its own OS process
+reach mosquitto through one socat proxy, and each active agent (five by default) is its own OS process
 reaching it through its own proxy, so that each can be cut off, killed or paused alone
 (``faults.py``). Faults are drawn from the agents' start (TensorFlow loading) until the task's last round starts; the last round
 runs quiet, so that every node that came back can catch up while the coordinator, which answers range
@@ -35,7 +35,6 @@ from invariants import check_task
 
 from broker.runner import free_port
 
-ACTIVE = 5  # active agents, all external (each its own process and proxy); plus one standby in the demo's pool
 EPSILON = 40.0  # each agent's budget: the demo's DP spends about 6 a round
 
 
@@ -50,10 +49,10 @@ class Log:
         print(line, flush=True)
 
 
-def demo_command(out: Path, broker_url: str, rounds: int, seed: int) -> list[str]:
+def demo_command(out: Path, broker_url: str, active: int, rounds: int, seed: int) -> list[str]:
     return [
         sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", broker_url, "--out", str(out),
-        "--agents", str(ACTIVE + 1), "--standby", "1", "--external", str(ACTIVE), "--processes", "1",
+        "--agents", str(active + 1), "--standby", "1", "--external", str(active), "--processes", "1",
         "--rounds", str(rounds), "--min-nodes", "2", "--epsilon", str(EPSILON), "--seed", str(seed),
         "--update-timeout", "60", "--vote-timeout", "20", "--timeout", str(180 + 300 * rounds),
     ]  # fmt: skip
@@ -68,10 +67,10 @@ def wait_for(predicate, timeout: float, step: float = 0.5) -> bool:
     return predicate()
 
 
-def agents_for(out: Path, broker: Broker, coordinator_url: str) -> list[Agent]:
+def agents_for(out: Path, broker: Broker, coordinator_url: str, active: int) -> list[Agent]:
     """The demo's external agents, each with a copy of its config pointed at its own proxy."""
     agents = []
-    for i in range(ACTIVE):
+    for i in range(active):
         node = f"node-{i + 1:02d}"
         source = out / "configs" / f"{node}.toml"
         proxy = Proxy(broker.address, free_port())
@@ -113,13 +112,16 @@ def run_task(number: int, args: argparse.Namespace, broker: Broker, rng: random.
     coordinator_proxy.heal()
     with open(out / "nemesis" / "demo.log", "wb") as demo_log:
         demo = subprocess.Popen(
-            demo_command(out, coordinator_proxy.url, args.rounds, number), stdout=demo_log, stderr=demo_log, cwd=ROOT
+            demo_command(out, coordinator_proxy.url, args.agents, args.rounds, number),
+            stdout=demo_log,
+            stderr=demo_log,
+            cwd=ROOT,
         )
-    configs = [out / "configs" / f"node-{i + 1:02d}.toml" for i in range(ACTIVE)]
+    configs = [out / "configs" / f"node-{i + 1:02d}.toml" for i in range(args.agents)]
     if not wait_for(lambda: all(c.exists() for c in configs) or demo.poll() is not None, 120) or demo.poll():
         demo.kill()
         raise SystemExit(f"task {number}: the demo wrote no agent configs (see {out / 'nemesis' / 'demo.log'})")
-    agents = agents_for(out, broker, coordinator_proxy.url)
+    agents = agents_for(out, broker, coordinator_proxy.url, args.agents)
     last = agents[-1]
     disk = Disk(out / "nodes" / last.node / "chain") if args.disk_full else None
     tap = Tap(broker.address)
@@ -195,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0, help="start no new task after this (default 30; 0: one task)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=5, help="rounds per task (default 5)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per task (default 4)")
+    p.add_argument(
+        "--agents", type=int, default=5,
+        help="active agents, each its own process behind its own proxy (default 5); the demo adds one standby",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "nemesis")
     p.add_argument(
         "--disk-full", action=argparse.BooleanOptionalAction, default=True,
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             faults[kind] = faults.get(kind, 0) + n
     summary = {
         "seed": args.seed,
+        "agents": args.agents,
         "rounds_per_task": args.rounds,
         "wall_s": round(time.monotonic() - started),
         "tasks": len(tasks),

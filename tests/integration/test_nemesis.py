@@ -17,7 +17,20 @@ RUN = Path(__file__).resolve().parents[2] / "experiments" / "nemesis" / "run.py"
 
 def test_a_task_under_random_faults_keeps_every_invariant(tmp_path):
     out = tmp_path / "nemesis"
-    cmd = [sys.executable, str(RUN), "--minutes", "0", "--rounds", "2", "--seed", "7", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(RUN),
+        "--minutes",
+        "0",
+        "--agents",
+        "3",
+        "--rounds",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, check=False)
     summary = json.loads((out / "summary.json").read_text())
     assert done.returncode == 0 and summary["violations"] == [], done.stdout[-4000:]
