@@ -245,7 +245,8 @@ class Nemesis:
         kind = self.rng.choice(sorted(kinds))
         self._stop = stop
         details = kinds[kind]()
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if "skipped" not in details:  # e.g. the coordinator between a kill and its restart
+            self.counts[kind] = self.counts.get(kind, 0) + 1
         self.log({"fault": kind, **details})
         stop.wait(self.rng.uniform(0.3, 2.0))
 

@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         help="fill a tmpfs under one replica (needs the right to mount; skipped with a line when denied)",
     )  # fmt: skip
     args = p.parse_args(argv)
+    args.out = args.out.resolve()  # the coordinator is found by its config's absolute path
     args.out.mkdir(parents=True, exist_ok=False)
     started = time.monotonic()
     log = Log(args.out / "log.jsonl", started)
