@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from bpcv.codec import check_encoding
 from bpcv.datasources import DataSchema
 from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
@@ -52,6 +53,7 @@ class TaskSpec:
     elimination: str = "lowest"  # who is eliminated each round: one of bpcv.poq.ELIMINATION_POLICIES
     accountable_voters: bool = False  # dissenting voters' votes do not count, they are unpaid, and eliminated
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
+    update_encoding: str = "float32"  # how agents send their updates: one of bpcv.codec.ENCODINGS
 
     @property
     def metric(self) -> str:
@@ -81,6 +83,7 @@ class TaskSpec:
             ("elimination", "lowest"),
             ("accountable_voters", False),
             ("lr_decay", 1.0),
+            ("update_encoding", "float32"),
         )
         for name, paper in paper_rules:
             if body[name] == paper:
@@ -115,6 +118,10 @@ class TaskSpec:
             raise ConfigError(f"task: strategy must be one of {STRATEGIES}, not {self.strategy!r}")
         if self.elimination not in ELIMINATION_POLICIES:
             raise ConfigError(f"task: elimination must be one of {ELIMINATION_POLICIES}, not {self.elimination!r}")
+        try:
+            check_encoding(self.update_encoding)
+        except ConfigError as exc:
+            raise ConfigError(f"task: update_encoding: {exc}") from exc
         if not isinstance(self.accountable_voters, bool):
             raise ConfigError(f"task: accountable_voters must be true or false, not {self.accountable_voters!r}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpcv.codec import read_weights_file
+from bpcv.codec import ENCODINGS, read_weights_file
 from bpcv.config import AgentConfig, CoordinatorConfig, write_config
 from bpcv.errors import ConfigError
 from bpcv.identity import Identity
@@ -112,9 +112,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="hold voters to account: a voter whose scores disagree with the others' does not count, is not "
         "paid, and is eliminated when it disagrees two rounds running",
     )
-    p.add_argument(
-        "--min-nodes", type=int, default=None, help="never eliminate below this (default active//2; --data: all active)"
-    )
+    p.add_argument("--min-nodes", type=int, default=None, help="never eliminate below this (active//2; --data: all)")
     p.add_argument(
         "--dp",
         default="laplace",
@@ -126,9 +124,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=0.0, help="clip norm (default: L1 20 Laplace, L2 3 Gaussian)")
     p.add_argument("--update-timeout", type=float, default=300.0, help="seconds to wait for updates per round")
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
-    p.add_argument(
-        "--block-timeout", type=float, default=15.0, help="seconds the next-ranked node waits for the winner's block"
-    )
+    p.add_argument("--block-timeout", type=float, default=15.0, help="seconds a stand-in waits for the winner's block")
+    p.add_argument("--update-encoding", default="float32", choices=ENCODINGS, help="updates' wire type and compression")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--time-limit", type=float, default=None, help="the task's own time limit (default 3600 s)")
@@ -151,6 +148,7 @@ class DemoOptions:
     batch: int | None = None  # None: the --data task file's (MNIST: 512)
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     lr_decay: float | None = None  # None: the --data task file's (default 1: constant)
+    update_encoding: str = "float32"
     time_limit_s: float | None = None  # None: the --data task file's (default 3600)
     quality_rule: str
     strategy: str = "bpcv"
@@ -221,6 +219,7 @@ class DemoOptions:
             batch=a.batch,
             lr=a.lr,
             lr_decay=a.lr_decay,
+            update_encoding=a.update_encoding,
             time_limit_s=a.time_limit,
             partition=a.partition,
             quality_rule=a.quality_rule,

@@ -277,7 +277,7 @@ class Agent:
     def _send_update(self, round_no: int, global_weights: list[np.ndarray]) -> None:
         assert self.task is not None and self.work is not None
         val = self.work.validation_scores(global_weights)
-        blob = encode_model(self.work.local_update(global_weights, round_no))
+        blob = encode_model(self.work.local_update(global_weights, round_no), self.task.update_encoding)
         update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
         env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
         self.rounds.record_sent("update", round_no, env.raw)

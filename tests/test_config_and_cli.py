@@ -44,6 +44,15 @@ def test_bad_task_fields_are_named():
         TaskSpec.from_body({"task_id": "t", "coordinator": "c", "colour": 1})
 
 
+def test_a_task_names_how_updates_travel_and_a_default_task_travels_as_before():
+    base = {"task_id": "t", "coordinator": "c"}
+    assert "update_encoding" not in TaskSpec.from_body(base).to_body()  # float32: the body is unchanged
+    spec = TaskSpec.from_body({**base, "update_encoding": "int8+deflate"})
+    assert TaskSpec.from_body(spec.to_body()).update_encoding == "int8+deflate"
+    with pytest.raises(ConfigError, match="update_encoding: model encoding must be one of"):
+        TaskSpec.from_body({**base, "update_encoding": "int4"})
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "bpcv_app.cli", *args], capture_output=True, text=True, timeout=60)
 
