@@ -36,6 +36,25 @@ def render_mosquitto_conf(host: str, port: int, max_packet: int = DEFAULT_MAX_PA
     return template.format(host=host, port=port, max_packet=max_packet)
 
 
+BRIDGE = """
+# Bridged to the central broker {url}: everything under {base}/ both ways (mosquitto's own bridge; over
+# TLS in a fleet: bridge_cafile, bridge_certfile and bridge_keyfile, docs/SCALE.md).
+connection {name}
+address {host}:{port}
+topic {base}/# both 1
+bridge_protocol_version mqttv311
+try_private true
+cleansession true
+notifications false
+restart_timeout 1 10
+"""
+
+
+def render_bridge_conf(name: str, central: BrokerAddress, base_topic: str = DEFAULT_BASE) -> str:
+    """The lines that bridge a site mosquitto to the central one, for every topic under ``base_topic``."""
+    return BRIDGE.format(url=central.url(), name=name, host=central.host, port=central.port, base=base_topic)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -57,11 +76,17 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0, alive: subprocess
 
 
 def start_broker_process(
-    kind: str, host: str, port: int, workdir: Path, metrics_key: Path | None = None
+    kind: str,
+    host: str,
+    port: int,
+    workdir: Path,
+    metrics_key: Path | None = None,
+    bridge_to: BrokerAddress | None = None,
 ) -> subprocess.Popen:
     """Start ``mosquitto`` (the plain loopback config), ``secure`` (mosquitto with the TLS config that
     ``bpcv broker init`` wrote in ``workdir``) or ``embedded`` as a child process; wait until it listens.
-    With ``metrics_key`` the child is ``bpcv broker run``, which runs the broker and publishes its samples."""
+    With ``metrics_key`` the child is ``bpcv broker run``, which runs the broker and publishes its samples.
+    ``bridge_to``: a plain mosquitto bridged to that central broker (a site broker)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if kind not in ("mosquitto", "secure", "embedded"):
         raise ConfigError(f"unknown broker kind {kind!r}")
@@ -70,7 +95,8 @@ def start_broker_process(
         raise ConfigError("mosquitto is not installed (apt-get install mosquitto), use --broker embedded")
     conf = workdir / "mosquitto.conf"
     if kind == "mosquitto":
-        conf.write_text(render_mosquitto_conf(host, port))
+        bridge = render_bridge_conf(f"site-{port}", bridge_to) if bridge_to is not None else ""
+        conf.write_text(render_mosquitto_conf(host, port) + bridge)
     elif kind == "secure" and not conf.is_file():
         raise ConfigError(f"{conf} missing: run `bpcv broker init {workdir}` first")
     if kind != "embedded" and metrics_key is None:
