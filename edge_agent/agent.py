@@ -1,16 +1,11 @@
-"""One edge agent: the data contributor's side of the protocol.
-
-Network callbacks only enqueue; every handler here runs on the pool's worker thread, one message at
-a time, so training and scoring never block the MQTT network loop.
+"""One edge agent: the data contributor's side of the protocol. Network callbacks only enqueue; every
+handler runs on the pool's worker thread, one message at a time, so training never blocks MQTT.
 
 This module is the protocol only: dispatch by topic, answer a task (join, leave), turn a round's
-global model into this agent's update and its manifest into this agent's vote. The rest is composed:
-
-- training and scoring on the agent's shard, and its privacy account: ``ShardWork`` (``work``);
-- the round in progress (roster, peers' updates, what was sent): ``RoundState`` (``rounds``);
-- the chain replica (receive, sync, propose): ``ledger.node.ChainNode``, and which round blocks to
-  propose: ``ledger.proposer.RoundProposer``;
-- an experiment's attack: a ``Behaviour`` (``behaviours``) acting only through its hooks.
+global model into this agent's update and its manifest into this agent's vote. Composed: training,
+scoring and the privacy account on the agent's shard (``work.ShardWork``); the round in progress
+(``rounds.RoundState``); the chain replica (``ledger.node.ChainNode``) and which round blocks to
+propose (``ledger.proposer.RoundProposer``); an experiment's attack (``behaviours``, through hooks).
 """
 
 from __future__ import annotations
@@ -63,6 +58,7 @@ log = logging.getLogger(__name__)
 Job = tuple[Callable[..., object], tuple[Any, ...]]
 M = TypeVar("M", bound=Message)
 PENDING_VOTE_WAIT_S = 10.0  # how long a vote or proposal waits for messages it lists before going ahead
+JOIN_AGAIN_S = 15.0  # a join no global model answered is sent again (lost, or the coordinator restarted)
 
 
 class Agent:
@@ -209,6 +205,8 @@ class Agent:
         self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
         self.status = Status.JOINED
         log.info("%s: joined task %s with %d samples", self.node_id, self.task.task_id, join.num_samples)
+        task = self.task
+        self._later(JOIN_AGAIN_S, lambda: self.task is task and self.status is Status.JOINED and self.join())
 
     def leave(self, round_no: int, reason: str) -> None:
         """Stop contributing to the task and say so, signed, on the join topic and the status topic."""
