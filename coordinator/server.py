@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bpcv.config import CoordinatorConfig, broker_address
+from bpcv.envelope import decode
 from bpcv.errors import BpcvError, Rejected
 from bpcv.exporter import exporter_for
 from bpcv.identity import ROLES, Identity
@@ -195,13 +196,23 @@ class Coordinator:
         again, retained, whenever it reconnects, so that agents restarting after a broker that lost its
         store find the task."""
         raw = self.checkpoint.load_announcement()
-        saved = self.checkpoint.load()
-        if raw is None or saved is None or saved[0].stopped_because:
+        if raw is None:
             return None
-        topic = self.topics.task(saved[0].task_id)
-        runner = self.runner_for(topic, raw)
+        try:
+            task_id = decode(raw).task
+        except Rejected as exc:
+            log.warning(
+                "%s: the checkpoint's task announcement is unreadable (%s); waiting for a task",
+                self.identity.node_id,
+                exc,
+            )
+            return None
+        saved = self.checkpoint.load()
+        if saved is not None and saved[0].task_id == task_id and saved[0].stopped_because:
+            return None  # it ended
+        runner = self.runner_for(self.topics.task(task_id), raw)  # resumed, or started again (no roster yet)
         if runner is not None:
-            log.info("%s: resuming task %s from the checkpoint", self.identity.node_id, saved[0].task_id)
+            log.info("%s: task %s taken up again from the checkpoint", self.identity.node_id, task_id)
         return runner
 
     def runner_for(self, topic: str, payload: bytes) -> Callable[[], TaskSummary] | None:

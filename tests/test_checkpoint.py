@@ -78,8 +78,8 @@ def test_coordinator_json_keeps_the_metric_name_as_the_key():
 
 def test_a_restarted_coordinator_resumes_its_task_without_the_brokers_retained_announcement(consortium):
     """A broker killed before it saved its store loses the retained task: the coordinator's checkpoint keeps
-    the announcement it started, so a restart resumes from it. Nothing to resume: a finished task, or a
-    checkpoint without an announcement (a coordinator that never started one)."""
+    the announcement it started, so a restart resumes from it, or starts it again when no roster was
+    saved. Nothing to take up: a finished task, or no announcement (a coordinator that never started one)."""
     from bpcv.topics import Topics
     from tests.helpers import offline_coordinator
 
@@ -92,7 +92,9 @@ def test_a_restarted_coordinator_resumes_its_task_without_the_brokers_retained_a
     assert coord.resume_from_checkpoint() is None  # nothing started
     assert coord.runner_for(Topics().task("t1"), c.task_env.raw) is not None  # starting it keeps it
     assert coord.checkpoint.load_announcement() == c.task_env.raw
-    assert coord.resume_from_checkpoint() is None  # no round state saved yet: the announcement is awaited
+    coord.close()
+    coord = restarted()  # killed before it saved a roster: it starts the task again (agents join again)
+    assert coord.resume_from_checkpoint() is not None
     state = RunState("t1", {}, list(c.agents), [], {}, {})
     coord.checkpoint.save(state, b"weights")
     coord.close()
