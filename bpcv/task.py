@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -20,6 +21,14 @@ CATEGORIES = {"classification": "accuracy", "regression": "mae"}
 # coordinator takes from its held-out test data, so it needs one.
 STRATEGIES = ("bpcv", "fedavg", "median", "trimmed-mean", "multi-krum", "fedpage", "overlap-fedavg", "fltrust")
 LOCAL = "local"  # the dataset of a task on each device's own data, read against the task's ``data`` schema
+
+
+def has_fixed_layers(model: str) -> bool:
+    """Whether a model spec has weights it never trains: the wavelet map, or a Keras layer marked untrainable."""
+    if is_keras_json(model):
+        layers = json.loads(model).get("config", {}).get("layers", [])
+        return any(isinstance(layer, dict) and layer.get("config", {}).get("trainable") is False for layer in layers)
+    return model.startswith("wavelet:")
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,12 @@ class TaskSpec:
             check_encoding(self.update_encoding)
         except ConfigError as exc:
             raise ConfigError(f"task: update_encoding: {exc}") from exc
+        if not self.update_encoding.startswith("float32") and has_fixed_layers(self.model):
+            raise ConfigError(
+                f"task: update_encoding {self.update_encoding} would change the model's fixed layers (weights it "
+                "never trains, such as the wavelet map), which agents compute once and must stay exact: use float32 "
+                "or float32+deflate"
+            )
         if not isinstance(self.accountable_voters, bool):
             raise ConfigError(f"task: accountable_voters must be true or false, not {self.accountable_voters!r}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):

@@ -51,6 +51,10 @@ def test_a_task_names_how_updates_travel_and_a_default_task_travels_as_before():
     assert TaskSpec.from_body(spec.to_body()).update_encoding == "int8+deflate"
     with pytest.raises(ConfigError, match="update_encoding: model encoding must be one of"):
         TaskSpec.from_body({**base, "update_encoding": "int4"})
+    # lossy encodings would perturb fixed layers, which agents cache (found live: DP training then failed)
+    assert TaskSpec.from_body({**base, "model": "wavelet:2,4,7", "update_encoding": "float32+deflate"})
+    with pytest.raises(ConfigError, match="would change the model's fixed layers"):
+        TaskSpec.from_body({**base, "model": "wavelet:2,4,7", "update_encoding": "int8"})
 
 
 def run_cli(*args):

@@ -349,13 +349,13 @@ def test_live_task_with_gaussian_dp_records_privacy_spent(mosquitto, tmp_path):
         "gaussian",
         "--epsilon",
         "4",
-        "--update-encoding",  # and updates sent as int8, deflated: every one decoded and aggregated
-        "int8+deflate",
+        "--update-encoding",  # and updates sent deflated: every one inflated, decoded and aggregated
+        "float32+deflate",
     )
     text = finish(proc)
     assert proc.returncode == 0, text
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["task"]["update_encoding"] == "int8+deflate" and "bad-model" not in summary["rejected"]
+    assert summary["task"]["update_encoding"] == "float32+deflate" and "bad-model" not in summary["rejected"]
     assert all(len(r["aggregated"]) >= 2 for r in summary["rounds"]), summary["rounds"]
     trained = [n for n in summary["nodes"] if n["epsilon_spent"] is not None]
     assert trained and all(n["mechanism"] == "gaussian" and n["epsilon_budget"] == 4.0 for n in summary["nodes"])
