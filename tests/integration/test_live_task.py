@@ -413,7 +413,10 @@ def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp
     from ledger.block import decode_block
 
     out = tmp_path / "run"
-    proc = demo(out, mosquitto, "--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "4")
+    # 120 s: on a loaded 2-core machine round 1 (TensorFlow warming up in 5 processes) took over 60 s and
+    # lost quorum before the kill this test is about
+    args = ["--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "4", "--update-timeout", "120"]
+    proc = demo(out, mosquitto, *args)
     with RoundWatcher(mosquitto) as rounds:
         rounds.wait(2)
         time.sleep(1.0)
