@@ -228,7 +228,7 @@ class Coordinator:
             return None
         saved = self.checkpoint.load()
         if saved is not None and saved[0].task_id == task.task_id and not saved[0].stopped_because:
-            self.bus.keep_retained(topic, payload)
+            self.bus.keep_retained(topic, payload)  # a broker that restarts empty gets it back
             return lambda: TaskRunner(self, task).run(resume=saved)
         if (why := stale_task(env, task, time.time())) is not None:
             log.warning("%s: %s", self.identity.node_id, why)

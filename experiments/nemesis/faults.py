@@ -208,6 +208,7 @@ class Cluster:
             self.disk.free()
 
 
+COORDINATOR_GONE = {"target": "coordinator", "skipped": "not running"}  # between a kill and the demo's restart
 MAX_COORDINATOR_KILLS = 2  # per task: the demo restarts a killed coordinator at most 3 times
 
 
@@ -312,7 +313,7 @@ class Nemesis:
     def coordinator_pause(self) -> dict:
         proc = coordinator_process(self.cluster.coordinator_config)
         if proc is None:
-            return {"target": "coordinator", "skipped": "not running"}
+            return dict(COORDINATOR_GONE)
         proc.send_signal(signal.SIGSTOP)
         held = self._hold(1, 8)
         proc.send_signal(signal.SIGCONT)
@@ -321,7 +322,7 @@ class Nemesis:
     def coordinator_kill(self) -> dict:
         proc = coordinator_process(self.cluster.coordinator_config)
         if proc is None:
-            return {"target": "coordinator", "skipped": "not running"}
+            return dict(COORDINATOR_GONE)
         proc.kill()
         self.cluster.coordinator_kills += 1
         return {"target": "coordinator", "restarted_by": "the demo"}
