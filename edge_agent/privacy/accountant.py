@@ -12,6 +12,7 @@ the mechanism with noise multiplier m. Over k steps:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ def amplified_pure_epsilon(epsilon: float, sampling_rate: float) -> float:
     return epsilon + math.log(sampling_rate + (1.0 - sampling_rate) * math.exp(-epsilon))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and PLD accounting takes a while: agents of one pool share it
 def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
     """The epsilon spent after ``steps`` Poisson-sampled steps (infinite for mechanism ``off``)."""
     if steps <= 0:
@@ -65,6 +67,7 @@ def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, s
     return float(accountant.get_epsilon(delta))
 
 
+@functools.lru_cache(maxsize=64)  # every agent of a pool with the same shard size asks the same question
 def calibrate_noise_multiplier(
     mechanism: str, target_epsilon: float, sampling_rate: float, steps: int, delta: float, tolerance: float = 0.01
 ) -> float:

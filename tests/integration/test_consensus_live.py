@@ -29,6 +29,7 @@ def three_rounds_with(mosquitto, tmp_path, behaviour: str, malicious: int, stand
     return summary, summary["rounds"], text
 
 
+@pytest.mark.soak
 def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path):
     # every active agent dies the moment it should publish a block as PoQ winner (rank 0)
     summary, rounds, text = three_rounds_with(mosquitto, tmp_path, "dies-at-proposal", 4, standby=2)
@@ -44,6 +45,7 @@ def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path
     assert "standing in at PoQ rank 1" in text
 
 
+@pytest.mark.soak
 def test_equivocating_proposer_is_proven_excluded_and_eliminated(mosquitto, tmp_path):
     # every active agent signs two different blocks whenever it proposes
     summary, rounds, _ = three_rounds_with(mosquitto, tmp_path, "equivocate", 5, standby=1)

@@ -101,6 +101,7 @@ def unit_command(root: Path) -> tuple[str, str, str, dict[str, str]]:
     return field["ExecStart"], field["User"], field["WorkingDirectory"], env
 
 
+@pytest.mark.soak
 def test_bundle_installs_in_a_fresh_root_and_the_agent_completes_rounds(fresh_root, mosquitto, tmp_path):
     root, out = fresh_root, tmp_path / "run"
     demo = subprocess.Popen(

@@ -262,6 +262,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     assert f"{bad} (round {elim_round['round']})" in markdown and "broker traffic per round" in markdown
 
 
+@pytest.mark.soak
 def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path):
     """Kill an agent as round 2 starts: the round goes on without it. Restart it as round 4 starts:
     it asks for the blocks it missed (range sync), verifies them, ends on the same head, and joins
@@ -311,6 +312,7 @@ def test_agent_killed_for_two_rounds_rejoins_and_catches_up(mosquitto, tmp_path)
     assert start <= 2 and start + sent - 1 >= 3  # rounds 2 and 3, missed while down, came by range sync
 
 
+@pytest.mark.soak
 def test_round_that_loses_quorum_aborts_and_commits_nothing(mosquitto, tmp_path):
     """Half the agents die as round 2 starts: the round has fewer valid updates than the task's
     minimum, so the coordinator aborts the task, signed, and nothing of round 2 reaches any chain."""
@@ -370,6 +372,7 @@ def test_live_task_with_gaussian_dp_records_privacy_spent(mosquitto, tmp_path):
     assert eps_on_chain and all(0 < e <= 4.0 for e in eps_on_chain)
 
 
+@pytest.mark.soak
 def test_broker_killed_mid_round_and_restarted_the_task_completes(tmp_path):
     """kill -9 of mosquitto while round 2 trains, a new one on the same port 5 s later: clients
     reconnect, the coordinator asks again for what did not arrive, and every round of the task is on
@@ -406,6 +409,7 @@ def test_broker_killed_mid_round_and_restarted_the_task_completes(tmp_path):
         assert recorded == [1, 2, 3, 4], (path, recorded)
 
 
+@pytest.mark.soak
 def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_path):
     """kill -9 of the coordinator while round 2 trains: restarted (as a service manager would), it
     resumes from its LMDB checkpoint and the task completes with every round on every replica once."""

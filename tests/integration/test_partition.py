@@ -47,6 +47,7 @@ def height(chain: Path) -> int:
     return head[0] if head else -1
 
 
+@pytest.mark.soak
 def test_a_partitioned_minority_makes_no_progress_and_catches_up_after_healing(mosquitto, tmp_path):
     out = tmp_path / "run"
     proxy = Proxy(mosquitto)
