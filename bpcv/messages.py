@@ -265,27 +265,29 @@ class Leave(Message):
 
 @dataclass(frozen=True)
 class GlobalModel(Message):
-    """The round's global model (the envelope's one blob), roster and validation assignment.
+    """The round's global model (the envelope's one blob) and roster. ``committee_seed``: with validation
+    committees, the hash of the coordinator's chain head that draws who scores whom over the roster
+    (``bpcv.committee``); None when every node scores every peer.
 
     ``resend_to`` is set when the coordinator asks those nodes again for their update."""
 
     KIND: ClassVar[str] = "global"
     roster: list[str]
-    assignment: dict[str, list[str]]
     model_digest: str
     resend_to: tuple[str, ...] | None = None
+    committee_seed: str | None = None
 
     def to_body(self) -> dict[str, Any]:
-        return _resend_body(asdict(self), self.resend_to)
+        return _without(_resend_body(asdict(self), self.resend_to), "committee_seed", None)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> GlobalModel:
         b = _Body(cls.KIND, body)
         return cls(
             b.names("roster"),
-            b.mapping("assignment", _is_names, "a list of node ids"),
             b.text("model_digest"),
             b.resend_to(),
+            b.text("committee_seed", None),
         )
 
 
@@ -385,9 +387,12 @@ class Result(Message):
     final: bool = False
     other_metrics: dict[str, float | None] = field(default_factory=dict)  # regression: {"rmse": ...}
     dissenters: list[str] = field(default_factory=list)  # voters whose votes did not count (accountable voters)
+    committee_seed: str | None = None  # with validation committees: the global model's seed ...
+    validated: list[str] = field(default_factory=list)  # ... and its roster, from which replicas redraw who scored whom
 
     def to_body(self) -> dict[str, Any]:
-        return _without(_without(asdict(self), "other_metrics", {}), "dissenters", [])
+        body = _without(_without(asdict(self), "other_metrics", {}), "dissenters", [])
+        return _without(_without(body, "committee_seed", None), "validated", [])
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Result:
@@ -413,6 +418,8 @@ class Result(Message):
             final=b.flag("final", False),
             other_metrics=b.mapping("other_metrics", _is_optional_number, "a number or null", {}),
             dissenters=b.names("dissenters", []),
+            committee_seed=b.text("committee_seed", None),
+            validated=b.names("validated", []),
         )
 
 

@@ -116,6 +116,13 @@ class Bus:
             if self._connected.is_set():
                 self._client.subscribe(topic, qos=1)
 
+    def unsubscribe(self, topic: str) -> None:
+        """Stop listening to ``topic`` (now and after reconnects)."""
+        if topic in self._subscriptions:
+            self._subscriptions.remove(topic)
+            if self._connected.is_set():
+                self._client.unsubscribe(topic)
+
     def keep_retained(self, topic: str, payload: bytes) -> None:
         """Publish ``payload`` retained on ``topic`` now and again after every reconnect, since a broker that
         restarted without its store has lost it; an empty payload clears it and stops keeping it."""

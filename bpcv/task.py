@@ -63,6 +63,7 @@ class TaskSpec:
     accountable_voters: bool = False  # dissenting voters' votes do not count, they are unpaid, and eliminated
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
     update_encoding: str = "float32"  # how agents send their updates: one of bpcv.codec.ENCODINGS
+    committee: int = 0  # each node scores this many peers drawn from a block hash (bpcv.committee); 0: every peer
 
     @property
     def metric(self) -> str:
@@ -93,6 +94,7 @@ class TaskSpec:
             ("accountable_voters", False),
             ("lr_decay", 1.0),
             ("update_encoding", "float32"),
+            ("committee", 0),
         )
         for name, paper in paper_rules:
             if body[name] == paper:
@@ -143,6 +145,15 @@ class TaskSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"task: {name} must be a positive integer, not {value!r}")
+        if (
+            not isinstance(self.committee, int)
+            or isinstance(self.committee, bool)
+            or not (self.committee == 0 or self.committee >= 3)
+        ):
+            raise ConfigError(
+                f"task: committee must be 0 (every peer scores every update) or at least 3 (a median of the "
+                f"scores needs three judges), not {self.committee!r}"
+            )
         if self.min_nodes > self.nodes:
             raise ConfigError(f"task: min_nodes {self.min_nodes} > nodes {self.nodes}")
         for name in (

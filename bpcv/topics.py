@@ -57,6 +57,11 @@ class Topics:
         """Every per-round topic of one task."""
         return f"{self.base}/tasks/{task}/round/#"
 
+    def round_control(self, task: str) -> list[str]:
+        """Every per-round topic of one task but the updates: global models, manifests, votes, results."""
+        rounds = f"{self.base}/tasks/{task}/round/+"
+        return [f"{rounds}/global", f"{rounds}/manifest", f"{rounds}/vote/+", f"{rounds}/result"]
+
     def block(self, chain: str) -> str:
         return f"{self.base}/chain/{chain}/block"
 

@@ -198,6 +198,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "elimination": o.elimination,
         "accountable_voters": o.accountable_voters,
         "update_encoding": o.update_encoding,
+        "committee": o.committee,
         "join_window_s": STANDBY_JOIN_DELAY_S + 2.0,
         "update_timeout_s": o.update_timeout_s,
         "vote_timeout_s": o.vote_timeout_s,

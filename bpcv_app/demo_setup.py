@@ -126,6 +126,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vote-timeout", type=float, default=120.0, help="seconds to wait for votes per round")
     p.add_argument("--block-timeout", type=float, default=15.0, help="seconds a stand-in waits for the winner's block")
     p.add_argument("--update-encoding", default="float32", choices=ENCODINGS, help="updates' wire type and compression")
+    p.add_argument(
+        "--committee",
+        type=int,
+        default=0,
+        help="each node scores K peers drawn from the chain head's hash, not all (default 0: all, the paper's; "
+        "K >= 3): docs/PROTOCOL.md, 'Validation committees'",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     p.add_argument("--time-limit", type=float, default=None, help="the task's own time limit (default 3600 s)")
@@ -149,6 +156,7 @@ class DemoOptions:
     lr: float | None = None  # None: the --data task file's (MNIST: 2)
     lr_decay: float | None = None  # None: the --data task file's (default 1: constant)
     update_encoding: str = "float32"
+    committee: int = 0
     time_limit_s: float | None = None  # None: the --data task file's (default 3600)
     quality_rule: str
     strategy: str = "bpcv"
@@ -220,6 +228,7 @@ class DemoOptions:
             lr=a.lr,
             lr_decay=a.lr_decay,
             update_encoding=a.update_encoding,
+            committee=a.committee,
             time_limit_s=a.time_limit,
             partition=a.partition,
             quality_rule=a.quality_rule,

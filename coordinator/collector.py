@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from bpcv.codec import decode_model, model_digest
+from bpcv.committee import assign
 from bpcv.envelope import Envelope
 from bpcv.errors import Rejected
 from bpcv.intake import Intake
-from bpcv.messages import Join, Leave, Update, Vote, read
+from bpcv.messages import Join, Leave, Manifest, Update, Vote, read
 from bpcv.poq import vote_scores
 from bpcv.task import TaskSpec
 
@@ -41,9 +42,17 @@ class RoundInbox:
     valid: dict[str, tuple[str, list[np.ndarray]]] = field(default_factory=dict)  # node -> (digest, weights)
     invalid: dict[str, str] = field(default_factory=dict)  # node -> why its update was refused
     manifest: dict[str, str] = field(default_factory=dict)  # node -> digest, once published
+    committee_seed: str | None = None  # with validation committees: the block hash that drew them
+    assignment: dict[str, list[str]] = field(default_factory=dict)  # voter -> the peers it is to score
     votes: dict[str, Envelope] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # voter -> target -> score
     val_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> its score of the global model
+
+    def committee_fields(self) -> dict[str, Any]:
+        """The round result's record of the committees (none when every node scored every peer)."""
+        if self.committee_seed is None:
+            return {}
+        return {"committee_seed": self.committee_seed, "validated": sorted(self.roster)}
 
 
 @dataclass
@@ -77,10 +86,13 @@ class RoundCollector:
         self.joined = Joined()
         self.inbox = RoundInbox(0, [])
 
-    def begin_round(self, round_no: int, roster: list[str]) -> RoundInbox:
-        """Start collecting round ``round_no`` from ``roster``."""
-        self.inbox = RoundInbox(round_no, list(roster))
-        return self.inbox
+    def begin_round(self, round_no: int, roster: list[str], head_hash: str = "") -> RoundInbox:
+        """Start collecting round ``round_no`` from ``roster``; who scores whom: every peer, or the task's
+        committees drawn over the roster from ``head_hash`` (the chain head's)."""
+        inbox = self.inbox = RoundInbox(round_no, list(roster))
+        inbox.committee_seed = head_hash if self.task.committee else None
+        inbox.assignment = assign(inbox.roster, self.task.committee, head_hash, self.task.task_id, round_no)
+        return inbox
 
     def arrived(self, node: str) -> bool:
         """Whether ``node``'s update is in (valid or not), or it left the task."""
@@ -92,14 +104,15 @@ class RoundCollector:
     def missing_votes(self) -> list[str]:
         return [n for n in self.inbox.valid if n not in self.inbox.votes]
 
-    def close_updates(self, equivocators: set[str]) -> dict[str, str]:
+    def close_updates(self, equivocators: set[str]) -> Manifest:
         """Freeze the manifest: the accepted updates, less those of nodes proven to have equivocated."""
         for node in sorted(set(self.inbox.valid) & equivocators):
             del self.inbox.valid[node]
             self.inbox.invalid[node] = "equivocation"
             self.intake.reject(Rejected("equivocation", f"update of {node}, who equivocated"), "update")
-        self.inbox.manifest = {n: d for n, (d, _) in sorted(self.inbox.valid.items())}
-        return self.inbox.manifest
+        inbox = self.inbox
+        inbox.manifest = {n: d for n, (d, _) in sorted(inbox.valid.items())}
+        return Manifest(inbox.manifest)
 
     def handle(self, topic: str, levels: tuple[str, ...], payload: bytes) -> None:
         """A message on one of this task's topics (``levels`` below the base topic)."""
@@ -194,6 +207,8 @@ class RoundCollector:
             for target in scores:
                 if target == node or target not in inbox.manifest or vote.digests.get(target) != inbox.manifest[target]:
                     raise Rejected("vote-off-manifest", f"{node} scored {target} outside the manifest")
+                if target not in inbox.assignment.get(node, ()):
+                    raise Rejected("vote-off-committee", f"{node} scored {target}, who is not in its committee")
         except Rejected as exc:
             self.intake.reject(exc, topic)
             return

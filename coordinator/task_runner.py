@@ -176,10 +176,10 @@ class TaskRunner:
     def _run_round(self, round_no: int, weights: Weights, state: RunState) -> tuple[RoundOutcome, bytes]:
         """Global model out, updates in, manifest out, votes in; decide."""
         server, task, collector = self.server, self.task, self.collector
-        inbox = collector.begin_round(round_no, state.roster)
+        inbox = collector.begin_round(round_no, state.roster, server.replica.head_hash)
         blob = encode_model(weights)
         roster = inbox.roster
-        global_model = GlobalModel(roster, {n: [p for p in roster if p != n] for n in roster}, model_digest(blob))
+        global_model = GlobalModel(roster, model_digest(blob), committee_seed=inbox.committee_seed)
         server.publish(
             server.topics.global_model(task.task_id, round_no), self._seal(global_model, round_no, [blob]).raw
         )
@@ -188,7 +188,7 @@ class TaskRunner:
             task.update_timeout_s,
             lambda: self._ask_again(global_model, collector.missing_updates(), [blob]),
         )
-        manifest = Manifest(collector.close_updates(server.chain.equivocators()))
+        manifest = collector.close_updates(server.chain.equivocators())
         server.publish(server.topics.manifest(task.task_id, round_no), self._seal(manifest, round_no).raw)
         server.pump(
             lambda: not collector.missing_votes(),
@@ -218,7 +218,7 @@ class TaskRunner:
         topic = (topics.global_model if isinstance(message, GlobalModel) else topics.manifest)(
             self.task.task_id, round_no
         )
-        again = self._seal(replace_resend(message, missing), round_no, blobs)
+        again = self._seal(replace(message, resend_to=tuple(missing)), round_no, blobs)
         self.server.publish(topic, again.raw, wait=None)
 
     def _combine(self, outcome: RoundOutcome, global_weights: Weights) -> Weights:
@@ -289,6 +289,7 @@ class TaskRunner:
             value=metric_value,
             final=final,
             other_metrics=other_metrics,
+            **inbox.committee_fields(),
             **outcome.result_fields(),
         )
         self.round_records = [r.raw for r in records] + [self._seal(result, round_no).raw]
@@ -393,8 +394,3 @@ class TaskRunner:
         log.info("task summary written to %s", path)
         server.collector = None
         return summary
-
-
-def replace_resend(message: GlobalModel | Manifest, missing: list[str]) -> GlobalModel | Manifest:
-    """``message`` addressed again to the ``missing`` nodes."""
-    return replace(message, resend_to=tuple(missing))

@@ -36,7 +36,10 @@ TASK_FIELDS = {
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
     "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False, "lr_decay": 1.0,
+    "update_encoding": "float32", "committee": 0,
 }  # fmt: skip
+ENCODINGS = {f"{kind}{layer}" for kind in ("float32", "float16", "int8") for layer in ("", "+deflate")}
+COMMITTEE_SEED_DEPTH = 3  # PROTOCOL.md, "Validation committees"
 ROUND_TX_ROLES = {
     "task": {"requester"},
     "vote": {"agent"},
@@ -220,6 +223,7 @@ class Chain:
         self.tasks: dict[str, dict] = {}
         self.rounds: set[tuple[str, int]] = set()
         self.excluded: set[str] = set()
+        self.hashes: list[str] = []  # of the blocks verified so far, in order
 
     def open(self, raw: bytes, roles: set[str]) -> dict:
         env = parse_envelope(raw)
@@ -308,7 +312,26 @@ def read_task(body: dict) -> dict:
         raise Bad("task: block_timeout_s must be > 0 and reward_per_round >= 0")
     if not isinstance(task["proposer_fallbacks"], int) or task["proposer_fallbacks"] < 0:
         raise Bad("task: proposer_fallbacks must be an integer >= 0")
+    if task["update_encoding"] not in ENCODINGS:
+        raise Bad("task: unknown update_encoding")
+    k = task["committee"]
+    if type(k) is not int or not (k == 0 or k >= 3):
+        raise Bad("task: committee must be 0 or an integer >= 3")
     return task
+
+
+def committees(nodes: list[str], k: int, seed: str, task_id: str, round_no: int) -> dict[str, set[str]]:
+    """Who each node scores (PROTOCOL.md, "Validation committees"): every other node when k is 0 or at least
+    N - 1; else the k nodes after it in the order of SHA-256("bpcv-committee" 0 seed 0 task 0 round 0 node)."""
+    unique = sorted(set(nodes))
+    if k == 0 or k >= len(unique) - 1:
+        return {n: set(unique) - {n} for n in unique}
+
+    def draw(node: str) -> tuple[bytes, str]:
+        return hashlib.sha256(f"bpcv-committee\x00{seed}\x00{task_id}\x00{round_no}\x00{node}".encode()).digest(), node
+
+    order = sorted(unique, key=draw)
+    return {n: {order[(i + j) % len(order)] for j in range(1, k + 1)} for i, n in enumerate(order)}
 
 
 def peer_scores(votes: dict[str, dict[str, float]], ignore: list[str]) -> dict[str, dict[str, float]]:
@@ -381,7 +404,7 @@ def read_vote(chain: Chain, vote: dict) -> dict[str, float]:
 
 def read_result(body: dict) -> dict:
     """The result's fields with their types (PROTOCOL.md, "The round result"); absent optional ones default."""
-    number_or_null = lambda v: v is None or is_number(v)  # noqa: E731
+    number_or_null = lambda v: v is None or is_number(v)
     return {
         "ranking": field(body, "ranking", is_names),
         "votes": field(body, "votes", is_names),
@@ -402,6 +425,8 @@ def read_result(body: dict) -> dict:
         "value": field(body, "value", number_or_null, None),
         "final": field(body, "final", lambda v: isinstance(v, bool), False),
         "dissenters": field(body, "dissenters", is_names, []),
+        "committee_seed": field(body, "committee_seed", text_or_null, None),
+        "validated": field(body, "validated", is_names, []),
     }
 
 
@@ -466,6 +491,15 @@ def verify_round_block(chain: Chain, block: dict) -> None:
         votes[vote["sender"]] = read_vote(chain, vote)
     if sorted(result["votes"]) != sorted(v["digest"] for v in envs["vote"]):
         raise Bad("the votes are not exactly those the result lists")
+    seed = result["committee_seed"]
+    if not task["committee"] and (seed is not None or result["validated"]):
+        raise Bad("the result records committees, but the task has none")
+    if task["committee"]:
+        if seed not in chain.hashes[-COMMITTEE_SEED_DEPTH:]:
+            raise Bad("the committee seed is not one of the last block hashes")
+        assigned = committees(result["validated"], task["committee"], seed, task_id, round_no)
+        if any(voter not in assigned or set(scores) - assigned[voter] for voter, scores in votes.items()):
+            raise Bad("a vote scores a node outside its voter's committee")
     higher = {"classification": True, "regression": False}[task["category"]]
     dissenters = find_dissenters(votes, higher) if task["accountable_voters"] else []
     if result["dissenters"] != dissenters:
@@ -550,6 +584,7 @@ def verify(path: str, genesis_hash: str | None = None) -> tuple[int, str]:
             except (Bad, KeyError, TypeError, ValueError, IndexError, ArithmeticError, struct.error) as exc:
                 raise Bad(f"height {height}: {exc}") from exc
             prev = block["hash"]
+            chain.hashes.append(prev)
     env.close()
     if prev != head_hash:
         raise Bad(f"height {head_height}: meta:head does not name the last block")

@@ -47,6 +47,7 @@ from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from edge_agent import behaviours
 from edge_agent.privacy.plan import PrivacyPlan
+from edge_agent.round_topics import RoundTopics
 from edge_agent.rounds import RoundState
 from edge_agent.status import ENDED, Status
 from edge_agent.work import ShardWork, TrainerProvider
@@ -87,6 +88,7 @@ class Agent:
             status_topic=self.topics.status(self.identity.node_id),
             persistent=True,
         )
+        self.round_topics = RoundTopics(self.bus, self.topics, self.identity.node_id)
         self.task: TaskSpec | None = None
         self.work: ShardWork | None = None  # this agent's training and scoring for the task
         self.status = Status.IDLE
@@ -146,7 +148,7 @@ class Agent:
             self.chain.handle(topic, levels, payload)
         elif levels[0] == "tasks" and len(levels) == 2:
             self.on_task(topic, payload)
-        elif self.task is not None and len(levels) >= 5 and levels[1] == self.task.task_id and levels[2] == "round":
+        elif self.task and len(levels) >= 5 and levels[1] == self.task.task_id and levels[2] == "round" and payload:
             try:
                 round_no = int(levels[3])
             except ValueError:
@@ -195,7 +197,7 @@ class Agent:
             return
         self.task = task
         self.proposer.start_task(task, payload)
-        self.bus.subscribe(self.topics.round_wildcard(task.task_id))
+        self.round_topics.start_task(task)
         self._later(self.config.join_delay_s, self.join)
 
     def join(self) -> None:
@@ -256,7 +258,8 @@ class Agent:
         except Rejected as exc:
             self.intake.reject(exc, topic)
             return
-        self.rounds.start(round_no, message.roster, message.assignment)
+        self.rounds.start(round_no, message.roster, self.task, self.node_id, message.committee_seed)
+        self.round_topics.follow(round_no, self.rounds.peers)
         self.proposer.forget_before(round_no)
         if self.node_id not in self.rounds.roster:
             if self.status is Status.ACTIVE:  # dropped: our update never came (a partition, a restart)
@@ -279,7 +282,7 @@ class Agent:
         update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
         env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
         self.rounds.record_sent("update", round_no, env.raw)
-        self.bus.publish(self.topics.update(self.task.task_id, round_no, self.node_id), env.raw)
+        self.round_topics.publish_update(round_no, env.raw)
         spent = update.epsilon_spent
         log.info("%s: round %d update sent (%d bytes, epsilon spent %s)", self.node_id, round_no, len(env.raw), spent)
 

@@ -1,4 +1,4 @@
-"""What an agent holds of the round in progress: its number, roster and validation assignment, the
+"""What an agent holds of the round in progress: its number, roster, whom it is to score, the
 peers' updates that arrived, a manifest waiting for them, and what the agent itself published (the
 same bytes are sent again when the coordinator asks)."""
 
@@ -8,7 +8,9 @@ import time
 from collections import Counter
 
 from bpcv.codec import model_digest
+from bpcv.committee import assign
 from bpcv.messages import Manifest
+from bpcv.task import TaskSpec
 
 # Requests for one message after which the agent says it is being lost on the way: an MQTT 3.1.1 broker
 # acknowledges a message over its ``message_size_limit`` and drops it, so an acknowledgement is no
@@ -25,18 +27,26 @@ class RoundState:
     def __init__(self) -> None:
         self.number = 0
         self.roster: list[str] = []
-        self.assignment: dict[str, list[str]] = {}
+        self.peers: list[str] | None = None  # whom this node scores this round; None: every peer listed
         self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> peer -> (digest, blob)
         self.manifest: tuple[int, Manifest] | None = None  # (round, manifest) waiting for updates to score
         self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published
         self.sent_at: dict[tuple[str, int], float] = {}  # (update|vote, round) -> when (monotonic)
         self.asked: Counter[tuple[str, int]] = Counter()  # (update|vote, round) -> requests to send it again
 
-    def start(self, round_no: int, roster: list[str], assignment: dict[str, list[str]]) -> None:
-        """Round ``round_no`` begins: keep what peers sent for it (or later), forget the rest."""
+    def start(
+        self, round_no: int, roster: list[str], task: TaskSpec, node_id: str, committee_seed: str | None = None
+    ) -> None:
+        """Round ``round_no`` begins: keep what peers sent for it (or later), forget the rest. Whom ``node_id``
+        scores: every peer, or (a task with committees) its committee drawn over the roster from the global
+        model's ``committee_seed`` (none without a seed)."""
         self.number = round_no
         self.roster = list(roster)
-        self.assignment = dict(assignment)
+        if not task.committee:
+            self.peers = None
+        else:
+            drawn = assign(roster, task.committee, committee_seed, task.task_id, round_no) if committee_seed else {}
+            self.peers = drawn.get(node_id, [])
         self.updates = {r: u for r, u in self.updates.items() if r >= round_no}
         self.sent = {k: v for k, v in self.sent.items() if k[1] >= round_no}
         self.sent_at = {k: t for k, t in self.sent_at.items() if k[1] >= round_no}
@@ -51,9 +61,9 @@ class RoundState:
         self.updates.setdefault(round_no, {})[peer] = (model_digest(blob), blob)
 
     def to_score(self, node_id: str, listed: dict[str, str]) -> tuple[list[str], dict[str, bytes]]:
-        """The peers ``node_id`` is assigned to score that the manifest lists: those whose listed update
-        has not arrived (missing), and the blobs of those that have."""
-        peers = [p for p in self.assignment.get(node_id, []) if p in listed and p != node_id]
+        """The peers ``node_id`` is to score that the manifest lists (every one, or those of its committee):
+        those whose listed update has not arrived (missing), and the blobs of those that have."""
+        peers = [p for p in (listed if self.peers is None else self.peers) if p in listed and p != node_id]
         received = self.updates.get(self.number, {})
         missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
         return missing, {p: received[p][1] for p in peers if p not in missing}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bpcv.committee import COMMITTEE_SEED_DEPTH, assign
 from bpcv.envelope import Envelope, decode, open_envelope
 from bpcv.errors import BpcvError, ConfigError, Rejected
 from bpcv.identity import Member, Registry, verify_signature
@@ -34,6 +35,9 @@ ROUND_TX_ROLES = {
     "evidence": ("agent", "coordinator"),
 }
 REWARD_SLACK = 1e-6
+# Block hashes the state keeps (committee seeds are checked against the last COMMITTEE_SEED_DEPTH); a fork
+# switch steps back over one block per hash, and none goes this deep.
+RECENT_HASHES = 64
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ChainState:
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     rounds: set[tuple[str, int]] = field(default_factory=set)
     excluded: set[str] = field(default_factory=set)  # proposers proven to have equivocated
+    recent: list[str] = field(default_factory=list)  # the last RECENT_HASHES block hashes, the head's last
 
     def copy(self) -> ChainState:
         return ChainState(
@@ -59,6 +64,7 @@ class ChainState:
             dict(self.tasks),
             set(self.rounds),
             set(self.excluded),
+            list(self.recent),
         )
 
 
@@ -107,7 +113,7 @@ def validate_genesis(block: Block) -> ChainState:
     except Rejected as exc:
         raise _fail(block, f"genesis transaction: {exc}") from exc
     _check_proposer_signature(block, registry, roles=("admin",))
-    return ChainState(chain_id, registry, params, 0, block.hash)
+    return ChainState(chain_id, registry, params, 0, block.hash, recent=[block.hash])
 
 
 def _check_proposer_signature(block: Block, registry: Registry, roles: tuple[str, ...]) -> None:
@@ -226,7 +232,7 @@ def _validate_round_block(block: Block, state: ChainState) -> BlockEffects:
         result = read(result_env, Result)
     except Rejected as exc:
         raise _fail(block, f"result: {exc}") from exc
-    ranking = _check_votes(block, task, envs["vote"], result, state.registry)
+    ranking = _check_votes(block, task, envs["vote"], result, state)
     eligible = eligible_proposers(ranking, state.excluded)
     if not 0 <= block.rank < len(eligible) or eligible[block.rank] != block.proposer:
         expected = eligible[block.rank] if 0 <= block.rank < len(eligible) else "nobody"
@@ -251,10 +257,34 @@ def _check_result(block: Block, task: TaskSpec, results: list[Envelope]) -> Enve
     return result
 
 
+def _check_committees(
+    block: Block, task: TaskSpec, result: Result, votes: dict[str, dict[str, float]], recent: list[str]
+) -> None:
+    """With validation committees, every vote scores only its voter's committee, drawn again here from the
+    result's seed, which must be one of the last COMMITTEE_SEED_DEPTH block hashes below this block."""
+    seed = result.committee_seed
+    if not task.committee:
+        if seed is not None or result.validated:
+            raise _fail(block, "the result records committees, but the task has none")
+        return
+    if seed not in recent[-COMMITTEE_SEED_DEPTH:]:
+        raise _fail(
+            block, f"committee seed {str(seed)[:16]} is not one of the last {COMMITTEE_SEED_DEPTH} block hashes"
+        )
+    assignment = assign(result.validated, task.committee, seed, task.task_id, block.round)
+    for voter, scores in sorted(votes.items()):
+        if voter not in assignment:
+            raise _fail(block, f"vote of {voter}, whose update the round did not validate")
+        if off := sorted(set(scores) - set(assignment[voter])):
+            raise _fail(block, f"vote of {voter} scores {off}, outside its committee")
+
+
 def _check_votes(
-    block: Block, task: TaskSpec, vote_envs: list[Envelope], result: Result, registry: Registry
+    block: Block, task: TaskSpec, vote_envs: list[Envelope], result: Result, state: ChainState
 ) -> list[str]:
-    """The votes are exactly those the result lists, well formed; return the PoQ ranking they give."""
+    """The votes are exactly those the result lists, well formed, each scoring its voter's committee;
+    return the PoQ ranking they give."""
+    registry = state.registry
     votes: dict[str, dict[str, float]] = {}
     for vote in vote_envs:
         if vote.round != block.round:
@@ -267,6 +297,7 @@ def _check_votes(
             raise _fail(block, f"vote of {vote.sender}: {exc}") from exc
     if sorted(result.votes) != sorted(v.digest for v in vote_envs):
         raise _fail(block, "the votes in the block are not exactly those the result lists")
+    _check_committees(block, task, result, votes, state.recent)
     quality, dissenters = round_quality(votes, task.metric, task.quality_rule, task.accountable_voters)
     ranking = rank_nodes(quality, task.metric)
     if not ranking:
@@ -324,6 +355,7 @@ def apply_block(state: ChainState, block: Block, effects: BlockEffects) -> None:
     state.excluded.update(effects.excluded)
     state.height = block.height
     state.head_hash = block.hash
+    state.recent = [*state.recent, block.hash][-RECENT_HASHES:]
 
 
 def unapply_block(state: ChainState, block: Block, effects: BlockEffects) -> None:
@@ -336,3 +368,4 @@ def unapply_block(state: ChainState, block: Block, effects: BlockEffects) -> Non
     state.excluded.difference_update(effects.excluded)
     state.height = block.height - 1
     state.head_hash = block.prev_hash
+    state.recent = [h for h in state.recent if h != block.hash]

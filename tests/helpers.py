@@ -56,12 +56,14 @@ def round_block(
     rewards: dict[str, float] | None = None,
     dissenters: list[str] | None = None,
     eliminated: tuple[str, str] | None = None,
+    committee: tuple[str, list[str]] | None = None,
 ) -> Block:
     """A block for ``round_no`` with votes ``scores[voter][target]``, a consistent result and reward split.
 
     The proposer is the node at place ``rank`` of the PoQ ranking unless ``proposer`` names another; the
     result names the votes' dissenters (under the task's rule) unless ``dissenters`` says otherwise, and
-    eliminates the lowest-ranked node unless ``eliminated`` gives (node, reason)."""
+    eliminates the lowest-ranked node unless ``eliminated`` gives (node, reason); ``committee`` is the
+    result's record of validation committees, (seed, validated nodes)."""
     votes = [seal_message(c.agents[v], Vote(s, "accuracy"), c.task.task_id, round_no) for v, s in scores.items()]
     quality, found = round_quality(scores, "accuracy", c.task.quality_rule, c.task.accountable_voters)
     ranking = rank_nodes(quality, "accuracy")
@@ -79,6 +81,8 @@ def round_block(
         final=final,
         global_digest="ab" * 32,
         dissenters=found if dissenters is None else dissenters,
+        committee_seed=committee[0] if committee else None,
+        validated=committee[1] if committee else [],
     )
     result = seal_message(c.coordinator, body, c.task.task_id, round_no)
     txs = ([c.task_env.raw] if include_task else []) + [v.raw for v in votes] + [result.raw]

@@ -102,7 +102,7 @@ def test_typed_bodies_name_the_bad_field_and_refuse_numbers_that_could_overflow(
 def test_resend_to_is_written_only_when_asking_again_and_read_back():
     from bpcv.messages import GlobalModel, Manifest
 
-    first, again = GlobalModel(["a"], {"a": []}, "00"), GlobalModel(["a"], {"a": []}, "00", ("a",))
+    first, again = GlobalModel(["a"], "00"), GlobalModel(["a"], "00", ("a",))
     assert "resend_to" not in first.to_body() and again.to_body()["resend_to"] == ["a"]
     assert GlobalModel.from_body(first.to_body()) == first and GlobalModel.from_body(again.to_body()) == again
     with pytest.raises(Rejected, match="manifest: field 'resend_to' is not a list of strings"):

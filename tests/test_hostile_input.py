@@ -54,7 +54,7 @@ def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     feed(up("t1", 1, "node-03"), update_env(n1, 1, good).raw)  # node-01 on node-03's topic
     feed(up("t1", 1, "node-03"), update_env(n3, 1, good).raw)
     feed(TOPICS.vote("t1", 1, "node-03"), seal(n3, "vote", "t1", 1, {"scores": {}}).raw)  # before manifest
-    assert coord.collector.close_updates(equivocators=set()) == {"node-03": inbox.valid["node-03"][0]}
+    assert coord.collector.close_updates(set()).updates == {"node-03": inbox.valid["node-03"][0]}
     feed(TOPICS.vote("t1", 1, "node-03"), seal(n3, "vote", "t1", 1, {"scores": {"node-01": 0.5}}).raw)
     feed(TOPICS.vote("t1", 1, "node-03"), vote_with_infinity(n3))
     feed(TOPICS.block("main"), b"BPBK\x01junk")

@@ -135,7 +135,7 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
     client.handle(topics.metrics("node-02"), seal(a1, "metrics", "", 0, metrics).raw, 0.0)  # on another's topic
     impostor = Identity.generate("node-03")  # right name, key not in the genesis
     client.handle(topics.metrics("node-03"), seal(impostor, "metrics", "", 0, metrics).raw, 0.0)
-    roster = GlobalModel(["node-01", "node-02"], {}, "00")
+    roster = GlobalModel(["node-01", "node-02"], "00")
     client.handle(topics.global_model("t1", 1), seal_message(c.coordinator, roster, "t1", 1).raw, 10.0)
     assert "training" in view.progress_line(12.0)
     manifest = Manifest({"node-01": "aa", "node-02": "bb"})

@@ -43,7 +43,7 @@ def global_env(c, round_no, roster, shapes=SHAPES):
         "global",
         "t1",
         round_no,
-        {"roster": roster, "assignment": {}, "model_digest": model_digest(blob)},
+        {"roster": roster, "model_digest": model_digest(blob)},
         [blob],
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from bpcv.committee import assign
 from bpcv.envelope import seal
 from bpcv.identity import Identity
 from bpcv.messages import seal_message
@@ -101,14 +102,34 @@ def test_rule_breaking_blocks_written_past_validation_are_refused(rich_chain, br
     assert done.returncode == 2 and f"height {head_height + 1}:" in done.stdout, done.stdout
 
 
-def test_a_task_with_a_decaying_learning_rate_is_read_by_both_verifiers(tmp_path):
-    # lr_decay travels only when set: a verifier that did not know the field would refuse this task
-    c = make_consortium(lr_decay=0.9)
-    assert c.task.to_body()["lr_decay"] == 0.9
+@pytest.mark.parametrize("fields", [{"lr_decay": 0.9}, {"update_encoding": "float16+deflate"}, {"committee": 3}])
+def test_a_task_with_an_optional_field_is_read_by_both_verifiers(tmp_path, fields):
+    # such fields travel only when set: a verifier that did not know one would refuse the task
+    c = make_consortium(n_agents=6, **fields)
+    assert c.task.to_body().items() >= fields.items()
     path = tmp_path / "chain"
     replica = Replica.open(path, c.genesis.raw)
-    replica.append(round_block(c, 1, replica.head_hash, 1, honest_scores(list(c.agents)), True, final=True).raw)
+    agents, seed = list(c.agents), replica.head_hash
+    scores = {
+        v: {t: 0.9 - 0.01 * i for i, t in enumerate(agents) if t in peers}
+        for v, peers in assign(agents, c.task.committee, seed, "t1", 1).items()
+    }
+    committee = (seed, agents) if c.task.committee else None
+    replica.append(round_block(c, 1, replica.head_hash, 1, scores, True, committee=committee).raw)
     replica.close()
     done = third_party(path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split()[:3] == ["OK", "height", "1"] and verify_replica(path).height == 1
+    if committee:  # a vote outside its committee, written straight into LMDB, is refused at its height by both
+        voter = agents[0]
+        outsider = next(a for a in agents if a != voter and a not in scores[voter])
+        stretched = {**scores, voter: {**scores[voter], outsider: 0.5}}
+        with LmdbStore(path) as store:
+            head_hash = store.head()[1]
+            bad = round_block(c, 2, head_hash, 2, stretched, False, committee=(head_hash, agents))
+            store.append(bad.height, bad.hash, bad.raw)
+        done = third_party(path)
+        assert done.returncode == 2 and "height 2: a vote scores a node outside" in done.stdout, done.stdout
+        with pytest.raises(Exception, match="outside its committee") as ours:
+            verify_replica(path)
+        assert ours.value.height == 2

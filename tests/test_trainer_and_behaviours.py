@@ -174,8 +174,7 @@ def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
 
     zeros = encode_model([np.zeros(s, np.float32) for s in SHAPES])
     roster = ["node-01", "node-02", "node-03"]
-    assignment = {"node-01": ["node-02", "node-03"]}
-    glob = seal_message(c.coordinator, GlobalModel(roster, assignment, model_digest(zeros)), "t1", 1, [zeros])
+    glob = seal_message(c.coordinator, GlobalModel(roster, model_digest(zeros)), "t1", 1, [zeros])
     agent.handle(topics.global_model("t1", 1), glob.raw)
     assert agent.status == Status.ACTIVE == "active" and agent.round == 1
     ((topic, raw),) = published

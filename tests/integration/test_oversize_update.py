@@ -58,7 +58,7 @@ def test_an_acknowledged_but_dropped_update_is_noticed_and_explained(consortium,
         roster = ["node-01", "node-02", "node-03"]
 
         def global_model(resend_to=None) -> bytes:
-            message = GlobalModel(roster, {}, model_digest(zeros), resend_to)
+            message = GlobalModel(roster, model_digest(zeros), resend_to)
             return seal_message(c.coordinator, message, "t1", 1, [zeros]).raw
 
         agent.handle(TOPICS.global_model("t1", 1), global_model())

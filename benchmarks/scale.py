@@ -1,0 +1,165 @@
+"""Benchmark: round time, broker traffic and memory against the number of active nodes, with every peer
+validating every update (the paper) and with validation committees, float32 and compressed updates
+(issue #17).
+
+    .venv/bin/python benchmarks/scale.py                                   # the default grid (resumes)
+    .venv/bin/python benchmarks/scale.py --nodes 10,50 --committee 0,5 --dtype float32 --rounds 4
+    .venv/bin/python benchmarks/scale.py --strategy fedavg --no-votes ...  # not yet: see docs/BENCHMARKS.md
+
+Each cell is one live ``bpcv demo``: N active agents in agent pools (several agents per OS process, one
+TensorFlow runtime each), the embedded MQTT broker, MNIST split over the N agents, model mlp:128 (no
+fixed layers, so every encoding applies), 1 local epoch, Laplace GD-DP, no standby. From the run folder:
+
+- ``round_s``: the median time between consecutive round decisions (round 1, which includes TensorFlow
+  start-up and the first DP calibration, is not counted);
+- ``broker_bytes_per_round``: the median over rounds 2.. of the bytes the broker sent in the round (its
+  own $SYS counters, as ``bpcv report`` reads them);
+- ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``).
+
+Each finished cell appends a row to benchmarks/results/scale.csv (a cell already there is skipped, so an
+interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from csv_rows import append_rows, read_rows  # noqa: E402
+
+from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+COLUMNS = [
+    "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
+    "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed",
+]  # fmt: skip
+MB = 1024 * 1024
+
+
+def cell_key(row: dict[str, object]) -> tuple[str, str, str, str]:
+    return str(row["nodes"]), str(row["committee"]), str(row["dtype"]), str(row["rounds"])
+
+
+def pools(nodes: int) -> int:
+    """Agent processes for N agents: about 25 agents a process, at least 2 (one TensorFlow each)."""
+    return max(2, round(nodes / 25))
+
+
+def run_cell(nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path) -> dict[str, object]:
+    out = work / f"n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
+           "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
+           "--model", "mlp:128", "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
+           "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200"]  # fmt: skip
+    print(f"== N={nodes} committee={committee} {dtype} rounds={rounds}: {' '.join(cmd[3:])}", flush=True)
+    started = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=7500, check=False)
+    wall = time.monotonic() - started
+    (work / f"{out.name}.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"cell failed (rc {done.returncode}); log: {work / (out.name + '.log')}\n{done.stdout[-2000:]}")
+    data = load_run(out)
+    decided = sorted(ts for ts, _, kind, _ in data.events if kind == "decided")
+    gaps = [b - a for a, b in zip(decided, decided[1:], strict=False)]
+    sent = [row["sent"] for row in bytes_per_round(data)[1:] if "sent" in row]
+    agent_samples = {n: s for n, s in by_node(data.samples).items() if n != "coordinator"}
+    peak = {n: max(s["rss_bytes"] for s in own) for n, own in agent_samples.items() if own}
+    groups = [g for g in processes(data.samples).values() if "coordinator" not in g]
+    summary = json.loads((out / "summary.json").read_text())
+    row = {
+        "nodes": nodes,
+        "committee": committee,
+        "dtype": dtype,
+        "round_s": round(statistics.median(gaps), 2) if gaps else "",
+        "broker_bytes_per_round": int(statistics.median(sent)) if sent else "",
+        "peak_rss_mb": round(max(peak.values()) / MB, 1) if peak else "",
+        "rounds": rounds,
+        "rounds_done": len(decided),
+        "agents_per_process": max((len(g) for g in groups), default=""),
+        "round_s_all": " ".join(f"{g:.1f}" for g in gaps),
+        "final_accuracy": summary.get("final_metric", summary.get("final_accuracy", "")),
+        "wall_s": round(wall, 1),
+        "seed": seed,
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def plot(csv_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_rows(csv_path)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for r in rows:
+        if r["round_s"] and r["broker_bytes_per_round"]:
+            key = (r["committee"], r["dtype"])
+            series.setdefault(key, []).append((int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"])))
+    for (committee, dtype), points in sorted(series.items()):
+        points.sort()
+        label = f"{'all peers' if committee == '0' else 'k = ' + committee}, {dtype}"
+        left.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
+        right.plot([p[0] for p in points], [p[2] / MB for p in points], "o-", label=label)
+    left.set(xlabel="active nodes N", ylabel="median round time (s)", title="Round time")
+    right.set(xlabel="active nodes N", ylabel="MB sent by the broker per round", title="Broker traffic", yscale="log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("bpcv demo, mlp:128, MNIST, Laplace GD-DP, 2-core machine")
+    fig.tight_layout()
+    png = csv_path.with_suffix(".png")
+    fig.savefig(png, dpi=110)
+    return png
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", default="10,30,50,100,200", help="comma-separated N")
+    p.add_argument("--committee", default="0,5", help="comma-separated k (0 = all peers)")
+    p.add_argument("--dtype", default="float32,int8+deflate", help="comma-separated update encodings")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--max-all-peers", type=int, default=50, help="largest N run with all-peer validation")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
+    p.add_argument("--plot", action="store_true", help="only draw scale.png from the CSV")
+    a = p.parse_args()
+    if a.plot:
+        print(plot(a.csv))
+        return 0
+    a.work.mkdir(parents=True, exist_ok=True)
+    done = {cell_key(r) for r in read_rows(a.csv)} if a.csv.exists() else set()
+    for nodes in (int(n) for n in a.nodes.split(",")):
+        for committee in (int(k) for k in a.committee.split(",")):
+            for dtype in a.dtype.split(","):
+                if committee == 0 and nodes > a.max_all_peers:
+                    print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
+                    continue
+                key = (str(nodes), str(committee), dtype, str(a.rounds))
+                if key in done:
+                    print(f"-- N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
+                    continue
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work)
+                append_rows(a.csv, COLUMNS, [row])
+                print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
+    print(plot(a.csv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
