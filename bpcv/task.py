@@ -64,6 +64,7 @@ class TaskSpec:
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
     update_encoding: str = "float32"  # how agents send their updates: one of bpcv.codec.ENCODINGS
     committee: int = 0  # each node scores this many peers drawn from a block hash (bpcv.committee); 0: every peer
+    supervised: bool = True  # False: plain federated learning (no votes, ranking, elimination or chain records)
 
     @property
     def metric(self) -> str:
@@ -95,6 +96,7 @@ class TaskSpec:
             ("lr_decay", 1.0),
             ("update_encoding", "float32"),
             ("committee", 0),
+            ("supervised", True),
         )
         for name, paper in paper_rules:
             if body[name] == paper:
@@ -145,6 +147,11 @@ class TaskSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"task: {name} must be a positive integer, not {value!r}")
+        if not isinstance(self.supervised, bool) or (not self.supervised and self.strategy == "bpcv"):
+            raise ConfigError(
+                "task: supervised is true or false, and a task without supervision (no votes, so no ranking) "
+                "needs a strategy other than bpcv, which leaves out the lowest-ranked update: e.g. fedavg"
+            )
         if (
             not isinstance(self.committee, int)
             or isinstance(self.committee, bool)

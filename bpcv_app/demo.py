@@ -199,6 +199,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "accountable_voters": o.accountable_voters,
         "update_encoding": o.update_encoding,
         "committee": o.committee,
+        "supervised": o.supervised,
         "join_window_s": STANDBY_JOIN_DELAY_S + 2.0,
         "update_timeout_s": o.update_timeout_s,
         "vote_timeout_s": o.vote_timeout_s,

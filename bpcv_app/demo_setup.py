@@ -127,6 +127,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-timeout", type=float, default=15.0, help="seconds a stand-in waits for the winner's block")
     p.add_argument("--update-encoding", default="float32", choices=ENCODINGS, help="updates' wire type and compression")
     p.add_argument(
+        "--supervision",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mutual supervision (default); --no-supervision: plain federated learning, no votes, ranking, "
+        "elimination, rewards or chain records (with --strategy fedavg: what supervision costs)",
+    )
+    p.add_argument(
         "--committee",
         type=int,
         default=0,
@@ -157,6 +164,7 @@ class DemoOptions:
     lr_decay: float | None = None  # None: the --data task file's (default 1: constant)
     update_encoding: str = "float32"
     committee: int = 0
+    supervised: bool = True
     time_limit_s: float | None = None  # None: the --data task file's (default 3600)
     quality_rule: str
     strategy: str = "bpcv"
@@ -229,6 +237,7 @@ class DemoOptions:
             lr_decay=a.lr_decay,
             update_encoding=a.update_encoding,
             committee=a.committee,
+            supervised=a.supervision,
             time_limit_s=a.time_limit,
             partition=a.partition,
             quality_rule=a.quality_rule,

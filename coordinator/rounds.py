@@ -102,7 +102,8 @@ def decide_round(
     quality = {n: q for n, q in quality.items() if n in valid_updates}
     ranking = rank_nodes(quality, metric)
     worse = outliers(quality, metric) if task.elimination == "outlier" else []
-    aggregated = strategy.select([n for n in ranking if n not in worse], updates or {})
+    candidates = ranking if task.supervised else sorted(valid_updates)  # without votes: every valid update
+    aggregated = strategy.select([n for n in candidates if n not in worse], updates or {})
     excluded = [n for n in ranking if n not in aggregated]
 
     remaining = [n for n in roster if n in valid_updates]
@@ -118,7 +119,7 @@ def decide_round(
         node = queue.pop(0)
         admitted.append(node)
         remaining.append(node)
-    paid = [n for n in aggregated if n not in dissenters]
+    paid = [n for n in aggregated if n not in dissenters] if task.supervised else []  # no chain, no rewards
     return RoundOutcome(
         quality=quality,
         ranking=ranking,

@@ -189,12 +189,13 @@ class TaskRunner:
             lambda: self._ask_again(global_model, collector.missing_updates(), [blob]),
         )
         manifest = collector.close_updates(server.chain.equivocators())
-        server.publish(server.topics.manifest(task.task_id, round_no), self._seal(manifest, round_no).raw)
-        server.pump(
-            lambda: not collector.missing_votes(),
-            task.vote_timeout_s,
-            lambda: self._ask_again(manifest, collector.missing_votes(), []),
-        )
+        if task.supervised:  # else plain federated learning: no validation, straight to the aggregate
+            server.publish(server.topics.manifest(task.task_id, round_no), self._seal(manifest, round_no).raw)
+            server.pump(
+                lambda: not collector.missing_votes(),
+                task.vote_timeout_s,
+                lambda: self._ask_again(manifest, collector.missing_votes(), []),
+            )
         outcome = decide_round(
             task=task,
             strategy=self.strategy,
@@ -227,7 +228,7 @@ class TaskRunner:
         return self.strategy.combine(
             [valid[n][1] for n in nodes],
             [joined.samples(n) for n in nodes],
-            [outcome.quality[n] for n in nodes],
+            [outcome.quality.get(n, 1.0) for n in nodes],  # no quality without supervision
             global_weights,
         )
 
@@ -305,7 +306,9 @@ class TaskRunner:
         if row.proposer is not None:
             self._wait_for_block(round_no, wait_s)
         block = replica.round_block(task.task_id, round_no)
-        if block is None:  # the chain is the record of rewards: a round it does not hold pays nothing
+        if (
+            block is None and task.supervised
+        ):  # the chain is the record of rewards: a round it does not hold pays nothing
             log.warning("round %d: no valid block within %.0fs; its rewards are not paid", round_no, wait_s)
             state.rewards.update({n: round(state.rewards[n] - v, 6) for n, v in row.rewards.items()})
         row.block_proposer = block.proposer if block else None

@@ -36,7 +36,7 @@ TASK_FIELDS = {
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
     "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False, "lr_decay": 1.0,
-    "update_encoding": "float32", "committee": 0,
+    "update_encoding": "float32", "committee": 0, "supervised": True,
 }  # fmt: skip
 ENCODINGS = {f"{kind}{layer}" for kind in ("float32", "float16", "int8") for layer in ("", "+deflate")}
 COMMITTEE_SEED_DEPTH = 3  # PROTOCOL.md, "Validation committees"
@@ -314,6 +314,8 @@ def read_task(body: dict) -> dict:
         raise Bad("task: proposer_fallbacks must be an integer >= 0")
     if task["update_encoding"] not in ENCODINGS:
         raise Bad("task: unknown update_encoding")
+    if not isinstance(task["supervised"], bool) or (not task["supervised"] and task["strategy"] == "bpcv"):
+        raise Bad("task: supervised not true/false, or false with the bpcv strategy")
     k = task["committee"]
     if type(k) is not int or not (k == 0 or k >= 3):
         raise Bad("task: committee must be 0 or an integer >= 3")

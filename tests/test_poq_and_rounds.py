@@ -139,6 +139,22 @@ def test_fedavg_strategy_excludes_nobody_but_the_worst_is_still_eliminated():
     assert out.excluded == [] and out.aggregated[-1] == "d" and out.eliminated == "d"
 
 
+def test_without_supervision_every_valid_update_is_combined_and_nobody_ranked_eliminated_or_paid():
+    roster = ["a", "b", "c", "d"]
+    plain = task(nodes=4, min_nodes=2, strategy="fedavg", supervised=False)
+    out = decide(roster, ["a", "b", "d"], {}, {}, ["s1"], plain, strategy=FedAvg())
+    assert out.aggregated == ["a", "b", "d"] and out.ranking == [] and out.proposer is None
+    assert out.eliminated is None and out.rewards == {} and out.dropped == ["c"]
+    supervised = decide(roster, ["a", "b", "d"], {}, {}, ["s1"], task(nodes=4, min_nodes=2), strategy=FedAvg())
+    assert supervised.aggregated == []  # the control: with supervision and no votes, nothing is ranked to combine
+    with pytest.raises(ConfigError, match="needs a strategy other than bpcv"):
+        task(supervised=False).validate()
+    assert (
+        "supervised" not in task().to_body()
+        and task(strategy="fedavg", supervised=False).to_body()["supervised"] is False
+    )
+
+
 def test_reward_shares_never_sum_above_the_reward():
     # rounding each share to nearest gave 6 x 0.166667 = 1.000002 > 1, which the chain refuses
     shares = split_reward({n: 0.9 for n in "abcdef"}, list("abcdef"), "accuracy", 1.0)
