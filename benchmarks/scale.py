@@ -4,7 +4,7 @@ validating every update (the paper) and with validation committees, float32 and 
 
     .venv/bin/python benchmarks/scale.py                                   # the default grid (resumes)
     .venv/bin/python benchmarks/scale.py --nodes 10,50 --committee 0,5 --dtype float32 --rounds 4
-    .venv/bin/python benchmarks/scale.py --strategy fedavg --no-votes ...  # not yet: see docs/BENCHMARKS.md
+    .venv/bin/python benchmarks/scale.py --mode plain --nodes 10,50 --committee 0   # the cost of supervision
 
 Each cell is one live ``bpcv demo``: N active agents in agent pools (several agents per OS process, one
 TensorFlow runtime each), the embedded MQTT broker, MNIST split over the N agents, model mlp:128 (no
@@ -16,6 +16,9 @@ fixed layers, so every encoding applies), 1 local epoch, Laplace GD-DP, no stand
   own $SYS counters, as ``bpcv report`` reads them);
 - ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``).
 
+``--mode plain`` runs the same cells as plain federated learning (``--strategy fedavg --no-supervision``: no
+votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
+
 Each finished cell appends a row to benchmarks/results/scale.csv (a cell already there is skipped, so an
 interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
 """
@@ -23,6 +26,7 @@ interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -35,20 +39,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from csv_rows import append_rows, read_rows  # noqa: E402
+from csv_rows import append_rows, read_rows, write_rows
 
-from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes  # noqa: E402
+from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes
 
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
-    "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed",
+    "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
 ]  # fmt: skip
+MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
 
 
-def cell_key(row: dict[str, object]) -> tuple[str, str, str, str]:
-    return str(row["nodes"]), str(row["committee"]), str(row["dtype"]), str(row["rounds"])
+def cell_key(row: dict[str, object]) -> tuple[str, ...]:
+    return tuple(str(row.get(c) or "bpcv") for c in ("nodes", "committee", "dtype", "rounds", "mode"))
 
 
 def pools(nodes: int) -> int:
@@ -56,23 +61,27 @@ def pools(nodes: int) -> int:
     return max(2, round(nodes / 25))
 
 
-def run_cell(nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path) -> dict[str, object]:
-    out = work / f"n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}"
+def run_cell(
+    nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path, mode: str
+) -> dict[str, object]:
+    out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
            "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
            "--model", "mlp:128", "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
-           "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200"]  # fmt: skip
-    print(f"== N={nodes} committee={committee} {dtype} rounds={rounds}: {' '.join(cmd[3:])}", flush=True)
+           "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode]]  # fmt: skip
+    print(f"== {mode} N={nodes} committee={committee} {dtype} rounds={rounds}: {' '.join(cmd[3:])}", flush=True)
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=7500, check=False)
     wall = time.monotonic() - started
     (work / f"{out.name}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise SystemExit(f"cell failed (rc {done.returncode}); log: {work / (out.name + '.log')}\n{done.stdout[-2000:]}")
+        raise SystemExit(
+            f"cell failed (rc {done.returncode}); log: {work / (out.name + '.log')}\n{done.stdout[-2000:]}"
+        )
     data = load_run(out)
     decided = sorted(ts for ts, _, kind, _ in data.events if kind == "decided")
-    gaps = [b - a for a, b in zip(decided, decided[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(decided)]
     sent = [row["sent"] for row in bytes_per_round(data)[1:] if "sent" in row]
     agent_samples = {n: s for n, s in by_node(data.samples).items() if n != "coordinator"}
     peak = {n: max(s["rss_bytes"] for s in own) for n, own in agent_samples.items() if own}
@@ -92,6 +101,7 @@ def run_cell(nodes: int, committee: int, dtype: str, rounds: int, seed: int, wor
         "final_accuracy": summary.get("final_metric", summary.get("final_accuracy", "")),
         "wall_s": round(wall, 1),
         "seed": seed,
+        "mode": mode,
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -107,9 +117,11 @@ def plot(csv_path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for r in rows:
-        if r["round_s"] and r["broker_bytes_per_round"]:
+        if r["round_s"] and r["broker_bytes_per_round"] and (r.get("mode") or "bpcv") == "bpcv":
             key = (r["committee"], r["dtype"])
-            series.setdefault(key, []).append((int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"])))
+            series.setdefault(key, []).append(
+                (int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"]))
+            )
     for (committee, dtype), points in sorted(series.items()):
         points.sort()
         label = f"{'all peers' if committee == '0' else 'k = ' + committee}, {dtype}"
@@ -135,6 +147,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--max-all-peers", type=int, default=50, help="largest N run with all-peer validation")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mode", default="bpcv", choices=sorted(MODES), help="bpcv, or plain federated learning")
     p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
     p.add_argument("--plot", action="store_true", help="only draw scale.png from the CSV")
@@ -143,18 +156,21 @@ def main() -> int:
         print(plot(a.csv))
         return 0
     a.work.mkdir(parents=True, exist_ok=True)
-    done = {cell_key(r) for r in read_rows(a.csv)} if a.csv.exists() else set()
+    rows = read_rows(a.csv)
+    if rows and list(rows[0]) != COLUMNS:  # a CSV from before a column was added: rewrite it with the new one
+        write_rows(a.csv, COLUMNS, [{c: r.get(c) or ("bpcv" if c == "mode" else "") for c in COLUMNS} for r in rows])
+    done = {cell_key(r) for r in rows}
     for nodes in (int(n) for n in a.nodes.split(",")):
         for committee in (int(k) for k in a.committee.split(",")):
             for dtype in a.dtype.split(","):
                 if committee == 0 and nodes > a.max_all_peers:
                     print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
                     continue
-                key = (str(nodes), str(committee), dtype, str(a.rounds))
+                key = (str(nodes), str(committee), dtype, str(a.rounds), a.mode)
                 if key in done:
-                    print(f"-- N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
+                    print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
-                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work)
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
     print(plot(a.csv))

@@ -1,7 +1,8 @@
 """Which of its task's round topics an agent listens to, and how it publishes its update.
 
 Without validation committees (the paper) every update goes to every peer: the agent subscribes to every
-per-round topic of its task. With committees it subscribes to the round's global model, manifest, votes and
+per-round topic of its task. Without supervision (plain federated learning) an update goes to the
+coordinator only. With committees it subscribes to the round's global model, manifest, votes and
 results, and to the updates of only the k peers it is to score, each round as the global model names them
 (``RoundState.peers``); the broker then sends each update to k scorers and the coordinator instead of to
 everyone. Updates are published retained there, so a scorer that subscribes after its peer published (an
@@ -27,7 +28,7 @@ class RoundTopics:
 
     def start_task(self, task: TaskSpec) -> None:
         self.task, self.followed, self.retained = task, [], None
-        if not task.committee:
+        if not task.committee and task.supervised:
             self.bus.subscribe(self.topics.round_wildcard(task.task_id))
             return
         for topic in self.topics.round_control(task.task_id):

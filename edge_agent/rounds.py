@@ -42,7 +42,9 @@ class RoundState:
         model's ``committee_seed`` (none without a seed)."""
         self.number = round_no
         self.roster = list(roster)
-        if not task.committee:
+        if not task.supervised:  # plain federated learning: nobody scores anybody
+            self.peers = []
+        elif not task.committee:
             self.peers = None
         else:
             drawn = assign(roster, task.committee, committee_seed, task.task_id, round_no) if committee_seed else {}

@@ -185,3 +185,15 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
     every.publish_update(1, b"one")
     assert plain.subscribed == [topics.round_wildcard("t1")]
     assert plain.published == [(topics.update("t1", 1, "node-01"), b"one", False)]
+
+
+def test_without_supervision_an_agent_listens_to_no_peers_update():
+    topics = Topics()
+    bus = RecordingBus()
+    round_topics = RoundTopics(bus, topics, "node-01")  # type: ignore[arg-type]
+    plain = make_consortium(n_agents=6, strategy="fedavg", supervised=False).task
+    round_topics.start_task(plain)
+    state = RoundState()
+    state.start(1, list(make_consortium(n_agents=6).agents), plain, "node-01")
+    round_topics.follow(1, state.peers)
+    assert state.peers == [] and bus.subscribed == topics.round_control("t1")
