@@ -122,8 +122,14 @@ def plot(csv_path: Path) -> Path:
             series.setdefault(key, []).append(
                 (int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"]))
             )
-    for (committee, dtype), points in sorted(series.items()):
-        points.sort()
+    for (committee, dtype), cells in sorted(series.items()):
+        by_n: dict[int, list[tuple[int, float, float]]] = {}
+        for cell in cells:  # a cell run more than once (other round counts): the median of its runs
+            by_n.setdefault(cell[0], []).append(cell)
+        points = [
+            (n, statistics.median(c[1] for c in runs), statistics.median(c[2] for c in runs))
+            for n, runs in sorted(by_n.items())
+        ]
         label = f"{'all peers' if committee == '0' else 'k = ' + committee}, {dtype}"
         left.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)
         right.plot([p[0] for p in points], [p[2] / MB for p in points], "o-", label=label)
