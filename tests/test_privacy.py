@@ -138,7 +138,7 @@ def test_ghost_jacobian_and_library_loop_give_the_same_clipped_sums(small_batch,
 def test_accountant_matches_dp_accounting_called_directly(q, m, steps):
     """The accountant's epsilon equals dp-accounting's for the event written out here by hand: Laplace
     (scale m times the L1 clip) and Gaussian (sd m times the L2 clip), Poisson-sampled at rate q, composed
-    over the steps; Laplace by PLD, Gaussian by RDP. The second case is the dp_accuracy Laplace run's."""
+    over the steps; Laplace by PLD (on a coarser grid: an upper bound, at most 0.005 above), Gaussian by RDP. The second case is the dp_accuracy Laplace run's."""
     import dp_accounting
 
     delta = 1e-5
@@ -148,9 +148,9 @@ def test_accountant_matches_dp_accounting_called_directly(q, m, steps):
     gaussian = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(m)), steps
     )
-    assert epsilon_for("laplace", m, q, steps, delta) == pytest.approx(
-        pld.PLDAccountant().compose(laplace).get_epsilon(delta), rel=1e-6
-    )
+    fine = pld.PLDAccountant().compose(laplace).get_epsilon(delta)  # the library's default grid, 1e-4
+    ours = epsilon_for("laplace", m, q, steps, delta)  # a coarser grid, pessimistic: never below the fine one
+    assert fine <= ours <= fine + 0.005
     assert epsilon_for("gaussian", m, q, steps, delta) == pytest.approx(
         rdp.RdpAccountant().compose(gaussian).get_epsilon(delta), rel=1e-6
     )
