@@ -426,7 +426,7 @@ def read_npz(path: Path, schema: DataSchema) -> LocalData:
         raise DataError(f"{path}: array 'x' expects numbers, found dtype {x.dtype}")
     if schema.shape and tuple(x.shape[1:]) != schema.shape:
         raise DataError(f"{path}: array 'x' has rows of shape {x.shape[1:]}, the task expects {schema.shape}")
-    x = x.astype(np.float64)
+    x = x.astype(np.float32, copy=False)  # a device's copy: float64 would take twice the memory
     if schema.category == "classification":
         target = class_indices(y.astype(object), path, "array 'y'", schema)
     elif np.issubdtype(y.dtype, np.number):
@@ -442,7 +442,7 @@ def read_npz(path: Path, schema: DataSchema) -> LocalData:
         if schema.category == "classification"
         else (y_out / schema.target_scale).astype(np.float32)
     )
-    return LocalData(str(path), x[~bad].astype(np.float32), y_out, len(y), int(bad.sum()))
+    return LocalData(str(path), x[~bad] if bad.any() else x, y_out, len(y), int(bad.sum()))
 
 
 def read_image_folder(path: Path, schema: DataSchema) -> LocalData:

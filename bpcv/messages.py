@@ -557,6 +557,44 @@ class Sample(Message):
         return cls(**body)
 
 
+# Where an agent's rounds go (``edge_agent.round_clock``): training, scoring its peers and the global
+# model, privacy accounting, encoding and signing what it sends, verifying what it receives, the chain
+# replica, and the rest of its message handling.
+ROUND_PHASES = ("train", "score", "privacy", "sign", "verify", "ledger", "protocol")
+
+
+@dataclass(frozen=True)
+class RoundTimes(Message):
+    """One agent's seconds per phase in one round's window (a global model to the next) and the window's
+    length; the rest of the window is waiting. On the agent's metrics topic, signed."""
+
+    KIND: ClassVar[str] = "round-times"
+    round: int
+    wall_s: float
+    seconds: dict[str, float]
+
+    @property
+    def waiting_s(self) -> float:
+        return max(0.0, self.wall_s - sum(self.seconds.values()))
+
+    def sealed(self, identity: Identity) -> bytes:
+        return seal_message(identity, self, round_no=self.round).raw
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> RoundTimes:
+        b = _Body(cls.KIND, body)
+        seconds = b.obj("seconds")
+        if unknown := sorted(set(seconds) - set(ROUND_PHASES)):
+            raise b._bad("seconds", f"names unknown phases {unknown} (known: {list(ROUND_PHASES)})")
+        if bad := sorted(p for p, v in seconds.items() if not (_is_number(v) and v >= 0)):
+            raise b._bad("seconds", f"holds no finite non-negative number of seconds for {bad}")
+        wall = b.number("wall_s")
+        round_no = b.integer("round")
+        if wall < 0 or round_no < 1:
+            raise b._bad("wall_s" if wall < 0 else "round", "is out of range")
+        return cls(round_no, wall, {p: float(v) for p, v in seconds.items()})
+
+
 KINDS: dict[str, type[Message]] = {
     kind.KIND: kind
     for kind in (
@@ -576,5 +614,6 @@ KINDS: dict[str, type[Message]] = {
         SyncRequest,
         Evidence,
         Sample,
+        RoundTimes,
     )
 }  # envelope type -> its body's class ("task" bodies are TaskSpec: read_task)

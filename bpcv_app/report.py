@@ -12,7 +12,7 @@ from typing import Any
 
 from bpcv.model_spec import describe
 from bpcv_app.figures import plot_chain, plot_metric, plot_quality, plot_resources, plot_traffic
-from bpcv_app.rundata import MB, RunData, bytes_per_round, load_run, node_table, processes
+from bpcv_app.rundata import MB, Breakdown, RunData, bytes_per_round, load_run, node_table, processes, round_breakdown
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -69,8 +69,28 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
             f"{n['epsilon']} |"
         )
     lines += ["", "CPU is of the node's process, in % of one core; agents pooled in one process show that process.", ""]
+    lines += breakdown_markdown(round_breakdown(data.round_times))
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def breakdown_markdown(b: Breakdown | None) -> list[str]:
+    """The agents' rounds by phase: median seconds per agent-round and share of the busy seconds."""
+    if b is None:
+        return []
+    lines = [
+        f"Where the agents' rounds went ({b.agent_rounds} agent-rounds, a window from one global model to the "
+        f"next; median window {b.median_wall_s:.2f} s). Busy time is on the agent's worker thread; waiting is "
+        "for peers, stragglers, the broker and, in a pool, the other agents. Not training or scoring: "
+        f"**{b.overhead:.1%}** of the busy time.",
+        "",
+        "| phase | median s per agent-round | share of busy time |",
+        "|---|---|---|",
+    ]
+    for phase, seconds in b.median_s.items():
+        share = f"{b.busy_share[phase]:.1%}" if phase in b.busy_share else "-"
+        lines.append(f"| {phase} | {seconds:.3f} | {share} |")
+    return [*lines, ""]
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:

@@ -1,5 +1,5 @@
 """What a run folder holds, as tables: ``coordinator.json`` (the rounds) and ``metrics.sqlite`` (samples,
-broker traffic, round events), read by ``load_run``. Every function here is pure (tables in, tables
+broker traffic, round events, the agents' round breakdowns), read by ``load_run``. Every function here is pure (tables in, tables
 out); ``bpcv_app.figures`` draws them and ``bpcv_app.report`` writes the report.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bpcv.errors import ConfigError
+from bpcv.messages import ROUND_PHASES, RoundTimes
 from coordinator.summary import RoundRow, TaskSummary
 from coordinator.timeseries import TimeSeries
 
@@ -27,6 +28,7 @@ class RunData:
     samples: list[dict[str, Any]]
     events: list[tuple[float, int, str, dict[str, Any]]]
     traffic: dict[str, list[tuple[float, int]]]
+    round_times: list[tuple[str, RoundTimes]] = field(default_factory=list)  # (agent, its round's phases)
     t0: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,7 @@ def load_run(run_dir: Path) -> RunData:
             store.samples(),
             store.events(),
             {c: store.broker_bytes(c) for c in ("received", "sent")},
+            store.round_times(),
         )
     finally:
         store.close()
@@ -195,3 +198,31 @@ def quality_matrix(rounds: list[RoundRow]) -> tuple[list[str], np.ndarray, dict[
         if row.eliminated in index:
             marks[(index[row.eliminated], j)] = "out"
     return nodes, matrix, marks
+
+
+WORK_PHASES = ("train", "score")  # what a round is for; every other phase is overhead
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Where the agents' rounds went: per phase (and ``waiting``) the median seconds per agent-round and
+    the share of all the agents' busy seconds; ``overhead`` is the busy share outside WORK_PHASES."""
+
+    agent_rounds: int
+    median_s: dict[str, float]
+    busy_share: dict[str, float]
+    median_wall_s: float
+    overhead: float
+
+
+def round_breakdown(times: list[tuple[str, RoundTimes]]) -> Breakdown | None:
+    """The breakdown of ``times`` (each agent's rounds), None without any."""
+    if not times:
+        return None
+    phases = [p for p in ROUND_PHASES if any(p in t.seconds for _, t in times)]
+    busy = sum(sum(t.seconds.values()) for _, t in times)
+    median_s = {p: statistics.median(t.seconds.get(p, 0.0) for _, t in times) for p in phases}
+    median_s["waiting"] = statistics.median(t.waiting_s for _, t in times)
+    share = {p: sum(t.seconds.get(p, 0.0) for _, t in times) / busy if busy else 0.0 for p in phases}
+    overhead = sum(v for p, v in share.items() if p not in WORK_PHASES)
+    return Breakdown(len(times), median_s, share, statistics.median(t.wall_s for _, t in times), overhead)

@@ -21,7 +21,7 @@ from bpcv.errors import BpcvError, Rejected
 from bpcv.exporter import exporter_for
 from bpcv.identity import ROLES, Identity
 from bpcv.intake import Intake, stale_task
-from bpcv.messages import Sample, read
+from bpcv.messages import RoundTimes, Sample, read
 from bpcv.mqtt import Bus
 from bpcv.sampler import Sampler
 from bpcv.topics import BROKER_BYTES, BROKER_BYTES_PREFIX, Topics
@@ -134,12 +134,15 @@ class Coordinator:
         return taken
 
     def _on_metrics(self, topic: str, node: str, payload: bytes) -> None:
-        """A node's psutil sample (its own, signed) into the run's time series."""
+        """A node's psutil sample or an agent's round breakdown (its own, signed) into the run's time series."""
         env = self.intake.open(payload, ROLES, topic, topic_sender=node)
-        if env is None or env.type != Sample.KIND:
+        if env is None or env.type not in (Sample.KIND, RoundTimes.KIND):
             return
         try:
-            self.timeseries.add_sample(node, read(env, Sample))
+            if env.type == Sample.KIND:
+                self.timeseries.add_sample(node, read(env, Sample))
+            else:
+                self.timeseries.add_round_times(node, read(env, RoundTimes))
         except Rejected as exc:
             self.intake.reject(exc, topic)
 

@@ -1,5 +1,5 @@
-"""The run's time series: every node's psutil samples, the broker's traffic counters and the round
-events, in SQLite in the run folder (``metrics.sqlite``, WAL, an index on node and time). Opening it
+"""The run's time series: every node's psutil samples, the broker's traffic counters, the round
+events and each agent's seconds per phase of each round (``RoundTimes``), in SQLite in the run folder (``metrics.sqlite``, WAL, an index on node and time). Opening it
 again after a restart keeps everything already written; readers (``bpcv report``, ``bpcv monitor``)
 may open it while the coordinator writes."""
 
@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bpcv.messages import RoundTimes
 from bpcv.sampler import Sample
 
 SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
@@ -25,6 +26,9 @@ CREATE TABLE IF NOT EXISTS broker_traffic (ts REAL NOT NULL, counter TEXT NOT NU
 CREATE INDEX IF NOT EXISTS broker_traffic_by_time ON broker_traffic (counter, ts);
 CREATE TABLE IF NOT EXISTS events (ts REAL NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
+CREATE TABLE IF NOT EXISTS round_times (
+    node TEXT NOT NULL, round INTEGER NOT NULL, wall_s REAL NOT NULL, phase TEXT NOT NULL, seconds REAL NOT NULL
+);
 """
 
 
@@ -55,6 +59,22 @@ class TimeSeries:
         self._db.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?)", (ts, round_no, kind, json.dumps(detail) if detail else None)
         )
+
+    def add_round_times(self, node: str, times: RoundTimes) -> None:
+        """One agent's breakdown of one round (a phase row each; a round with no phase keeps its wall time)."""
+        rows = [(node, times.round, times.wall_s, p, s) for p, s in times.seconds.items()]
+        self._db.executemany("INSERT INTO round_times VALUES (?, ?, ?, ?, ?)", rows)
+
+    def round_times(self) -> list[tuple[str, RoundTimes]]:
+        """Every (node, its round's times), by node and round; none in a file written before they existed."""
+        try:
+            rows = list(self._db.execute("SELECT node, round, wall_s, phase, seconds FROM round_times"))
+        except sqlite3.OperationalError:  # no such table: an older run folder
+            return []
+        grouped: dict[tuple[str, int], RoundTimes] = {}
+        for node, round_no, wall, phase, seconds in rows:
+            grouped.setdefault((node, round_no), RoundTimes(round_no, wall, {})).seconds[phase] = seconds
+        return [(node, times) for (node, _), times in sorted(grouped.items())]
 
     def samples(self, node: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
         """Samples as dicts (node plus the Sample fields), by node then time."""

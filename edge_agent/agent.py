@@ -118,10 +118,10 @@ class Agent:
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
-        self._jobs.put((self.handle, (topic, payload)))
+        self._jobs.put((self.rounds.clock.run, (self.handle, topic, payload)))
 
     def _later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
-        timer = threading.Timer(delay, lambda: self._jobs.put((fn, args)))
+        timer = threading.Timer(delay, lambda: self._jobs.put((self.rounds.clock.run, (fn, *args))))
         timer.daemon = True
         timer.start()
 
@@ -145,7 +145,8 @@ class Agent:
         """Dispatch one message by its topic."""
         levels = self.topics.parse(topic)
         if levels[0] == "chain":
-            self.chain.handle(topic, levels, payload)
+            with self.rounds.clock.phase("ledger"):
+                self.chain.handle(topic, levels, payload)
         elif levels[0] == "tasks" and len(levels) == 2:
             self.on_task(topic, payload)
         elif self.task and len(levels) >= 5 and levels[1] == self.task.task_id and levels[2] == "round" and payload:
@@ -182,13 +183,8 @@ class Agent:
             return
         task = opened[1]
         if task.dataset != self.config.dataset:
-            log.info(
-                "%s: task %s needs %s data, this agent has %s; not answering",
-                self.node_id,
-                task.task_id,
-                task.dataset,
-                self.config.dataset,
-            )
+            why = f"needs {task.dataset} data, this agent has {self.config.dataset}"
+            log.info("%s: task %s %s; not answering", self.node_id, task.task_id, why)
             return
         try:
             self.work = ShardWork.prepare(self.config, self.node_id, task, self._trainers, self.behaviour)
@@ -218,20 +214,16 @@ class Agent:
         self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
         self.bus.publish(self.topics.status(self.node_id), f"left:{reason}".encode(), retain=True)
         self.status = Status.LEFT
-        log.warning(
-            "%s: leaving task %s before round %d: %s (epsilon spent %s of budget %s)",
-            self.node_id,
-            self.task.task_id,
-            round_no,
-            reason,
-            leave.epsilon_spent,
-            self.config.epsilon,
+        why = (
+            f"{reason} (task {self.task.task_id}, epsilon spent {leave.epsilon_spent} of budget {self.config.epsilon})"
         )
+        log.warning("%s: leaving before round %d: %s", self.node_id, round_no, why)
 
     # one round: global model -> update
     def _from_coordinator(self, topic: str, round_no: int, payload: bytes) -> Envelope | None:
         assert self.task is not None
-        env = self.intake.open(payload, ("coordinator",), topic, task=self.task.task_id, round_no=round_no)
+        with self.rounds.clock.phase("verify"):
+            env = self.intake.open(payload, ("coordinator",), topic, task=self.task.task_id, round_no=round_no)
         if env is not None and env.sender != self.task.coordinator:
             self.intake.reject(Rejected("wrong-sender", f"{env.sender} is not this task's coordinator"), topic)
             return None
@@ -258,6 +250,8 @@ class Agent:
         except Rejected as exc:
             self.intake.reject(exc, topic)
             return
+        if (times := self.rounds.clock.begin(round_no)) is not None and "train" in times.seconds:  # we took part
+            self.bus.publish(self.topics.metrics(self.node_id), times.sealed(self.identity), wait=None)
         self.rounds.start(round_no, message.roster, self.task, self.node_id, message.committee_seed)
         self.round_topics.follow(round_no, self.rounds.peers)
         self.proposer.forget_before(round_no)
@@ -269,7 +263,9 @@ class Agent:
             return
         if self.status is Status.LEFT:
             return
-        if not self.work.can_afford_round():
+        with self.rounds.clock.phase("privacy"):
+            affordable = self.work.can_afford_round()
+        if not affordable:
             self.leave(round_no, "privacy-budget-spent")
             return
         self.status = Status.ACTIVE
@@ -277,10 +273,14 @@ class Agent:
 
     def _send_update(self, round_no: int, global_weights: list[np.ndarray]) -> None:
         assert self.task is not None and self.work is not None
-        val = self.work.validation_scores(global_weights)
-        blob = encode_model(self.work.local_update(global_weights, round_no), self.task.update_encoding)
-        update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
-        env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
+        with self.rounds.clock.phase("score"):
+            val = self.work.validation_scores(global_weights)
+        with self.rounds.clock.phase("train"):
+            weights = self.work.local_update(global_weights, round_no)
+        with self.rounds.clock.phase("sign"):
+            blob = encode_model(weights, self.task.update_encoding)
+            update = Update(model_digest(blob), self.work.num_samples, self.work.epsilon_spent(), val)
+            env = seal_message(self.identity, update, self.task.task_id, round_no, [blob])
         self.rounds.record_sent("update", round_no, env.raw)
         self.round_topics.publish_update(round_no, env.raw)
         spent = update.epsilon_spent
@@ -306,9 +306,10 @@ class Agent:
             self.intake.reject(Rejected("wrong-round", f"round {round_no}, now {self.round}"), topic)
             return None
         assert self.task is not None
-        return self.intake.open(
-            payload, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
-        )
+        with self.rounds.clock.phase("verify"):
+            return self.intake.open(
+                payload, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
+            )
 
     def on_update(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         env = self._from_peer(topic, round_no, sender, payload)
@@ -346,19 +347,16 @@ class Agent:
         if missing and not final:
             return False
         self.rounds.manifest = None
-        scores = self.work.score_peers(blobs)
-        vote = Vote(scores, self.task.metric, {p: listed[p] for p in scores}, self.work.epsilon_spent())
-        env = seal_message(self.identity, vote, self.task.task_id, round_no)
+        with self.rounds.clock.phase("score"):
+            scores = self.work.score_peers(blobs)
+        with self.rounds.clock.phase("sign"):
+            vote = Vote(scores, self.task.metric, {p: listed[p] for p in scores}, self.work.epsilon_spent())
+            env = seal_message(self.identity, vote, self.task.task_id, round_no)
         self.proposer.keep(round_no, env.digest, env.raw)
         self.rounds.record_sent("vote", round_no, env.raw)
         self.bus.publish(self.topics.vote(self.task.task_id, round_no, self.node_id), env.raw)
-        log.info(
-            "%s: round %d vote sent for %d peers%s",
-            self.node_id,
-            round_no,
-            len(scores),
-            f" ({len(missing)} updates missing)" if missing else "",
-        )
+        gaps = f" ({len(missing)} updates missing)" if missing else ""
+        log.info("%s: round %d vote sent for %d peers%s", self.node_id, round_no, len(scores), gaps)
         return True
 
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:

@@ -1,6 +1,6 @@
 """What an agent holds of the round in progress: its number, roster, whom it is to score, the
-peers' updates that arrived, a manifest waiting for them, and what the agent itself published (the
-same bytes are sent again when the coordinator asks)."""
+peers' updates that arrived, a manifest waiting for them, what the agent itself published (the
+same bytes are sent again when the coordinator asks), and the clock of where its rounds' time goes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bpcv.codec import model_digest
 from bpcv.committee import assign
 from bpcv.messages import Manifest
 from bpcv.task import TaskSpec
+from edge_agent.round_clock import RoundClock
 
 # Requests for one message after which the agent says it is being lost on the way: an MQTT 3.1.1 broker
 # acknowledges a message over its ``message_size_limit`` and drops it, so an acknowledgement is no
@@ -33,6 +34,7 @@ class RoundState:
         self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published
         self.sent_at: dict[tuple[str, int], float] = {}  # (update|vote, round) -> when (monotonic)
         self.asked: Counter[tuple[str, int]] = Counter()  # (update|vote, round) -> requests to send it again
+        self.clock = RoundClock()  # where the agent's rounds go, phase by phase (kept across rounds)
 
     def start(
         self, round_no: int, roster: list[str], task: TaskSpec, node_id: str, committee_seed: str | None = None

@@ -250,6 +250,13 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
         span = times[-1] - times[0]
         assert span > 10 and 0.8 * span <= len(times) <= 1.2 * span + 2, (node, len(times), span)
     assert [kind for _, _, kind, _ in store.events()].count("block") == 3
+    # each agent's breakdown of every round it trained in (closed by the next global model) reached it too
+    breakdowns = store.round_times()
+    trained = {(node, r["round"]) for r in rounds[:-1] for node in r["aggregated"]}
+    assert trained and trained <= {(node, t.round) for node, t in breakdowns}, (trained, breakdowns)
+    for node, t in breakdowns:
+        assert t.seconds["train"] > 0 and t.seconds["score"] > 0 and t.seconds["sign"] > 0, (node, t)
+        assert sum(t.seconds.values()) <= t.wall_s + 1e-6, (node, t)
     # the operator's views of the same run: the live monitor (from the broker) and the report (from the folder)
     assert "round 1: accuracy" in seen and all(n["id"] in seen for n in summary["nodes"]), seen
     report = subprocess.run(
@@ -260,6 +267,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
         assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG", name
     markdown = (out / "report" / "report.md").read_text()
     assert f"{bad} (round {elim_round['round']})" in markdown and "broker traffic per round" in markdown
+    assert "Not training or scoring" in markdown and "| train |" in markdown
 
 
 @pytest.mark.soak

@@ -1,0 +1,127 @@
+"""The per-round breakdown: an agent's clock (on a fake time source), the signed message that carries it,
+its rows in metrics.sqlite and the table `bpcv report` makes of them, each checked against a hand count.
+(The live run of tests/integration/test_live_task.py checks that real agents' breakdowns arrive.)"""
+
+import sqlite3
+
+import pytest
+
+from bpcv.envelope import open_envelope
+from bpcv.errors import Rejected
+from bpcv.identity import Identity, Registry
+from bpcv.messages import RoundTimes, read
+from bpcv_app.report import breakdown_markdown
+from bpcv_app.rundata import round_breakdown
+from coordinator.timeseries import TimeSeries
+from edge_agent.round_clock import RoundClock
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def tick(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_a_phase_inside_another_is_taken_out_of_it_and_the_rest_of_the_window_is_waiting():
+    now = FakeTime()
+    clock = RoundClock(now)
+    assert clock.begin(1) is None  # nothing to report before the first round
+
+    def global_model():
+        now.tick(0.5)  # decoding, bookkeeping: protocol
+        with clock.phase("train"):
+            now.tick(3.0)
+            with clock.phase("privacy"):
+                now.tick(0.25)
+            now.tick(1.0)
+        with clock.phase("sign"):
+            now.tick(0.125)
+
+    clock.run(global_model)
+    now.tick(2.0)  # nothing to do: waiting for peers
+    clock.run(lambda: now.tick(0.375))  # a job with no inner phase (a chain message, say)
+
+    def next_global():
+        now.tick(0.25)
+        times = clock.begin(2)
+        now.tick(7.0)  # the new round's work, not the closed round's
+        return times
+
+    box = []
+    clock.run(lambda: box.append(next_global()))
+    times = box[0]
+    assert times == RoundTimes(1, 7.5, {"protocol": 1.125, "train": 4.0, "privacy": 0.25, "sign": 0.125})
+    assert times.waiting_s == pytest.approx(2.0)  # the 2 s between the jobs
+    now.tick(1.0)
+    assert clock.begin(3) == RoundTimes(2, 8.0, {"protocol": 7.0})  # counting started again at round 2
+
+
+def test_round_times_travel_signed_and_a_bad_body_is_refused_naming_the_field():
+    identity = Identity.generate("node-01")
+    registry = Registry.from_body({"node-01": {"key": identity.public_key.hex(), "role": "agent"}})
+    times = RoundTimes(4, 2.5, {"train": 1.5, "score": 0.5})
+    env = open_envelope(times.sealed(identity), registry)
+    assert env.round == 4 and read(env, RoundTimes) == times
+    for body, field in (
+        ({"round": 4, "wall_s": 2.5, "seconds": {"mining": 1.0}}, "unknown phases ['mining']"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {"train": -1.0}}, "for ['train']"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {"train": float("nan")}}, "for ['train']"),
+        ({"round": 0, "wall_s": 2.5, "seconds": {}}, "'round' is out of range"),
+        ({"round": 4, "wall_s": -2.5, "seconds": {}}, "'wall_s' is out of range"),
+        ({"round": 4, "seconds": {}}, "'wall_s' is missing"),
+        ({"round": 4, "wall_s": 2.5, "seconds": [1.0]}, "'seconds' is not an object"),
+    ):
+        with pytest.raises(Rejected, match="round-times: field") as caught:
+            RoundTimes.from_body(body)
+        assert field in str(caught.value), (body, caught.value)
+
+
+def test_the_store_keeps_each_agents_rounds_and_an_older_file_has_none(tmp_path):
+    store = TimeSeries(tmp_path / "metrics.sqlite")
+    store.add_round_times("node-02", RoundTimes(1, 3.0, {"train": 1.0, "score": 0.5}))
+    store.add_round_times("node-01", RoundTimes(2, 4.0, {"train": 2.0}))
+    store.add_round_times("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25}))
+    assert store.round_times() == [
+        ("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25})),
+        ("node-01", RoundTimes(2, 4.0, {"train": 2.0})),
+        ("node-02", RoundTimes(1, 3.0, {"train": 1.0, "score": 0.5})),
+    ]
+    store.close()
+    older = tmp_path / "older.sqlite"
+    sqlite3.connect(older).execute("CREATE TABLE samples (node TEXT)").connection.commit()
+    assert TimeSeries(older, readonly=True).round_times() == []
+
+
+def test_the_breakdown_is_medians_per_agent_round_and_shares_of_all_busy_time():
+    times = [
+        ("node-01", RoundTimes(1, 10.0, {"train": 4.0, "score": 2.0, "sign": 1.0, "protocol": 1.0})),
+        ("node-02", RoundTimes(1, 6.0, {"train": 2.0, "score": 1.0, "verify": 1.0})),
+        ("node-01", RoundTimes(2, 8.0, {"train": 3.0, "score": 1.0, "sign": 1.0, "ledger": 1.0})),
+    ]
+    b = round_breakdown(times)
+    assert b is not None and b.agent_rounds == 3 and b.median_wall_s == 8.0
+    # busy seconds: 8 + 4 + 6 = 18; train 9, score 4, sign 2, verify 1, ledger 1, protocol 1
+    assert list(b.busy_share) == ["train", "score", "sign", "verify", "ledger", "protocol"]  # ROUND_PHASES order
+    assert b.busy_share["train"] == pytest.approx(9 / 18) and b.busy_share["sign"] == pytest.approx(2 / 18)
+    assert b.overhead == pytest.approx(5 / 18)
+    assert b.median_s == {
+        "train": 3.0,
+        "score": 1.0,
+        "sign": 1.0,
+        "verify": 0.0,
+        "ledger": 0.0,
+        "protocol": 0.0,
+        "waiting": 2.0,  # waiting 2, 2, 2
+    }
+    text = "\n".join(breakdown_markdown(b))
+    assert (
+        "**27.8%** of the busy time" in text
+        and "| train | 3.000 | 50.0% |" in text
+        and "| waiting | 2.000 | - |" in text
+    )
+    assert round_breakdown([]) is None and breakdown_markdown(None) == []
