@@ -14,7 +14,9 @@ fixed layers, so every encoding applies), 1 local epoch, Laplace GD-DP, no stand
   start-up and the first DP calibration, is not counted);
 - ``broker_bytes_per_round``: the median over rounds 2.. of the bytes the broker sent in the round (its
   own $SYS counters, as ``bpcv report`` reads them);
-- ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``).
+- ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``);
+- ``overhead_share`` and ``busy_shares``: from the agents' own per-round breakdown (``bpcv report``), the
+  share of their busy seconds that is not training or scoring, and every phase's share.
 
 ``--mode plain`` runs the same cells as plain federated learning (``--strategy fedavg --no-supervision``: no
 votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
@@ -41,12 +43,13 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from csv_rows import append_rows, read_rows, write_rows
 
-from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes
+from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes, round_breakdown
 
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
+    "overhead_share", "busy_shares",
 ]  # fmt: skip
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
@@ -87,6 +90,7 @@ def run_cell(
     peak = {n: max(s["rss_bytes"] for s in own) for n, own in agent_samples.items() if own}
     groups = [g for g in processes(data.samples).values() if "coordinator" not in g]
     summary = json.loads((out / "summary.json").read_text())
+    breakdown = round_breakdown(data.round_times)  # the agents' own clocks (bpcv report's table)
     row = {
         "nodes": nodes,
         "committee": committee,
@@ -102,6 +106,8 @@ def run_cell(
         "wall_s": round(wall, 1),
         "seed": seed,
         "mode": mode,
+        "overhead_share": round(breakdown.overhead, 4) if breakdown else "",
+        "busy_shares": " ".join(f"{p}={v:.3f}" for p, v in breakdown.busy_share.items()) if breakdown else "",
     }
     shutil.rmtree(out, ignore_errors=True)
     return row

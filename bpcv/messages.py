@@ -558,9 +558,10 @@ class Sample(Message):
 
 
 # Where an agent's rounds go (``edge_agent.round_clock``): training, scoring its peers and the global
-# model, privacy accounting, encoding and signing what it sends, verifying what it receives, the chain
-# replica, and the rest of its message handling.
-ROUND_PHASES = ("train", "score", "privacy", "sign", "verify", "ledger", "protocol")
+# model, privacy accounting, encoding and signing what it sends, publishing its update and vote (until
+# the broker acknowledges), verifying and decoding what it receives, the chain replica and its block
+# proposals, and the rest of its message handling.
+ROUND_PHASES = ("train", "score", "privacy", "sign", "send", "verify", "ledger", "protocol")
 
 
 @dataclass(frozen=True)

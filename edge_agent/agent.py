@@ -88,11 +88,11 @@ class Agent:
             status_topic=self.topics.status(self.identity.node_id),
             persistent=True,
         )
-        self.round_topics = RoundTopics(self.bus, self.topics, self.identity.node_id)
         self.task: TaskSpec | None = None
         self.work: ShardWork | None = None  # this agent's training and scoring for the task
         self.status = Status.IDLE
         self.rounds = RoundState()
+        self.round_topics = RoundTopics(self.bus, self.topics, self.identity.node_id, self.rounds.clock)
 
     @property
     def node_id(self) -> str:
@@ -135,8 +135,7 @@ class Agent:
         self.replica.close()
 
     def publish_metrics(self, sample: Sample) -> Sample:
-        """One psutil sample of this agent's process with its own ledger CPU, signed, on its metrics topic
-        (QoS 0); returns that sample."""
+        """A psutil sample of the process with this agent's ledger CPU, signed, on its metrics topic (QoS 0)."""
         own = sample.with_ledger_cpu(self.replica.cpu_s)
         self.bus.publish(self.topics.metrics(self.node_id), own.sealed(self.identity), qos=0)
         return own
@@ -244,9 +243,10 @@ class Agent:
             self._send_again("update", round_no, message.resend_to)
             return
         try:
-            if len(env.blobs) != 1 or model_digest(env.blobs[0]) != message.model_digest:
-                raise Rejected("bad-model", "global model digest mismatch")
-            global_weights = self.work.decode(env.blobs[0])
+            with self.rounds.clock.phase("verify"):  # the global model's digest, and decoding it
+                if len(env.blobs) != 1 or model_digest(env.blobs[0]) != message.model_digest:
+                    raise Rejected("bad-model", "global model digest mismatch")
+                global_weights = self.work.decode(env.blobs[0])
         except Rejected as exc:
             self.intake.reject(exc, topic)
             return
@@ -354,7 +354,7 @@ class Agent:
             env = seal_message(self.identity, vote, self.task.task_id, round_no)
         self.proposer.keep(round_no, env.digest, env.raw)
         self.rounds.record_sent("vote", round_no, env.raw)
-        self.bus.publish(self.topics.vote(self.task.task_id, round_no, self.node_id), env.raw)
+        self.round_topics.publish_vote(round_no, env.raw)
         gaps = f" ({len(missing)} updates missing)" if missing else ""
         log.info("%s: round %d vote sent for %d peers%s", self.node_id, round_no, len(scores), gaps)
         return True
@@ -362,7 +362,8 @@ class Agent:
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         env = self._from_peer(topic, round_no, sender, payload)
         if env is not None and self._read(env, Vote, topic) is not None:
-            self.proposer.keep(round_no, env.digest, payload)
+            with self.rounds.clock.phase("ledger"):  # kept for the round's block
+                self.proposer.keep(round_no, env.digest, payload)
 
     # the round's outcome
     def on_result(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
@@ -395,4 +396,5 @@ class Agent:
             log.info("%s: eliminated in round %d", self.node_id, env.round)
         if result.final and self.status is not Status.ELIMINATED:
             self.status = Status.DONE
-        self.proposer.on_result(env, result)
+        with self.rounds.clock.phase("ledger"):  # the round's block, if our PoQ place says we propose it
+            self.proposer.on_result(env, result)

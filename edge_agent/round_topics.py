@@ -1,4 +1,5 @@
-"""Which of its task's round topics an agent listens to, and how it publishes its update.
+"""Which of its task's round topics an agent listens to, and how it publishes its update and vote
+(timed as the round's ``send`` phase: with QoS 1 the worker waits for the broker's acknowledgement).
 
 Without validation committees (the paper) every update goes to every peer: the agent subscribes to every
 per-round topic of its task. Without supervision (plain federated learning) an update goes to the
@@ -15,13 +16,14 @@ from __future__ import annotations
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
+from edge_agent.round_clock import RoundClock
 
 
 class RoundTopics:
     """One agent's subscriptions to its task's round topics, and its update's topic."""
 
-    def __init__(self, bus: Bus, topics: Topics, node_id: str) -> None:
-        self.bus, self.topics, self.node_id = bus, topics, node_id
+    def __init__(self, bus: Bus, topics: Topics, node_id: str, clock: RoundClock) -> None:
+        self.bus, self.topics, self.node_id, self.clock = bus, topics, node_id, clock
         self.task: TaskSpec | None = None
         self.followed: list[str] = []  # the update topics of the peers scored this round
         self.retained: str | None = None  # our last update, published retained (committees)
@@ -50,7 +52,13 @@ class RoundTopics:
         assert self.task is not None
         topic = self.topics.update(self.task.task_id, round_no, self.node_id)
         keep = bool(self.task.committee)
-        if keep and self.retained not in (None, topic):
-            self.bus.publish(self.retained, b"", retain=True, wait=None)
-        self.bus.publish(topic, raw, retain=keep)
+        with self.clock.phase("send"):
+            if keep and self.retained not in (None, topic):
+                self.bus.publish(self.retained, b"", retain=True, wait=None)
+            self.bus.publish(topic, raw, retain=keep)
         self.retained = topic if keep else None
+
+    def publish_vote(self, round_no: int, raw: bytes) -> None:
+        assert self.task is not None
+        with self.clock.phase("send"):
+            self.bus.publish(self.topics.vote(self.task.task_id, round_no, self.node_id), raw)

@@ -16,6 +16,7 @@ from bpcv.messages import Manifest, Update, Vote, seal_message
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from coordinator.collector import RoundCollector
+from edge_agent.round_clock import RoundClock
 from edge_agent.round_topics import RoundTopics
 from edge_agent.rounds import RoundState
 from ledger.errors import InvalidBlock
@@ -162,7 +163,7 @@ class RecordingBus:
 def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_keeps_its_own_retained():
     topics = Topics()
     bus = RecordingBus()
-    round_topics = RoundTopics(bus, topics, "node-01")  # type: ignore[arg-type]
+    round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
     round_topics.start_task(make_consortium(n_agents=6, committee=3).task)
     control = topics.round_control("t1")
     assert bus.subscribed == control and topics.round_wildcard("t1") not in bus.subscribed
@@ -179,7 +180,7 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
     ]
 
     plain = RecordingBus()
-    every = RoundTopics(plain, topics, "node-01")  # type: ignore[arg-type]
+    every = RoundTopics(plain, topics, "node-01", RoundClock())  # type: ignore[arg-type]
     every.start_task(make_consortium(n_agents=6).task)
     every.follow(1, None)
     every.publish_update(1, b"one")
@@ -190,7 +191,7 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
 def test_without_supervision_an_agent_listens_to_no_peers_update():
     topics = Topics()
     bus = RecordingBus()
-    round_topics = RoundTopics(bus, topics, "node-01")  # type: ignore[arg-type]
+    round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
     plain = make_consortium(n_agents=6, strategy="fedavg", supervised=False).task
     round_topics.start_task(plain)
     state = RoundState()
