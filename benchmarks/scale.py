@@ -65,14 +65,16 @@ def pools(nodes: int) -> int:
 
 
 def run_cell(
-    nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path, mode: str
+    nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path, mode: str, broker: str = ""
 ) -> dict[str, object]:
+    """One live demo cell (with ``broker``, an MQTT URL, on that broker instead of the embedded one); its row."""
     out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
            "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
            "--model", "mlp:128", "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
-           "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode]]  # fmt: skip
+           "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode],
+           *(["--broker", broker] if broker else [])]  # fmt: skip
     print(f"== {mode} N={nodes} committee={committee} {dtype} rounds={rounds}: {' '.join(cmd[3:])}", flush=True)
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=7500, check=False)

@@ -1,0 +1,137 @@
+"""Benchmark: the brokers under the same live load (issue #17: keep the hand-written embedded broker, or
+use amqtt, the maintained asyncio broker, if it holds the N = 50 load within 1.2x of ours).
+
+    .venv/bin/python benchmarks/broker_compare.py [--amqtt PATH] [--nodes 50] [--committee 5] [--repeats 2]
+
+amqtt is not a dependency of this project: install it apart (``python3 -m venv /tmp/amqtt &&
+/tmp/amqtt/bin/pip install amqtt==0.12.1``) and name its ``amqtt`` command with ``--amqtt``.
+
+For each broker (``embedded``: ``broker/embedded.py``; ``amqtt``; ``mosquitto``, the C broker the
+project deploys), in turn and ``--repeats`` times round-robin, the broker runs as its own process on
+a free loopback port and one ``benchmarks/scale.py`` cell runs against it (``bpcv demo --broker``: N
+agents in pools, committees of k, float32 updates, mlp:128, Laplace, 1 local epoch). Per run: the
+median seconds between round decisions (round 2 on) and the broker process's CPU seconds per round
+(psutil, over the whole cell) and peak RSS. Writes benchmarks/results/broker_compare.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from csv_rows import write_rows
+from scale import run_cell
+
+from broker.runner import free_port, start_broker_process, wait_for_port
+
+COLUMNS = ["broker", "nodes", "committee", "rounds", "round_s", "broker_cpu_s_per_round", "broker_peak_rss_mb", "run"]
+AMQTT_CONF = """---
+listeners:
+  default:
+    type: tcp
+    bind: 127.0.0.1:{port}
+plugins:
+  amqtt.plugins.authentication.AnonymousAuthPlugin:
+    allow_anonymous: true
+"""
+
+
+def start(kind: str, port: int, work: Path, amqtt: str) -> subprocess.Popen:
+    """The broker ``kind`` listening on 127.0.0.1:``port``."""
+    if kind != "amqtt":
+        return start_broker_process(kind, "127.0.0.1", port, work)
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "amqtt.yaml"
+    conf.write_text(AMQTT_CONF.format(port=port))
+    proc = subprocess.Popen([amqtt, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, alive=proc)
+    return proc
+
+
+class Watch:
+    """The broker process's CPU seconds and peak RSS, sampled every 0.5 s by the caller's loop."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.cpu0 = sum(self.proc.cpu_times()[:2])
+        self.peak = self.proc.memory_info().rss
+
+    def cpu_s(self) -> float:
+        return sum(self.proc.cpu_times()[:2]) - self.cpu0
+
+
+def run(kind: str, args: argparse.Namespace, work: Path, repeat: int) -> dict[str, object]:
+    port = free_port()
+    broker = start(kind, port, work / f"{kind}-{repeat}", args.amqtt)
+    watch = Watch(broker.pid)
+    done: dict[str, object] = {}
+
+    def sample() -> None:
+        while not done:
+            watch.peak = max(watch.peak, watch.proc.memory_info().rss)
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        row = run_cell(args.nodes, args.committee, "float32", args.rounds, 1, work, "bpcv", f"mqtt://127.0.0.1:{port}")
+        cpu = watch.cpu_s()
+    finally:
+        done["yes"] = True
+        broker.terminate()
+        broker.wait(timeout=20)
+    return {
+        "broker": kind,
+        "nodes": args.nodes,
+        "committee": args.committee,
+        "rounds": row["rounds_done"],
+        "round_s": row["round_s"],
+        "broker_cpu_s_per_round": round(cpu / max(1, int(row["rounds_done"])), 2),
+        "broker_peak_rss_mb": round(watch.peak / 2**20, 1),
+        "run": repeat,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--amqtt", default=shutil.which("amqtt") or "", help="amqtt's broker command")
+    p.add_argument("--brokers", default="embedded,amqtt,mosquitto")
+    p.add_argument("--nodes", type=int, default=50)
+    p.add_argument("--committee", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "broker_compare.csv")
+    args = p.parse_args()
+    kinds = args.brokers.split(",")
+    if "amqtt" in kinds and not args.amqtt:
+        raise SystemExit("amqtt not found: install it apart and pass --amqtt PATH (see the docstring)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(1, args.repeats + 1):
+            for kind in kinds:
+                row = run(kind, args, Path(tmp), repeat)
+                print(row, flush=True)
+                rows.append(row)
+                write_rows(args.out, COLUMNS, rows)  # after every run: a long comparison keeps its progress
+    for kind in kinds:
+        own = [float(r["round_s"]) for r in rows if r["broker"] == kind and r["round_s"] != ""]
+        if own:
+            print(f"{kind}: median round {statistics.median(own):.2f} s over {len(own)} runs")
+
+
+if __name__ == "__main__":
+    main()
