@@ -5,12 +5,12 @@ memory of the Raspberry Pi models in docs/DEPLOY.md).
                                                    [--dp off,laplace] [--data own,shard]
 
 For each model: a live demo on mosquitto with 4 agents, each in its own OS process (a device runs
-one agent), MNIST, 1 local epoch (batch 64, learning rate 0.1), no DP, then 4 agents with Laplace GD-DP. Where the data comes from
-(``--data``): ``own`` (the default) is a device's case, each agent reads only its own file (the
-benchmark first writes MNIST's training set as four IID quarters, node-*.npz, and the test set as
-the requester's test.npz: ``bpcv demo --data DIR``); ``shard`` is the MNIST demo's, each agent loads
-the whole packaged set and keeps its quarter (the full set passes through its memory). Every agent's psutil
-samples (once a second, the same ones `bpcv report` uses) give its peak RSS and its CPU: median and
+one agent), MNIST, 1 local epoch (batch 64, learning rate 0.1), no DP, then 4 agents with Laplace
+GD-DP. Where the data comes from (``--data``): ``own`` (the default) is a device's case, each agent
+reads only its own file (the benchmark first writes MNIST's training set as four IID quarters,
+node-*.npz, and the test set as the requester's test.npz: ``bpcv demo --data DIR``); ``shard`` is the
+MNIST demo's, each agent loads the whole packaged set and keeps its quarter (the full set passes
+through its memory). Every agent's psutil samples (once a second, the same ones `bpcv report` uses) give its peak RSS and its CPU: median and
 p95 of the per-second samples while the task ran, and CPU-seconds per round (the samples
 integrated over the task, divided by the rounds). Writes benchmarks/results/agent_footprint.json
 after every case, naming the TensorFlow wheel the agents imported; a case not rerun keeps its earlier

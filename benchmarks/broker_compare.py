@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -63,12 +62,18 @@ def start(kind: str, port: int, work: Path, amqtt: str) -> subprocess.Popen:
 
 
 class Watch:
-    """The broker process's CPU seconds and peak RSS, sampled every 0.5 s by the caller's loop."""
+    """The broker process's CPU seconds since it was created, and its peak RSS sampled every 0.5 s until stopped."""
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.cpu0 = sum(self.proc.cpu_times()[:2])
         self.peak = self.proc.memory_info().rss
+        self.stopped = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self.stopped.wait(0.5):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
 
     def cpu_s(self) -> float:
         return sum(self.proc.cpu_times()[:2]) - self.cpu0
@@ -78,20 +83,11 @@ def run(kind: str, args: argparse.Namespace, work: Path, repeat: int) -> dict[st
     port = free_port()
     broker = start(kind, port, work / f"{kind}-{repeat}", args.amqtt)
     watch = Watch(broker.pid)
-    done: dict[str, object] = {}
-
-    def sample() -> None:
-        while not done:
-            watch.peak = max(watch.peak, watch.proc.memory_info().rss)
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
         row = run_cell(args.nodes, args.committee, "float32", args.rounds, 1, work, "bpcv", f"mqtt://127.0.0.1:{port}")
         cpu = watch.cpu_s()
     finally:
-        done["yes"] = True
+        watch.stopped.set()
         broker.terminate()
         broker.wait(timeout=20)
     return {

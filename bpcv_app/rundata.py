@@ -1,6 +1,6 @@
 """What a run folder holds, as tables: ``coordinator.json`` (the rounds) and ``metrics.sqlite`` (samples,
-broker traffic, round events, the agents' round breakdowns), read by ``load_run``. Every function here is pure (tables in, tables
-out); ``bpcv_app.figures`` draws them and ``bpcv_app.report`` writes the report.
+broker traffic, round events, the agents' round breakdowns), read by ``load_run``. Every function here
+is pure (tables in, tables out); ``bpcv_app.figures`` draws them and ``bpcv_app.report`` writes the report.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The run's time series: every node's psutil samples, the broker's traffic counters, the round
-events and each agent's seconds per phase of each round (``RoundTimes``), in SQLite in the run folder (``metrics.sqlite``, WAL, an index on node and time). Opening it
-again after a restart keeps everything already written; readers (``bpcv report``, ``bpcv monitor``)
-may open it while the coordinator writes."""
+"""The run's time series: every node's psutil samples, the broker's traffic counters, the round events
+and each agent's seconds per phase of each round (``RoundTimes``), in SQLite in the run folder
+(``metrics.sqlite``, WAL, an index on node and time). Opening it again after a restart keeps everything
+already written; readers (``bpcv report``, ``bpcv monitor``) may open it while the coordinator writes."""
 
 from __future__ import annotations
 

@@ -27,24 +27,25 @@ class RoundClock:
         self._round = 0
         self._opened = 0.0
         self._seconds: defaultdict[str, float] = defaultdict(float)
-        self._stack: list[tuple[str, float]] = []  # (phase, when it (re)started) of the phases in progress
+        self._stack: list[str] = []  # the phases in progress; only the innermost one is counting
+        self._since = 0.0  # when the innermost phase last started counting
+
+    def _charge(self, now: float) -> None:
+        """Add the time since ``_since`` to the innermost phase in progress, and count on from ``now``."""
+        if self._stack:
+            self._seconds[self._stack[-1]] += now - self._since
+        self._since = now
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Count the time inside to ``name`` (and not to the phase it interrupts)."""
-        now = self._now()
-        if self._stack:
-            outer, since = self._stack[-1]
-            self._seconds[outer] += now - since
-        self._stack.append((name, now))
+        self._charge(self._now())
+        self._stack.append(name)
         try:
             yield
         finally:
-            name, since = self._stack.pop()
-            now = self._now()
-            self._seconds[name] += now - since
-            if self._stack:
-                self._stack[-1] = (self._stack[-1][0], now)
+            self._charge(self._now())
+            self._stack.pop()
 
     def run(self, fn: Callable[..., object], *args: object) -> None:
         """A job of the agent: its time is protocol work unless a phase inside says otherwise."""
@@ -55,10 +56,7 @@ class RoundClock:
         """Round ``round_no`` starts: the times of the round before (None before the first), counting
         from zero again. Call it inside a job: the job's time so far goes to the round it closes."""
         now = self._now()
-        if self._stack:  # the job in progress: what it did so far belongs to the closing round
-            outer, since = self._stack[-1]
-            self._seconds[outer] += now - since
-            self._stack[-1] = (outer, now)
+        self._charge(now)  # the job in progress: what it did so far belongs to the closing round
         closed = None
         if self._round:
             seconds = {p: round(s, 4) for p, s in sorted(self._seconds.items()) if s > 0}

@@ -20,7 +20,7 @@ from edge_agent.round_clock import RoundClock
 
 
 class RoundTopics:
-    """One agent's subscriptions to its task's round topics, and its update's topic."""
+    """One agent's subscriptions to its task's round topics, and the topics of its update and vote."""
 
     def __init__(self, bus: Bus, topics: Topics, node_id: str, clock: RoundClock) -> None:
         self.bus, self.topics, self.node_id, self.clock = bus, topics, node_id, clock
