@@ -1,23 +1,23 @@
 """Benchmark: the brokers under the same live load (issue #17: keep the hand-written embedded broker, or
 use amqtt, the maintained asyncio broker, if it holds the N = 50 load within 1.2x of ours).
 
-    .venv/bin/python benchmarks/broker_compare.py [--amqtt PATH] [--nodes 50] [--committee 5] [--repeats 2]
+    .venv/bin/python benchmarks/broker_compare.py [--brokers embedded,mosquitto] [--nodes 50] [--committee 5] [--repeats 2]
 
-amqtt is not a dependency of this project: install it apart (``python3 -m venv /tmp/amqtt &&
-/tmp/amqtt/bin/pip install amqtt==0.12.1``) and name its ``amqtt`` command with ``--amqtt``.
-
-For each broker (``embedded``: ``broker/embedded.py``; ``amqtt``; ``mosquitto``, the C broker the
-project deploys), in turn and ``--repeats`` times round-robin, the broker runs as its own process on
-a free loopback port and one ``benchmarks/scale.py`` cell runs against it (``bpcv demo --broker``: N
-agents in pools, committees of k, float32 updates, mlp:128, Laplace, 1 local epoch). Per run: the
-median seconds between round decisions (round 2 on) and the broker process's CPU seconds per round
-(psutil, over the whole cell) and peak RSS. Writes benchmarks/results/broker_compare.csv.
+For each broker (``embedded``: ``bpcv broker run --embedded``, since the switch amqtt in-process,
+``broker/embedded.py``; ``mosquitto``, the C broker the project deploys), in turn and ``--repeats``
+times round-robin, the broker runs as its own process on a free loopback port and one
+``benchmarks/scale.py`` cell runs against it (``bpcv demo --broker``: N agents in pools, committees of
+k, float32 updates, mlp:128, Laplace, 1 local epoch). Per run: the median seconds between round
+decisions (round 2 on) and the broker process's CPU seconds per round (psutil, over the whole cell)
+and peak RSS. Writes benchmarks/results/broker_compare.csv. The decision's numbers are in
+broker_compare_before_switch.csv: rows ``handwritten`` are the broker this project wrote, then deleted
+for amqtt (``git show fface9a:broker/embedded.py``), beside amqtt 0.12.1 run from its own ``amqtt``
+command with a config of its own (rows ``amqtt``) and mosquitto.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,30 +35,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from csv_rows import write_rows
 from scale import run_cell
 
-from broker.runner import free_port, start_broker_process, wait_for_port
+from broker.runner import free_port, start_broker_process
 
 COLUMNS = ["broker", "nodes", "committee", "rounds", "round_s", "broker_cpu_s_per_round", "broker_peak_rss_mb", "run"]
-AMQTT_CONF = """---
-listeners:
-  default:
-    type: tcp
-    bind: 127.0.0.1:{port}
-plugins:
-  amqtt.plugins.authentication.AnonymousAuthPlugin:
-    allow_anonymous: true
-"""
-
-
-def start(kind: str, port: int, work: Path, amqtt: str) -> subprocess.Popen:
-    """The broker ``kind`` listening on 127.0.0.1:``port``."""
-    if kind != "amqtt":
-        return start_broker_process(kind, "127.0.0.1", port, work)
-    work.mkdir(parents=True, exist_ok=True)
-    conf = work / "amqtt.yaml"
-    conf.write_text(AMQTT_CONF.format(port=port))
-    proc = subprocess.Popen([amqtt, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port("127.0.0.1", port, alive=proc)
-    return proc
+def start(kind: str, port: int, work: Path) -> subprocess.Popen:
+    """The broker ``kind`` listening on 127.0.0.1:``port``, as its own process."""
+    return start_broker_process(kind, "127.0.0.1", port, work)
 
 
 class Watch:
@@ -81,7 +63,7 @@ class Watch:
 
 def run(kind: str, args: argparse.Namespace, work: Path, repeat: int) -> dict[str, object]:
     port = free_port()
-    broker = start(kind, port, work / f"{kind}-{repeat}", args.amqtt)
+    broker = start(kind, port, work / f"{kind}-{repeat}")
     watch = Watch(broker.pid)
     try:
         row = run_cell(args.nodes, args.committee, "float32", args.rounds, 1, work, "bpcv", f"mqtt://127.0.0.1:{port}")
@@ -104,8 +86,7 @@ def run(kind: str, args: argparse.Namespace, work: Path, repeat: int) -> dict[st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--amqtt", default=shutil.which("amqtt") or "", help="amqtt's broker command")
-    p.add_argument("--brokers", default="embedded,amqtt,mosquitto")
+    p.add_argument("--brokers", default="embedded,mosquitto")
     p.add_argument("--nodes", type=int, default=50)
     p.add_argument("--committee", type=int, default=5)
     p.add_argument("--rounds", type=int, default=6)
@@ -113,8 +94,6 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "broker_compare.csv")
     args = p.parse_args()
     kinds = args.brokers.split(",")
-    if "amqtt" in kinds and not args.amqtt:
-        raise SystemExit("amqtt not found: install it apart and pass --amqtt PATH (see the docstring)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(1, args.repeats + 1):

@@ -5,9 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_BASE = "bpcv/v1"
-# The broker's own cumulative traffic counters (mosquitto's $SYS tree; the embedded broker keeps the same two).
-BROKER_BYTES = "$SYS/broker/bytes/+"
-BROKER_BYTES_PREFIX = "$SYS/broker/bytes/"
+# The broker's own cumulative traffic counters, "received" and "sent": mosquitto publishes them under
+# $SYS/broker/bytes/, amqtt (the embedded broker) under $SYS/broker/load/bytes/.
+BROKER_BYTES_PREFIXES = ("$SYS/broker/bytes/", "$SYS/broker/load/bytes/")
+BROKER_BYTES = tuple(f"{prefix}+" for prefix in BROKER_BYTES_PREFIXES)
+
+
+def broker_counter(topic: str) -> str | None:
+    """The counter's name ("received", "sent") when ``topic`` is one of the broker's traffic counters."""
+    for prefix in BROKER_BYTES_PREFIXES:
+        if topic.startswith(prefix):
+            return topic[len(prefix) :]
+    return None
 
 
 @dataclass(frozen=True)

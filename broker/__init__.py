@@ -1,1 +1,1 @@
-"""The message bus: mosquitto with the project's config when installed, else an embedded Python broker."""
+"""The message bus: mosquitto with the project's config when installed, else the embedded broker (amqtt)."""

@@ -19,9 +19,9 @@ from bpcv.identity import Identity
 from bpcv.mqtt import BrokerAddress, Bus
 from bpcv.sampler import Sample, Sampler
 from bpcv.topics import DEFAULT_BASE, Topics
-from broker.embedded import DEFAULT_MAX_PACKET
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_PACKET = 64 * 1024 * 1024  # mosquitto's max_packet_size in our configs: models travel to peers
 
 
 def mosquitto_binary() -> str | None:

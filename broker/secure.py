@@ -24,7 +24,7 @@ from bpcv.identity import check_node_id
 from bpcv.mqtt import TlsFiles
 from bpcv.topics import DEFAULT_BASE
 from broker.credentials import issue, make_ca
-from broker.embedded import DEFAULT_MAX_PACKET
+from broker.runner import DEFAULT_MAX_PACKET
 
 MAX_QUEUED_MESSAGES = 1000  # per client: a round's models and votes for a node that is briefly away
 MAX_INFLIGHT_MESSAGES = 64

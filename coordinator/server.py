@@ -24,7 +24,7 @@ from bpcv.intake import Intake, stale_task
 from bpcv.messages import RoundTimes, Sample, read
 from bpcv.mqtt import Bus
 from bpcv.sampler import Sampler
-from bpcv.topics import BROKER_BYTES, BROKER_BYTES_PREFIX, Topics
+from bpcv.topics import BROKER_BYTES, Topics, broker_counter
 from coordinator.checkpoint import Checkpoint
 from coordinator.collector import RoundCollector
 from coordinator.summary import TaskSummary
@@ -68,7 +68,7 @@ class Coordinator:
                 self.topics.all_tasks(),
                 self.topics.all_joins("+"),  # from the start: an agent may join before a task's runner starts
                 self.topics.all_metrics(),
-                BROKER_BYTES,
+                *BROKER_BYTES,
                 *self.chain.subscriptions(),
             ],
             status_topic=self.topics.status(self.identity.node_id),
@@ -110,8 +110,8 @@ class Coordinator:
             log.exception("handling a message on %s failed", topic)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
-        if topic.startswith(BROKER_BYTES_PREFIX):
-            self._on_broker_bytes(topic, payload)
+        if (counter := broker_counter(topic)) is not None:
+            self._on_broker_bytes(counter, payload)
             return
         levels = self.topics.parse(topic)
         if self.chain.handle(topic, levels, payload):
@@ -146,9 +146,8 @@ class Coordinator:
         except Rejected as exc:
             self.intake.reject(exc, topic)
 
-    def _on_broker_bytes(self, topic: str, payload: bytes) -> None:
+    def _on_broker_bytes(self, counter: str, payload: bytes) -> None:
         """The broker's cumulative traffic counter (published by the broker itself, not by a member)."""
-        counter = topic[len(BROKER_BYTES_PREFIX) :]
         if counter in ("received", "sent") and payload.isdigit() and len(payload) < 20:
             self.timeseries.add_broker_bytes(time.time(), counter, int(payload))
 
@@ -179,7 +178,7 @@ class Coordinator:
                 return runner()
             while True:
                 topic, payload = self._inbox.get()
-                levels = () if topic.startswith(BROKER_BYTES_PREFIX) else self.topics.parse(topic)
+                levels = () if broker_counter(topic) is not None else self.topics.parse(topic)
                 if not (levels and levels[0] == "tasks" and len(levels) == 2):
                     self.handle(topic, payload)  # blocks, sync requests, metrics, traffic: also between tasks
                     continue

@@ -61,7 +61,7 @@ def cmd_broker_run(args: argparse.Namespace) -> int:
     else:
         from broker.embedded import run_embedded
 
-        print(f"embedded MQTT broker on {args.host}:{args.port} — demo/test broker, no auth", flush=True)
+        print(f"embedded MQTT broker (amqtt) on {args.host}:{args.port} — demo/test broker, no auth", flush=True)
         if metrics is not None:
             metrics.start(os.getpid())
         run_embedded(args.host, args.port)
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     broker = sub.add_parser("broker", help="the MQTT broker").add_subparsers(dest="broker_command", required=True)
     run = broker.add_parser("run", help="start mosquitto with the project's config, or the embedded broker")
     kind = run.add_mutually_exclusive_group()
-    kind.add_argument("--embedded", action="store_true", help="use the embedded Python broker")
+    kind.add_argument("--embedded", action="store_true", help="use the embedded broker (amqtt, in this process)")
     kind.add_argument("--mosquitto", action="store_true", help="require mosquitto")
     run.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
     run.add_argument("--port", type=int, default=1883)
