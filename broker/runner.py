@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -37,8 +39,8 @@ def render_mosquitto_conf(host: str, port: int, max_packet: int = DEFAULT_MAX_PA
 
 
 BRIDGE = """
-# Bridged to the central broker {url}: everything under {base}/ both ways (mosquitto's own bridge; over
-# TLS in a fleet: bridge_cafile, bridge_certfile and bridge_keyfile, docs/SCALE.md).
+# Bridged to the central broker {url}: everything under {base}/ both ways (mosquitto's own bridge;
+# over TLS when the central broker is, with the bridge's own certificate: docs/SCALE.md).
 connection {name}
 address {host}:{port}
 topic {base}/# both 1
@@ -48,11 +50,25 @@ cleansession true
 notifications false
 restart_timeout 1 10
 """
+BRIDGE_TLS = """# mosquitto started as root switches to this user, who can read the bridge's key (mode 0600)
+user {owner}
+bridge_cafile {ca}
+bridge_certfile {cert}
+bridge_keyfile {key}
+bridge_tls_version tlsv1.2
+bridge_insecure false
+"""
 
 
 def render_bridge_conf(name: str, central: BrokerAddress, base_topic: str = DEFAULT_BASE) -> str:
-    """The lines that bridge a site mosquitto to the central one, for every topic under ``base_topic``."""
-    return BRIDGE.format(url=central.url(), name=name, host=central.host, port=central.port, base=base_topic)
+    """The lines that bridge a site mosquitto to the central one, for every topic under ``base_topic``;
+    over TLS when ``central`` has TLS files (the consortium CA and the bridge's certificate, whose CN
+    the central ACL grants the whole base topic: ``bpcv broker init --bridge NAME``)."""
+    lines = BRIDGE.format(url=central.url(), name=name, host=central.host, port=central.port, base=base_topic)
+    if central.tls is not None:
+        owner = pwd.getpwuid(os.stat(central.tls.key).st_uid).pw_name
+        lines += BRIDGE_TLS.format(owner=owner, ca=central.tls.ca, cert=central.tls.cert, key=central.tls.key)
+    return lines
 
 
 def free_port(host: str = "127.0.0.1") -> int:

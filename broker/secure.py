@@ -9,7 +9,9 @@ Access rules (mosquitto ACL; ``%u`` is the client certificate's CN, which is the
   and new blocks (any agent may be a round's proposer; the blocks themselves are verified);
 - the coordinator also writes the round's global model, manifest and result, and sync answers, and
   reads the broker's traffic counters ($SYS/broker/bytes/#);
-- the requester also writes tasks.
+- the requester also writes tasks;
+- a site broker's bridge (its certificate's CN, e.g. ``site-1``) reads and writes everything under the
+  base topic: it carries its site's devices, whose own write rules hold at the site broker.
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ MAX_QUEUED_MESSAGES = 1000  # per client: a round's models and votes for a node 
 MAX_INFLIGHT_MESSAGES = 64
 
 
-def render_acl(base: str = DEFAULT_BASE, coordinators: tuple[str, ...] = (), requesters: tuple[str, ...] = ()) -> str:
+def render_acl(
+    base: str = DEFAULT_BASE,
+    coordinators: tuple[str, ...] = (),
+    requesters: tuple[str, ...] = (),
+    bridges: tuple[str, ...] = (),
+) -> str:
     lines = [
         "# written by `bpcv broker init` (BPCV-FL); %u is the client certificate's CN = the node id",
         f"pattern read {base}/#",
@@ -54,6 +61,8 @@ def render_acl(base: str = DEFAULT_BASE, coordinators: tuple[str, ...] = (), req
         ]
     for node in requesters:
         lines += ["", f"user {node}", f"topic write {base}/tasks/+"]
+    for node in bridges:
+        lines += ["", f"user {node}", f"topic readwrite {base}/#"]
     return "\n".join(lines) + "\n"
 
 
@@ -98,9 +107,10 @@ class Roster:
     coordinators: tuple[str, ...] = ("coordinator",)
     requesters: tuple[str, ...] = ("requester",)
     brokers: tuple[str, ...] = ()  # the broker runner's member id, which publishes the broker's metrics
+    bridges: tuple[str, ...] = ()  # site brokers bridged to this one (mosquitto's bridge, docs/SCALE.md)
 
     def all(self) -> tuple[str, ...]:
-        return self.agents + self.coordinators + self.requesters + self.brokers
+        return self.agents + self.coordinators + self.requesters + self.brokers + self.bridges
 
 
 def listener_of(conf: Path) -> tuple[str, int]:
@@ -135,7 +145,8 @@ def init_broker(
     issue(ca, host, server_names=tuple(dict.fromkeys((host, "localhost", *server_names)))).write(folder, "server")
     for node in roster.all():
         issue(ca, node).write(folder / "clients", node)
-    (folder / "acl").write_text(render_acl(coordinators=roster.coordinators, requesters=roster.requesters))
+    acl = render_acl(coordinators=roster.coordinators, requesters=roster.requesters, bridges=roster.bridges)
+    (folder / "acl").write_text(acl)
     (folder / "data").mkdir(exist_ok=True)
     conf = folder / "mosquitto.conf"
     conf.write_text(render_secure_conf(folder, host, port))

@@ -14,12 +14,12 @@ def cmd_broker_init(args: argparse.Namespace) -> int:
     agents = tuple(n for spec in args.agents for n in spec.split(",") if n)
     conf = init_broker(
         Path(args.dir),
-        Roster(agents, tuple(args.coordinator), tuple(args.requester), tuple(args.broker_member)),
+        Roster(agents, tuple(args.coordinator), tuple(args.requester), tuple(args.broker_member), tuple(args.bridge)),
         args.host,
         args.port,
         tuple(args.server_name),
     )
-    clients = len(agents) + len(args.coordinator) + len(args.requester) + len(args.broker_member)
+    clients = len(agents) + len(args.coordinator) + len(args.requester) + len(args.broker_member) + len(args.bridge)
     print(f"CA, server and {clients} client certificates, ACL")
     print(f"and {conf} written. Start it:  mosquitto -c {conf}   (or: bpcv broker run --secure {args.dir})")
     print(f'Nodes connect with broker = "mqtts://{args.host}:{args.port}", tls_ca = "{args.dir}/ca.crt",')
@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--requester", action="append", default=[], help="requester id (repeatable)")
     init.add_argument(
         "--broker-member", action="append", default=[], help="the broker runner's member id, for its metrics"
+    )
+    init.add_argument(
+        "--bridge", action="append", default=[], help="a site broker's bridge id: a certificate, and the whole base topic"
     )
     init.add_argument("--host", default="127.0.0.1", help="the TLS listener's address (also in the certificate)")
     init.add_argument("--port", type=int, default=8883)
