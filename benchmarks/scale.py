@@ -16,7 +16,9 @@ fixed layers, so every encoding applies), 1 local epoch, Laplace GD-DP, no stand
   own $SYS counters, as ``bpcv report`` reads them);
 - ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``);
 - ``overhead_share`` and ``busy_shares``: from the agents' own per-round breakdown (``bpcv report``), the
-  share of their busy seconds that is not training or scoring, and every phase's share.
+  share of their busy seconds that is not training or scoring, and every phase's share;
+- ``coordinator_stages``: the coordinator's round by stage (``bpcv report``), median seconds per round of
+  updates (global model out to every update in), votes, decide, block and between.
 
 ``--mode plain`` runs the same cells as plain federated learning (``--strategy fedavg --no-supervision``: no
 votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
@@ -43,13 +45,13 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from csv_rows import append_rows, read_rows, write_rows
 
-from bpcv_app.rundata import by_node, bytes_per_round, load_run, processes, round_breakdown
+from bpcv_app.rundata import by_node, bytes_per_round, coordinator_timeline, load_run, processes, round_breakdown
 
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
-    "overhead_share", "busy_shares",
+    "overhead_share", "busy_shares", "coordinator_stages",
 ]  # fmt: skip
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
@@ -93,6 +95,7 @@ def run_cell(
     groups = [g for g in processes(data.samples).values() if "coordinator" not in g]
     summary = json.loads((out / "summary.json").read_text())
     breakdown = round_breakdown(data.round_times)  # the agents' own clocks (bpcv report's table)
+    timeline = coordinator_timeline(data.events)  # the coordinator's stages (the next table of bpcv report)
     row = {
         "nodes": nodes,
         "committee": committee,
@@ -110,6 +113,7 @@ def run_cell(
         "mode": mode,
         "overhead_share": round(breakdown.overhead, 4) if breakdown else "",
         "busy_shares": " ".join(f"{p}={v:.3f}" for p, v in breakdown.busy_share.items()) if breakdown else "",
+        "coordinator_stages": " ".join(f"{s}={v:.3f}" for s, v in timeline.median_s.items()) if timeline else "",
     }
     shutil.rmtree(out, ignore_errors=True)
     return row

@@ -12,7 +12,18 @@ from typing import Any
 
 from bpcv.model_spec import describe
 from bpcv_app.figures import plot_chain, plot_metric, plot_quality, plot_resources, plot_traffic
-from bpcv_app.rundata import MB, Breakdown, RunData, bytes_per_round, load_run, node_table, processes, round_breakdown
+from bpcv_app.rundata import (
+    MB,
+    Breakdown,
+    RunData,
+    Timeline,
+    bytes_per_round,
+    coordinator_timeline,
+    load_run,
+    node_table,
+    processes,
+    round_breakdown,
+)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -70,6 +81,7 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
         )
     lines += ["", "CPU is of the node's process, in % of one core; agents pooled in one process show that process.", ""]
     lines += breakdown_markdown(round_breakdown(data.round_times))
+    lines += timeline_markdown(coordinator_timeline(data.events))
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 
@@ -90,6 +102,23 @@ def breakdown_markdown(b: Breakdown | None) -> list[str]:
     for phase, seconds in b.median_s.items():
         share = f"{b.busy_share[phase]:.1%}" if phase in b.busy_share else "-"
         lines.append(f"| {phase} | {seconds:.3f} | {share} |")
+    return [*lines, ""]
+
+
+def timeline_markdown(t: Timeline | None) -> list[str]:
+    """The coordinator's rounds by stage: median seconds per round and share of the rounds' seconds."""
+    if t is None:
+        return []
+    lines = [
+        f"The coordinator's rounds by stage ({t.rounds} rounds followed by another; median round "
+        f"{t.median_round_s:.2f} s): updates = global model out until every update is in (training, transfer, "
+        "stragglers), votes = manifest out until every vote is in, decide = ranking, aggregation, evaluation "
+        "and the result, block = until the round's block is in its replica, between = on to the next round.",
+        "",
+        "| stage | median s per round | share of the rounds |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {stage} | {seconds:.3f} | {t.share[stage]:.1%} |" for stage, seconds in t.median_s.items()]
     return [*lines, ""]
 
 

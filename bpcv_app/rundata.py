@@ -226,3 +226,53 @@ def round_breakdown(times: list[tuple[str, RoundTimes]]) -> Breakdown | None:
     share = {p: sum(t.seconds.get(p, 0.0) for _, t in times) / busy if busy else 0.0 for p in phases}
     overhead = sum(v for p, v in share.items() if p not in WORK_PHASES)
     return Breakdown(len(times), median_s, share, statistics.median(t.wall_s for _, t in times), overhead)
+
+
+# The coordinator's round, stage by stage: each stage ends at the named event of the round (the last
+# one if a resumed round recorded it twice); "between" runs from the block to the next round's model.
+COORDINATOR_STAGES = (
+    ("updates", "updates-in"),  # global model out until every update is in (training, transfer, stragglers)
+    ("votes", "votes-in"),  # manifest out until every vote is in (scoring); absent without supervision
+    ("decide", "decided"),  # ranking, aggregation, evaluation, the result published
+    ("block", "block"),  # until the round's block is in the coordinator's replica (or given up on)
+)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The coordinator's rounds by stage (its critical path): median seconds per round and share of the
+    rounds' seconds, over the rounds followed by another (``between`` needs the next round's start)."""
+
+    rounds: int
+    median_s: dict[str, float]
+    share: dict[str, float]
+    median_round_s: float
+
+
+def coordinator_timeline(events: list[tuple[float, int, str, dict[str, Any]]]) -> Timeline | None:
+    """The timeline of the coordinator's round events; None without two whole rounds in a row."""
+    stamps: dict[int, dict[str, float]] = defaultdict(dict)
+    for ts, round_no, kind, _ in events:
+        stamps[round_no]["block" if kind == "no-block" else kind] = ts
+    stages: list[dict[str, float]] = []
+    for round_no, own in sorted(stamps.items()):
+        following = stamps.get(round_no + 1, {}).get("global-out")
+        if "global-out" not in own or following is None:
+            continue
+        seen, previous = {}, own["global-out"]
+        for stage, kind in COORDINATOR_STAGES:
+            if kind in own and own[kind] >= previous:
+                seen[stage], previous = own[kind] - previous, own[kind]
+        if "updates" in seen and "decide" in seen and "block" in seen and following >= previous:
+            seen["between"] = following - previous
+            stages.append(seen)
+    if not stages:
+        return None
+    names = [s for s, _ in COORDINATOR_STAGES if any(s in r for r in stages)] + ["between"]
+    total = sum(sum(r.values()) for r in stages)
+    return Timeline(
+        rounds=len(stages),
+        median_s={s: statistics.median(r.get(s, 0.0) for r in stages) for s in names},
+        share={s: sum(r.get(s, 0.0) for r in stages) / total if total else 0.0 for s in names},
+        median_round_s=statistics.median(sum(r.values()) for r in stages),
+    )

@@ -183,11 +183,13 @@ class TaskRunner:
         server.publish(
             server.topics.global_model(task.task_id, round_no), self._seal(global_model, round_no, [blob]).raw
         )
+        server.timeseries.add_event(time.time(), round_no, "global-out")  # the round's stages: bpcv report
         server.pump(
             lambda: not collector.missing_updates(),
             task.update_timeout_s,
             lambda: self._ask_again(global_model, collector.missing_updates(), [blob]),
         )
+        server.timeseries.add_event(time.time(), round_no, "updates-in")
         manifest = collector.close_updates(server.chain.equivocators())
         if task.supervised:  # else plain federated learning: no validation, straight to the aggregate
             server.publish(server.topics.manifest(task.task_id, round_no), self._seal(manifest, round_no).raw)
@@ -196,6 +198,7 @@ class TaskRunner:
                 task.vote_timeout_s,
                 lambda: self._ask_again(manifest, collector.missing_votes(), []),
             )
+            server.timeseries.add_event(time.time(), round_no, "votes-in")
         outcome = decide_round(
             task=task,
             strategy=self.strategy,

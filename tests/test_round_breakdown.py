@@ -10,8 +10,8 @@ from bpcv.envelope import open_envelope
 from bpcv.errors import Rejected
 from bpcv.identity import Identity, Registry
 from bpcv.messages import RoundTimes, read
-from bpcv_app.report import breakdown_markdown
-from bpcv_app.rundata import round_breakdown
+from bpcv_app.report import breakdown_markdown, timeline_markdown
+from bpcv_app.rundata import coordinator_timeline, round_breakdown
 from coordinator.timeseries import TimeSeries
 from edge_agent.round_clock import RoundClock
 
@@ -125,3 +125,32 @@ def test_the_breakdown_is_medians_per_agent_round_and_shares_of_all_busy_time():
         and "| waiting | 2.000 | - |" in text
     )
     assert round_breakdown([]) is None and breakdown_markdown(None) == []
+
+
+def test_the_coordinators_stages_run_from_one_global_model_to_the_next():
+    events = []
+    for round_no, start, stages in (
+        (1, 100.0, (2.0, 1.0, 0.5, 0.25)),  # updates, votes, decide, block
+        (2, 104.0, (4.0, 1.0, 0.5, 0.25)),
+        (3, 110.0, (1.0, 1.0, 0.5, 0.25)),  # the last round: no next global model, left out
+    ):
+        ts = start
+        events.append((ts, round_no, "global-out", {}))
+        for kind, seconds in zip(("updates-in", "votes-in", "decided", "block"), stages):
+            ts += seconds
+            events.append((ts, round_no, kind, {}))
+    events.append((106.0, 2, "global-out", {}))  # a resumed round published its model again: the last counts
+    timeline = coordinator_timeline(events)
+    # round 1: 100 -> 102 -> 103 -> 103.5 -> 103.75, next model at 106 (between 2.25); round 2 from 106:
+    # updates 2 (108 - 106), votes 1, decide 0.5, block 0.25, between 110 - 109.75 = 0.25
+    assert timeline is not None and timeline.rounds == 2
+    assert timeline.median_s == pytest.approx(
+        {"updates": 2.0, "votes": 1.0, "decide": 0.5, "block": 0.25, "between": 1.25}
+    )
+    assert timeline.median_round_s == pytest.approx(5.0)  # 6.0 and 4.0
+    assert timeline.share["between"] == pytest.approx(2.5 / 10.0)
+    assert sum(timeline.share.values()) == pytest.approx(1.0)
+    assert "| votes | 1.000 | 20.0% |" in timeline_markdown(timeline)
+    unsupervised = [e for e in events if e[2] != "votes-in"]
+    assert "votes" not in coordinator_timeline(unsupervised).median_s
+    assert coordinator_timeline([e for e in events if e[1] == 3]) is None  # no whole round followed by another

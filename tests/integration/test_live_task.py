@@ -249,7 +249,10 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
         times = [row["ts"] for row in store.samples(node)]
         span = times[-1] - times[0]
         assert span > 10 and 0.8 * span <= len(times) <= 1.2 * span + 2, (node, len(times), span)
-    assert [kind for _, _, kind, _ in store.events()].count("block") == 3
+    kinds = [kind for _, _, kind, _ in store.events()]
+    assert kinds.count("block") == 3
+    # the coordinator's stages of every round: model out, updates in, votes in, decided, block
+    assert all(kinds.count(k) == 3 for k in ("global-out", "updates-in", "votes-in", "decided")), kinds
     # each agent's breakdown of every round it trained in (closed by the next global model) reached it too
     breakdowns = store.round_times()
     trained = {(node, r["round"]) for r in rounds[:-1] for node in r["aggregated"]}
@@ -268,6 +271,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     markdown = (out / "report" / "report.md").read_text()
     assert f"{bad} (round {elim_round['round']})" in markdown and "broker traffic per round" in markdown
     assert "Not training or scoring" in markdown and "| train |" in markdown
+    assert "The coordinator's rounds by stage (2 rounds" in markdown and "| votes |" in markdown, markdown
 
 
 @pytest.mark.soak
