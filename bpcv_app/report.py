@@ -86,40 +86,40 @@ def summary_markdown(data: RunData, traffic: list[dict[str, Any]], figures: list
     return "\n".join(lines) + "\n"
 
 
+def seconds_table(
+    intro: str, what: str, per: str, share_of: str, median_s: dict[str, float], share: dict[str, float]
+) -> list[str]:
+    """A paragraph, then one row per ``what`` (phase, stage): median seconds ``per`` round and share."""
+    lines = [intro, "", f"| {what} | median s per {per} | share of {share_of} |", "|---|---|---|"]
+    for name, seconds in median_s.items():
+        lines.append(f"| {name} | {seconds:.3f} | {f'{share[name]:.1%}' if name in share else '-'} |")
+    return [*lines, ""]
+
+
 def breakdown_markdown(b: Breakdown | None) -> list[str]:
     """The agents' rounds by phase: median seconds per agent-round and share of the busy seconds."""
     if b is None:
         return []
-    lines = [
+    intro = (
         f"Where the agents' rounds went ({b.agent_rounds} agent-rounds, a window from one global model to the "
         f"next; median window {b.median_wall_s:.2f} s). Busy time is on the agent's worker thread; waiting is "
         "for peers, stragglers, the broker and, in a pool, the other agents. Not training or scoring: "
-        f"**{b.overhead:.1%}** of the busy time.",
-        "",
-        "| phase | median s per agent-round | share of busy time |",
-        "|---|---|---|",
-    ]
-    for phase, seconds in b.median_s.items():
-        share = f"{b.busy_share[phase]:.1%}" if phase in b.busy_share else "-"
-        lines.append(f"| {phase} | {seconds:.3f} | {share} |")
-    return [*lines, ""]
+        f"**{b.overhead:.1%}** of the busy time."
+    )
+    return seconds_table(intro, "phase", "agent-round", "busy time", b.median_s, b.busy_share)
 
 
 def timeline_markdown(t: Timeline | None) -> list[str]:
     """The coordinator's rounds by stage: median seconds per round and share of the rounds' seconds."""
     if t is None:
         return []
-    lines = [
+    intro = (
         f"The coordinator's rounds by stage ({t.rounds} rounds followed by another; median round "
         f"{t.median_round_s:.2f} s): updates = global model out until every update is in (training, transfer, "
         "stragglers), votes = manifest out until every vote is in, decide = ranking, aggregation, evaluation "
-        "and the result, block = until the round's block is in its replica, between = on to the next round.",
-        "",
-        "| stage | median s per round | share of the rounds |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {stage} | {seconds:.3f} | {t.share[stage]:.1%} |" for stage, seconds in t.median_s.items()]
-    return [*lines, ""]
+        "and the result, block = until the round's block is in its replica, between = on to the next round."
+    )
+    return seconds_table(intro, "stage", "round", "the rounds", t.median_s, t.share)
 
 
 def write_report(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
