@@ -1,6 +1,8 @@
 """The embedded broker (amqtt in-process) with real paho clients, and the intake's replay checks."""
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 
@@ -105,6 +107,40 @@ def test_embedded_broker_counts_its_traffic_under_sys(embedded):
     assert 1 not in counters["sent"] and counters["sent"] == sorted(counters["sent"])
     for bus in (watcher, forger, sender):
         bus.close()
+
+
+def test_garbage_and_broken_packets_close_only_their_own_connection(embedded):
+    """One bad client (not MQTT at all, a CONNECT cut short, a PUBLISH before CONNECT, a client-id
+    takeover) does not stop the broker serving the others."""
+    got = []
+    watcher = Bus("watcher", embedded, lambda t, p: got.append(p), ["x/#"])
+    watcher.connect()
+    for junk in (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        bytes([0x10, 0x7F]) + b"\x00\x04MQ",  # a CONNECT announcing 127 bytes, then the line drops
+        bytes([0x30, 0x05]) + b"\x00\x01xhi",  # PUBLISH before CONNECT
+        bytes([0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),  # a remaining length longer than MQTT allows
+    ):
+        with socket.create_connection((embedded.host, embedded.port), timeout=5) as raw:
+            raw.sendall(junk)
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(1)  # a broker may also just wait for more
+            with contextlib.suppress(OSError):
+                while raw.recv(4096):
+                    pass
+    assert watcher.publish("x/after", b"still serving")
+    first = Bus("device", embedded, lambda t, p: None)
+    first.connect()
+    twin = Bus("device", embedded, lambda t, p: None)  # the same client id: takes the session over
+    twin.connect()
+    first.close()
+    twin.close()
+    sender = Bus("sender", embedded, lambda t, p: None)
+    sender.connect()
+    assert sender.publish("x/later", b"and after a takeover")
+    assert wait_until(lambda: b"still serving" in got and b"and after a takeover" in got, timeout=20), got
+    watcher.close()
+    sender.close()
 
 
 def test_the_coordinator_reads_both_brokers_traffic_counters():
