@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 DEFAULT_BASE = "bpcv/v1"
 # The broker's own cumulative traffic counters, "received" and "sent": mosquitto publishes them under
-# $SYS/broker/bytes/, amqtt (the embedded broker) under $SYS/broker/load/bytes/.
+# $SYS/broker/bytes/ (and so does the embedded broker, broker/embedded.py), a standalone amqtt under
+# $SYS/broker/load/bytes/.
 BROKER_BYTES_PREFIXES = ("$SYS/broker/bytes/", "$SYS/broker/load/bytes/")
 BROKER_BYTES = tuple(f"{prefix}+" for prefix in BROKER_BYTES_PREFIXES)
 

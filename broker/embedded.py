@@ -2,8 +2,10 @@
 run in this process on loopback (anonymous, clean sessions, nothing persisted).
 
 It stands in for mosquitto in demos and tests: QoS 0/1/2, retained messages, wildcards, last will,
-keepalive and client-id takeover are amqtt's. It publishes its cumulative traffic counters every second
-under ``$SYS/broker/load/bytes/`` (mosquitto: ``$SYS/broker/bytes/``; the coordinator reads both).
+keepalive and client-id takeover are amqtt's. ``ByteCounters``, a plugin of ours, publishes the
+cumulative traffic counters every second under mosquitto's names, ``$SYS/broker/bytes/{received,sent}``
+(amqtt's own $SYS plugin re-encodes every packet to measure it, which cost a third more broker CPU at
+N = 50, and publishes under ``$SYS/broker/load/bytes/``; the coordinator reads either).
 Unlike mosquitto (``max_packet_size`` in our configs) amqtt has no packet-size cap, so it is for
 loopback only; a real fleet uses mosquitto (``broker/runner.py``, ``broker/secure.py``).
 Why amqtt and not our own: docs/DECISIONS.md (issue #17, benchmarks/broker_compare.py).
@@ -16,19 +18,71 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
-SYS_INTERVAL_S = 1  # how often the $SYS counters are published (mosquitto: sys_interval; amqtt: whole seconds)
+SYS_INTERVAL_S = 1.0  # how often the $SYS byte counters are published (mosquitto: sys_interval)
 
 
 def amqtt_config(host: str, port: int) -> dict[str, Any]:
-    """amqtt's broker configuration: one plain TCP listener, anonymous clients, $SYS every second, and
-    no per-packet logging plugins (amqtt's defaults log every packet)."""
+    """amqtt's broker configuration: one plain TCP listener, anonymous clients, our byte counters, and
+    none of amqtt's per-packet logging plugins (its defaults log every packet)."""
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
         "plugins": {
             "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": SYS_INTERVAL_S},
+            f"{__name__}.ByteCounters": {},
         },
     }
+
+
+def packet_size(remaining_length: int) -> int:
+    """Bytes on the wire of an MQTT packet whose remaining length is ``remaining_length``: one byte of
+    type and flags, 1-4 bytes of length (7 bits each), then the rest."""
+    length_bytes = 1
+    while remaining_length >= 128**length_bytes and length_bytes < 4:
+        length_bytes += 1
+    return 1 + length_bytes + remaining_length
+
+
+def _byte_counters_plugin() -> type:
+    """``ByteCounters`` on amqtt's plugin base class (a function, so importing this module needs no amqtt)."""
+    from amqtt.plugins.base import BasePlugin
+
+    class ByteCounters(BasePlugin):  # type: ignore[misc, type-arg]
+        """Counts the bytes of every packet received and sent, from its header's remaining length, and
+        publishes both totals every SYS_INTERVAL_S under mosquitto's $SYS/broker/bytes/ names."""
+
+        def __init__(self, context: Any) -> None:
+            super().__init__(context)
+            self.received = self.sent = 0
+            self._task: asyncio.Task | None = None
+
+        async def on_broker_post_start(self) -> None:
+            self._task = asyncio.create_task(self._publish())
+
+        async def on_broker_pre_shutdown(self) -> None:
+            if self._task is not None:
+                self._task.cancel()
+
+        async def on_mqtt_packet_received(self, *, packet: Any, session: Any = None) -> None:
+            self.received += packet_size(packet.fixed_header.remaining_length) if packet else 0
+
+        async def on_mqtt_packet_sent(self, *, packet: Any, session: Any = None) -> None:
+            self.sent += packet_size(packet.fixed_header.remaining_length) if packet else 0
+
+        async def _publish(self) -> None:
+            while True:
+                await asyncio.sleep(SYS_INTERVAL_S)
+                for name, value in (("received", self.received), ("sent", self.sent)):
+                    await self.context.broadcast_message(f"$SYS/broker/bytes/{name}", str(value).encode())
+
+    return ByteCounters
+
+
+def __getattr__(name: str) -> Any:
+    """amqtt loads the plugin by its dotted name; it is built on first access."""
+    if name == "ByteCounters":
+        globals()[name] = _byte_counters_plugin()
+        return globals()[name]
+    raise AttributeError(name)
 
 
 class EmbeddedBroker:

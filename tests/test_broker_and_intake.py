@@ -13,7 +13,7 @@ from bpcv.identity import Identity, Registry
 from bpcv.intake import Intake, RateLimiter
 from bpcv.mqtt import BrokerAddress, BrokerUnavailable, Bus
 from bpcv.topics import BROKER_BYTES, broker_counter
-from broker.embedded import EmbeddedBroker
+from broker.embedded import EmbeddedBroker, packet_size
 from broker.runner import free_port
 
 
@@ -88,8 +88,10 @@ def test_embedded_broker_counts_its_traffic_under_sys(embedded):
     """Cumulative bytes received and sent under $SYS every second (bpcv report's bytes per round, read
     by the coordinator through ``broker_counter``); a client that publishes into $SYS is cut off."""
     counters: dict[str, list[int]] = {"received": [], "sent": []}
+    topics: set[str] = set()
 
     def on_message(topic: str, payload: bytes) -> None:
+        topics.add(topic)
         counters[broker_counter(topic)].append(int(payload))
 
     watcher = Bus("traffic-watcher", embedded, on_message, list(BROKER_BYTES))
@@ -105,6 +107,7 @@ def test_embedded_broker_counts_its_traffic_under_sys(embedded):
     assert sender.publish("x/blob", payload)
     assert wait_until(lambda: counters["received"][-1] >= before + len(payload), timeout=4)
     assert 1 not in counters["sent"] and counters["sent"] == sorted(counters["sent"])
+    assert topics == {"$SYS/broker/bytes/received", "$SYS/broker/bytes/sent"}  # mosquitto's names
     for bus in (watcher, forger, sender):
         bus.close()
 
@@ -141,6 +144,13 @@ def test_garbage_and_broken_packets_close_only_their_own_connection(embedded):
     assert wait_until(lambda: b"still serving" in got and b"and after a takeover" in got, timeout=20), got
     watcher.close()
     sender.close()
+
+
+@pytest.mark.parametrize(
+    ("remaining", "size"), [(0, 2), (127, 129), (128, 131), (16_383, 16_386), (16_384, 16_388), (300_010, 300_014)]
+)
+def test_a_packet_is_counted_with_its_header(remaining, size):
+    assert packet_size(remaining) == size  # 1 byte type, 1-4 bytes of length (7 bits each), the rest
 
 
 def test_the_coordinator_reads_both_brokers_traffic_counters():

@@ -1,7 +1,7 @@
 """`bpcv demo` as a newcomer runs it: the default embedded broker (amqtt, in its own process), a
 coordinator and an agent pool, a short live task to the end, with the broker's traffic counters in
-metrics.sqlite (the embedded broker publishes them under $SYS/broker/load/bytes/, mosquitto under
-$SYS/broker/bytes/; the other live tests use mosquitto)."""
+metrics.sqlite (published by the embedded broker's own plugin, ``ByteCounters``; the other live tests
+use mosquitto)."""
 
 from __future__ import annotations
 
