@@ -17,6 +17,9 @@ import asyncio
 import logging
 from typing import Any
 
+from amqtt.broker import Broker
+from amqtt.plugins.base import BasePlugin
+
 log = logging.getLogger(__name__)
 SYS_INTERVAL_S = 1.0  # how often the $SYS byte counters are published (mosquitto: sys_interval)
 
@@ -42,47 +45,33 @@ def packet_size(remaining_length: int) -> int:
     return 1 + length_bytes + remaining_length
 
 
-def _byte_counters_plugin() -> type:
-    """``ByteCounters`` on amqtt's plugin base class (a function, so importing this module needs no amqtt)."""
-    from amqtt.plugins.base import BasePlugin
+class ByteCounters(BasePlugin):  # type: ignore[misc, type-arg]
+    """An amqtt plugin: counts the bytes of every packet received and sent, from its header's remaining
+    length, and publishes both totals every SYS_INTERVAL_S under mosquitto's $SYS/broker/bytes/ names."""
 
-    class ByteCounters(BasePlugin):  # type: ignore[misc, type-arg]
-        """Counts the bytes of every packet received and sent, from its header's remaining length, and
-        publishes both totals every SYS_INTERVAL_S under mosquitto's $SYS/broker/bytes/ names."""
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.received = self.sent = 0
+        self._task: asyncio.Task | None = None
 
-        def __init__(self, context: Any) -> None:
-            super().__init__(context)
-            self.received = self.sent = 0
-            self._task: asyncio.Task | None = None
+    async def on_broker_post_start(self) -> None:
+        self._task = asyncio.create_task(self._publish())
 
-        async def on_broker_post_start(self) -> None:
-            self._task = asyncio.create_task(self._publish())
+    async def on_broker_pre_shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
-        async def on_broker_pre_shutdown(self) -> None:
-            if self._task is not None:
-                self._task.cancel()
+    async def on_mqtt_packet_received(self, *, packet: Any, session: Any = None) -> None:
+        self.received += packet_size(packet.fixed_header.remaining_length) if packet else 0
 
-        async def on_mqtt_packet_received(self, *, packet: Any, session: Any = None) -> None:
-            self.received += packet_size(packet.fixed_header.remaining_length) if packet else 0
+    async def on_mqtt_packet_sent(self, *, packet: Any, session: Any = None) -> None:
+        self.sent += packet_size(packet.fixed_header.remaining_length) if packet else 0
 
-        async def on_mqtt_packet_sent(self, *, packet: Any, session: Any = None) -> None:
-            self.sent += packet_size(packet.fixed_header.remaining_length) if packet else 0
-
-        async def _publish(self) -> None:
-            while True:
-                await asyncio.sleep(SYS_INTERVAL_S)
-                for name, value in (("received", self.received), ("sent", self.sent)):
-                    await self.context.broadcast_message(f"$SYS/broker/bytes/{name}", str(value).encode())
-
-    return ByteCounters
-
-
-def __getattr__(name: str) -> Any:
-    """amqtt loads the plugin by its dotted name; it is built on first access."""
-    if name == "ByteCounters":
-        globals()[name] = _byte_counters_plugin()
-        return globals()[name]
-    raise AttributeError(name)
+    async def _publish(self) -> None:
+        while True:
+            await asyncio.sleep(SYS_INTERVAL_S)
+            for name, value in (("received", self.received), ("sent", self.sent)):
+                await self.context.broadcast_message(f"$SYS/broker/bytes/{name}", str(value).encode())
 
 
 class EmbeddedBroker:
@@ -93,8 +82,6 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     async def start(self) -> None:
-        from amqtt.broker import Broker  # imported here: `bpcv` commands that need no broker skip it
-
         for name in ("amqtt", "transitions"):  # both log every connection and state change at INFO
             logging.getLogger(name).setLevel(logging.WARNING)
         self._broker = Broker(amqtt_config(self.host, self.port))
