@@ -35,12 +35,24 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from csv_rows import write_rows
 from scale import run_cell
 
-from broker.runner import free_port, start_broker_process
+from broker.runner import free_port, start_broker_process, wait_for_port
 
 COLUMNS = ["broker", "nodes", "committee", "rounds", "round_s", "broker_cpu_s_per_round", "broker_peak_rss_mb", "run"]
+HANDWRITTEN = "fface9a:broker/embedded.py"  # the broker this project wrote, before amqtt replaced it
+
+
 def start(kind: str, port: int, work: Path) -> subprocess.Popen:
-    """The broker ``kind`` listening on 127.0.0.1:``port``, as its own process."""
-    return start_broker_process(kind, "127.0.0.1", port, work)
+    """The broker ``kind`` listening on 127.0.0.1:``port``, as its own process; ``handwritten`` is the
+    deleted broker, read from git history."""
+    if kind != "handwritten":
+        return start_broker_process(kind, "127.0.0.1", port, work)
+    work.mkdir(parents=True, exist_ok=True)
+    source = subprocess.run(["git", "show", HANDWRITTEN], cwd=ROOT, capture_output=True, check=True).stdout
+    (work / "handwritten_broker.py").write_bytes(source)
+    code = f"from handwritten_broker import run_embedded; run_embedded('127.0.0.1', {port})"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, alive=proc)
+    return proc
 
 
 class Watch:
@@ -86,7 +98,7 @@ def run(kind: str, args: argparse.Namespace, work: Path, repeat: int) -> dict[st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--brokers", default="embedded,mosquitto")
+    p.add_argument("--brokers", default="embedded,mosquitto", help="comma-separated; also: handwritten")
     p.add_argument("--nodes", type=int, default=50)
     p.add_argument("--committee", type=int, default=5)
     p.add_argument("--rounds", type=int, default=6)
