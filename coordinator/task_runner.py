@@ -309,9 +309,7 @@ class TaskRunner:
         if row.proposer is not None:
             self._wait_for_block(round_no, wait_s)
         block = replica.round_block(task.task_id, round_no)
-        if (
-            block is None and task.supervised
-        ):  # the chain is the record of rewards: a round it does not hold pays nothing
+        if block is None and task.supervised:  # the chain records the rewards: a round not on it pays nothing
             log.warning("round %d: no valid block within %.0fs; its rewards are not paid", round_no, wait_s)
             state.rewards.update({n: round(state.rewards[n] - v, 6) for n, v in row.rewards.items()})
         row.block_proposer = block.proposer if block else None
