@@ -60,14 +60,20 @@ bridge_insecure false
 """
 
 
+def file_owner(path: str | Path) -> str:
+    """The user owning ``path``: mosquitto started as root switches to it (a ``user`` line) so that it can
+    read the keys there, which are mode 0600."""
+    return pwd.getpwuid(os.stat(path).st_uid).pw_name
+
+
 def render_bridge_conf(name: str, central: BrokerAddress, base_topic: str = DEFAULT_BASE) -> str:
     """The lines that bridge a site mosquitto to the central one, for every topic under ``base_topic``;
     over TLS when ``central`` has TLS files (the consortium CA and the bridge's certificate, whose CN
     the central ACL grants the whole base topic: ``bpcv broker init --bridge NAME``)."""
     lines = BRIDGE.format(url=central.url(), name=name, host=central.host, port=central.port, base=base_topic)
     if central.tls is not None:
-        owner = pwd.getpwuid(os.stat(central.tls.key).st_uid).pw_name
-        lines += BRIDGE_TLS.format(owner=owner, ca=central.tls.ca, cert=central.tls.cert, key=central.tls.key)
+        tls = central.tls
+        lines += BRIDGE_TLS.format(owner=file_owner(tls.key), ca=tls.ca, cert=tls.cert, key=tls.key)
     return lines
 
 

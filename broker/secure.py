@@ -16,8 +16,6 @@ Access rules (mosquitto ACL; ``%u`` is the client certificate's CN, which is the
 
 from __future__ import annotations
 
-import os
-import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from bpcv.identity import check_node_id
 from bpcv.mqtt import TlsFiles
 from bpcv.topics import DEFAULT_BASE
 from broker.credentials import issue, make_ca
-from broker.runner import DEFAULT_MAX_PACKET
+from broker.runner import DEFAULT_MAX_PACKET, file_owner
 
 MAX_QUEUED_MESSAGES = 1000  # per client: a round's models and votes for a node that is briefly away
 MAX_INFLIGHT_MESSAGES = 64
@@ -68,7 +66,7 @@ def render_acl(
 
 def render_secure_conf(folder: Path, host: str, port: int, max_packet: int = DEFAULT_MAX_PACKET) -> str:
     folder = folder.resolve()
-    owner = pwd.getpwuid(os.stat(folder).st_uid).pw_name
+    owner = file_owner(folder)
     return f"""# written by `bpcv broker init` (BPCV-FL): TLS, a client certificate from the consortium CA, ACLs.
 # mosquitto started as root switches to the user owning these files (their keys are mode 0600):
 # run `bpcv broker init` as the broker's service user.
