@@ -65,6 +65,13 @@ def build_model(spec: str, input_shape: tuple[int, ...], num_classes: int, seed:
     return tf.keras.Sequential(layers)
 
 
+def fixed_weights(model: Any) -> list[bool]:
+    """For each of ``model.get_weights()``, whether training leaves it as built: the weights of a layer
+    without trainable weights (the wavelet map, a Keras layer marked untrainable). A trainable layer's
+    non-trainable weights (batch-norm statistics) move in training and count as trained."""
+    return [not layer.trainable_weights for layer in model.layers for _ in layer.weights]
+
+
 def _wavelet_layers(spec: list[int], input_shape: tuple[int, ...]) -> list[Any]:
     """The frozen wavelet feature map (weights set, trainable=False), its pooling and the flattening."""
     import tensorflow as tf

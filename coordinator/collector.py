@@ -7,6 +7,10 @@ message is refused by the intake with a counted reason; nothing here raises on b
 Rules for a round's messages:
 - an update is accepted from a roster node, once, with a digest matching its one blob and tensors of
   the model's shapes (finite); otherwise the node's update is *invalid* with the reason;
+- when the task eliminates (policy other than ``none``), an update must also be a contribution: one that
+  changes weights the task never trains (``fixed-weights-changed``) or is the round's global model sent
+  back untrained (``no-training``, compared as the update encoding carries it) is invalid too. Under
+  ``none`` (the baselines as published) a well-formed update is never refused for what it holds;
 - a vote is accepted after the manifest, once, from a node whose update was accepted, scoring only
   manifest entries by their manifest digest (never itself).
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bpcv.codec import decode_model, model_digest
+from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.committee import assign
 from bpcv.envelope import Envelope
 from bpcv.errors import Rejected
@@ -82,14 +86,22 @@ class RoundCollector:
         self.task = task
         self.intake = intake
         self.shapes = shapes
+        self.fixed: list[bool] = []  # per tensor: never trained (bpcv.models.fixed_weights); none known: []
+        self.reference: list[np.ndarray] | None = None  # the round's global model as an unchanged update carries it
         self.clock = clock
         self.joined = Joined()
         self.inbox = RoundInbox(0, [])
 
-    def begin_round(self, round_no: int, roster: list[str], head_hash: str = "") -> RoundInbox:
+    def begin_round(
+        self, round_no: int, roster: list[str], head_hash: str = "", global_weights: list[np.ndarray] | None = None
+    ) -> RoundInbox:
         """Start collecting round ``round_no`` from ``roster``; who scores whom: every peer, or the task's
-        committees drawn over the roster from ``head_hash`` (the chain head's)."""
+        committees drawn over the roster from ``head_hash`` (the chain head's). With the round's
+        ``global_weights``, updates that are no contribution are refused (when the task eliminates)."""
         inbox = self.inbox = RoundInbox(round_no, list(roster))
+        self.reference = None
+        if global_weights is not None and self.task.elimination != "none":
+            self.reference = decode_model(encode_model(global_weights, self.task.update_encoding), self.shapes)
         inbox.committee_seed = head_hash if self.task.committee else None
         inbox.assignment = assign(inbox.roster, self.task.committee, head_hash, self.task.task_id, round_no)
         return inbox
@@ -181,6 +193,8 @@ class RoundCollector:
             if len(env.blobs) != 1 or model_digest(env.blobs[0]) != update.digest:
                 raise Rejected("digest-mismatch", f"update of {node}")
             weights = decode_model(env.blobs[0], self.shapes)
+            if self.reference is not None:
+                check_contribution(weights, self.reference, self.fixed)
         except Rejected as exc:
             inbox.invalid[node] = exc.reason
             self.intake.reject(exc, topic)
@@ -214,3 +228,14 @@ class RoundCollector:
             return
         inbox.votes[node] = env
         inbox.scores[node] = scores
+
+
+def check_contribution(weights: list[np.ndarray], reference: list[np.ndarray], fixed: list[bool]) -> None:
+    """Rejected unless ``weights`` are a contribution to the round whose global model, as an unchanged
+    update carries it, is ``reference``: they keep every ``fixed`` tensor and change some other one."""
+    changed = [not np.array_equal(w, r) for w, r in zip(weights, reference, strict=True)]
+    moved = [i for i, (c, f) in enumerate(zip(changed, fixed)) if c and f]
+    if moved:
+        raise Rejected("fixed-weights-changed", f"tensors {moved} are never trained, yet differ from the global model's")
+    if not any(changed):
+        raise Rejected("no-training", "the update is the round's global model, unchanged")

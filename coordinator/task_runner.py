@@ -22,7 +22,7 @@ from bpcv.codec import decode_model, encode_model, model_digest
 from bpcv.envelope import Envelope
 from bpcv.errors import ConfigError, Rejected
 from bpcv.messages import Abort, Final, GlobalModel, Manifest, Message, Result, Reward, WantBlock, seal_message
-from bpcv.models import configure_tensorflow
+from bpcv.models import configure_tensorflow, fixed_weights
 from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from coordinator.checkpoint import NodeStatus, RunState
@@ -91,7 +91,7 @@ class TaskRunner:
         except ConfigError as exc:
             return self._finish(TaskSummary(task=task.to_body(), metric=task.metric, error=str(exc)), timed=False)
         weights = [np.asarray(w, dtype=np.float32) for w in model.get_weights()]
-        collector.shapes = [tuple(w.shape) for w in weights]
+        collector.shapes, collector.fixed = [tuple(w.shape) for w in weights], fixed_weights(model)
         if resume is not None:
             weights = decode_model(resume[1], collector.shapes)
         elif self.initial_weights is not None:
@@ -176,7 +176,7 @@ class TaskRunner:
     def _run_round(self, round_no: int, weights: Weights, state: RunState) -> tuple[RoundOutcome, bytes]:
         """Global model out, updates in, manifest out, votes in; decide."""
         server, task, collector = self.server, self.task, self.collector
-        inbox = collector.begin_round(round_no, state.roster, server.replica.head_hash)
+        inbox = collector.begin_round(round_no, state.roster, server.replica.head_hash, weights)
         blob = encode_model(weights)
         roster = inbox.roster
         global_model = GlobalModel(roster, model_digest(blob), committee_seed=inbox.committee_seed)

@@ -68,3 +68,36 @@ def test_training_on_cached_features_takes_the_same_steps_as_the_whole_model():
             np.testing.assert_allclose(wa, wb, atol=2e-5)
         np.testing.assert_array_equal(a[0], start[0])
         assert np.abs(a[-1] - start[-1]).max() > 1e-4  # the head moved
+
+
+def test_the_coordinators_contribution_check_passes_real_training_and_refuses_real_free_riders():
+    """``bpcv.models.fixed_weights`` marks the wavelet map and nothing else; an honest round of real
+    training keeps it and moves the rest (accepted), the free-ride behaviours' updates are refused; a
+    trainable batch-norm layer's moving statistics count as trained."""
+    import tensorflow as tf
+
+    from bpcv.errors import Rejected
+    from bpcv.models import fixed_weights
+    from coordinator.collector import check_contribution
+    from edge_agent.behaviours import create
+
+    task = TaskSpec(task_id="t", coordinator="c", model="wavelet:2,4,7", batch_size=32, local_epochs=1)
+    trainer = Trainer(task, (28, 28, 1), 10)
+    fixed = fixed_weights(trainer.model)
+    assert fixed == [True] * trainer.prefix.fixed_count + [False] * (len(fixed) - trainer.prefix.fixed_count)
+    assert not any(fixed_weights(Trainer(TaskSpec(task_id="t", coordinator="c", model="mlp:8"), (28, 28, 1), 10).model))
+    norm = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(2)])
+    assert fixed_weights(norm) == [False] * 6
+    rng = np.random.default_rng(2)
+    x, y = rng.random((64, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 64)
+    start = trainer.model.get_weights()
+    trained, _ = trainer.train(start, x, y, seed=1)
+    check_contribution(trained, start, fixed)  # accepted: raises nothing
+    for name, reason in (("free-ride", "no-training"), ("free-ride-noise", "fixed-weights-changed")):
+        sent = create(name).shape_update(start, None, rng)
+        try:
+            check_contribution(sent, start, fixed)
+        except Rejected as exc:
+            assert exc.reason == reason
+        else:
+            raise AssertionError(f"{name}'s update was accepted")
