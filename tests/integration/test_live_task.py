@@ -208,7 +208,9 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
         "--malicious",
         "1",
         "--behaviour",
-        "random-weights",
+        # sign-flip keeps the demo's fixed wavelet map, so its update is valid and the votes must catch it
+        # (random weights move the map and are refused as invalid before any vote)
+        "sign-flip",
         # the paper's rule: with the injector's bad updates only two nodes are ranked in round 2, too few to
         # call anyone an outlier, and this test is of elimination and admission in the first two rounds
         "--elimination",
@@ -223,7 +225,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert all(n["mechanism"] == "laplace" for n in summary["nodes"])  # the demo is private by default
-    bad = next(n["id"] for n in summary["nodes"] if n["behaviour"] == "random-weights")
+    bad = next(n["id"] for n in summary["nodes"] if n["behaviour"] == "sign-flip")
     elim_round = next(r for r in rounds[:2] if bad in r["eliminated"])
     assert elim_round["admitted"], "a standby node is admitted when the malicious one is eliminated"
     assert all(bad not in r["aggregated"] for r in rounds)
