@@ -1,6 +1,6 @@
 """A live task over a real mosquitto broker: coordinator and agents as separate OS processes.
 
-Asserts issue #2's acceptance: the random-weights agent is eliminated and a standby admitted; its
+Asserts issue #2's acceptance: the poisoning (sign-flip) agent is eliminated and a standby admitted; its
 update never enters the global model; every replica verifies with the same head; a forged vote and
 a replayed vote are rejected while the round completes; and a task survives an agent killed mid-round.
 """
