@@ -51,6 +51,7 @@ class RoundInbox:
     votes: dict[str, Envelope] = field(default_factory=dict)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # voter -> target -> score
     val_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> its score of the global model
+    reference: list[np.ndarray] | None = None  # the global model as an unchanged update carries it (contribution check)
 
     def committee_fields(self) -> dict[str, Any]:
         """The round result's record of the committees (none when every node scored every peer)."""
@@ -87,7 +88,6 @@ class RoundCollector:
         self.intake = intake
         self.shapes = shapes
         self.fixed: list[bool] = []  # per tensor: never trained (bpcv.models.fixed_weights); none known: []
-        self.reference: list[np.ndarray] | None = None  # the round's global model as an unchanged update carries it
         self.clock = clock
         self.joined = Joined()
         self.inbox = RoundInbox(0, [])
@@ -99,9 +99,8 @@ class RoundCollector:
         committees drawn over the roster from ``head_hash`` (the chain head's). With the round's
         ``global_weights``, updates that are no contribution are refused (when the task eliminates)."""
         inbox = self.inbox = RoundInbox(round_no, list(roster))
-        self.reference = None
         if global_weights is not None and self.task.elimination != "none":
-            self.reference = decode_model(encode_model(global_weights, self.task.update_encoding), self.shapes)
+            inbox.reference = decode_model(encode_model(global_weights, self.task.update_encoding), self.shapes)
         inbox.committee_seed = head_hash if self.task.committee else None
         inbox.assignment = assign(inbox.roster, self.task.committee, head_hash, self.task.task_id, round_no)
         return inbox
@@ -193,8 +192,8 @@ class RoundCollector:
             if len(env.blobs) != 1 or model_digest(env.blobs[0]) != update.digest:
                 raise Rejected("digest-mismatch", f"update of {node}")
             weights = decode_model(env.blobs[0], self.shapes)
-            if self.reference is not None:
-                check_contribution(weights, self.reference, self.fixed)
+            if inbox.reference is not None:
+                check_contribution(weights, inbox.reference, self.fixed)
         except Rejected as exc:
             inbox.invalid[node] = exc.reason
             self.intake.reject(exc, topic)
@@ -236,6 +235,8 @@ def check_contribution(weights: list[np.ndarray], reference: list[np.ndarray], f
     changed = [not np.array_equal(w, r) for w, r in zip(weights, reference, strict=True)]
     moved = [i for i, (c, f) in enumerate(zip(changed, fixed)) if c and f]
     if moved:
-        raise Rejected("fixed-weights-changed", f"tensors {moved} are never trained, yet differ from the global model's")
+        raise Rejected(
+            "fixed-weights-changed", f"tensors {moved} are never trained, yet differ from the global model's"
+        )
     if not any(changed):
         raise Rejected("no-training", "the update is the round's global model, unchanged")
