@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import read_rows
-from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
+from run import MODELS, NODES, PARTITIONS, STRATEGIES, model_label, parser
 
 LABELS = {"bpcv": "BPCV-FL (paper's rules)", "bpcv-outlier": "BPCV-FL (outlier policy)"}
 
@@ -27,7 +27,7 @@ def default_setting(row: dict[str, str]) -> bool:
     """Whether a row was run with run.py's default training for its data set (model, batch, lr, epochs)."""
     defaults = parser().parse_args([])
     wanted = {
-        "model": MODELS[row["dataset"]], "batch": defaults.batch, "lr": defaults.lr, "lr_decay": defaults.lr_decay,
+        "model": model_label(MODELS[row["dataset"]]), "batch": defaults.batch, "lr": defaults.lr, "lr_decay": defaults.lr_decay,
         "epochs": defaults.epochs,
     }  # fmt: skip
     return all(str(row[k]) == str(v) for k, v in wanted.items())
@@ -114,7 +114,9 @@ def table(results: list[dict[str, str]], dataset: str) -> str:
                     cells.append("not run")
                     continue
                 short = f" ({r['rounds']} rounds: {r['stopped_because']})" if r["rounds"] != "80" else ""
-                cells.append(f"{float(r['final_accuracy']):.4f} / {r['rounds_to_95'] or '–'}{short}")
+                cells.append(
+                    f"{float(r['final_accuracy']):.4f} / {r['rounds_to_95'] or '–'} / {r['rounds_to_99'] or '–'}{short}"
+                )
             lines.append(f"| {nodes} | {partition} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -128,14 +130,14 @@ def main() -> int:
         print("wrote", path)
     results = read_rows(here / "results.csv")
     text = (
-        "Each cell: final accuracy on the test set / the first round at which it reached 95% (– never), "
+        "Each cell: final accuracy on the test set / the first rounds at which it reached 95% and 99% (– never), "
         "after 80 rounds, seed 0, no DP, 10% standby nodes, run.py's default training (batch, lr, lr_decay, "
         "epochs); bpcv: the paper's rules (lowest-ranked eliminated, mean quality), bpcv-outlier: the demo's "
         "(outlier elimination, median quality, accountable voters), the baselines without elimination. "
         "Written by plot.py from results.csv.\n"
     )
     for dataset in MODELS:
-        text += f"\n## {dataset}, model {MODELS[dataset]}\n\n" + table(results, dataset) + "\n"
+        text += f"\n## {dataset}, model {model_label(MODELS[dataset])}\n\n" + table(results, dataset) + "\n"
     others = [r for r in results if not default_setting(r)]
     if others:
         text += "\n## Other training settings run (not in the table or the plot)\n\n"

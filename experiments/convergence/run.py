@@ -37,13 +37,18 @@ HERE = Path(__file__).resolve().parent
 NODES = [30, 50]
 PARTITIONS = ["iid", "dirichlet:0.5"]
 STRATEGIES = ["bpcv", "bpcv-outlier", "fedavg", "fedpage", "overlap-fedavg"]
-MODELS = {"mnist": "cnn:16,32,64", "cifar10": "cnn:16,32,64"}  # cnn:16,32 and the wavelet head top out below 0.99
+# The Keras example's MNIST CNN (two convolutions, Dropout 0.5, 34,826 parameters on MNIST): the CNNs
+# without Dropout tried first (cnn:16,32 and cnn:16,32,64) plateau near 0.989, this one does not.
+MODELS = {
+    "mnist": str(HERE / "models" / "cnn32-64-dropout.json"),
+    "cifar10": str(HERE / "models" / "cnn32-64-dropout-cifar10.json"),
+}
 # The task gets this share of the cell timeout as its own time limit: a cell out of time stops cleanly
 # (stopped_because "time limit") and is recorded, before the demo itself gives up.
 TASK_SHARE = 0.9
 COLUMNS = [
     "dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs", "rounds", "final_accuracy",
-    "best_accuracy", "rounds_to_95", "rounds_to_99", "seed", "wall_s", "stopped_because",
+    "best_accuracy", "rounds_to_95", "rounds_to_99", "seed", "wall_s", "stopped_because", "eliminated",
 ]  # fmt: skip
 ROUND_COLUMNS = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs", "seed", "round", "accuracy", "elapsed_s"]  # fmt: skip
 KEY = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_decay", "epochs", "seed"]
@@ -83,6 +88,8 @@ def measure(run: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
         "rounds_to_95": first_round(per_round, 0.95),
         "rounds_to_99": first_round(per_round, 0.99),
         "stopped_because": summary["stopped_because"],
+        # nobody attacks here, so every node eliminated or refused is an honest one
+        "eliminated": sum(len(r.get("invalid") or []) + bool(r.get("eliminated")) for r in rounds),
     }
     return figures, per_round
 
@@ -139,10 +146,15 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
     log.unlink(missing_ok=True)
 
 
+def model_label(model: str) -> str:
+    """The model column: a preset as written, a Keras .json file by its name (run from models/ here)."""
+    return Path(model).name if model.endswith(".json") else model
+
+
 def cells(args: argparse.Namespace) -> list[dict[str, object]]:
     """Every cell asked for, in the order they run (all strategies of a setting side by side first)."""
     training = {
-        "model": args.model,
+        "model": model_label(args.model),
         "batch": args.batch,
         "lr": args.lr,
         "lr_decay": args.lr_decay,
@@ -166,10 +178,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--rounds", type=int, default=80)
-    p.add_argument("--model", default=None, help="default cnn:16,32,64")
+    p.add_argument(
+        "--model", default=None, help="a preset or a Keras .json file (default models/cnn32-64-dropout*.json)"
+    )
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.1, help="plain SGD's learning rate (no DP)")
-    p.add_argument("--lr-decay", type=float, default=0.96, help="round r trains at lr * lr_decay**(r-1)")
+    p.add_argument("--lr", type=float, default=0.3, help="plain SGD's learning rate (no DP)")
+    p.add_argument("--lr-decay", type=float, default=0.98, help="round r trains at lr * lr_decay**(r-1)")
     p.add_argument("--epochs", type=int, default=2, help="local epochs per round")
     p.add_argument("--standby-fraction", type=float, default=0.1, help="standby nodes, of the active (at least 1)")
     p.add_argument("--processes", type=int, default=2, help="agent processes of each demo")
