@@ -1,5 +1,5 @@
-"""The CSV files the live-cell experiments (attacks/, convergence/) write and read: one line per
-finished cell, appended as it finishes, so an interrupted matrix resumes."""
+"""The CSV files the live-cell experiments (attacks/, convergence/, dp_accuracy/) write and read: one line
+per finished cell, appended as it finishes, so an interrupted matrix resumes."""
 
 from __future__ import annotations
 
@@ -33,3 +33,8 @@ def append_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -
         if new:
             writer.writeheader()
         writer.writerows(rows)
+
+
+def model_label(model: str) -> str:
+    """The model as a results.csv names it: a preset as given, a Keras JSON file by its file name."""
+    return Path(model).name if model.endswith(".json") else model

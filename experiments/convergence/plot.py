@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
-from csv_rows import read_rows
-from run import MODELS, NODES, PARTITIONS, STRATEGIES, model_label, parser
+from csv_rows import model_label, read_rows
+from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
 
 LABELS = {"bpcv": "BPCV-FL (paper's rules)", "bpcv-outlier": "BPCV-FL (outlier policy)"}
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
-from csv_rows import append_rows, read_rows
+from csv_rows import append_rows, model_label, read_rows
 from demo_rules import DEMO_RULES, PAPER_RULES, baseline_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,11 +144,6 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
         print(f"  ! stopped after {len(per_round)} of {args.rounds} rounds: {figures['stopped_because']}", flush=True)
     shutil.rmtree(run, ignore_errors=True)
     log.unlink(missing_ok=True)
-
-
-def model_label(model: str) -> str:
-    """The model column: a preset as written, a Keras .json file by its name (run from models/ here)."""
-    return Path(model).name if model.endswith(".json") else model
 
 
 def cells(args: argparse.Namespace) -> list[dict[str, object]]:

@@ -18,12 +18,15 @@ sweep resumes. plot.py draws the figure and prints the table.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
+from csv_rows import append_rows, model_label, read_rows
 
 DEFAULT_CLIP = {"laplace": 100.0, "gaussian": 3.0}
 
@@ -46,20 +49,6 @@ RESULT_COLUMNS = [
     "mechanism", "epsilon", "delta", "clip", "model", "rounds", "final_accuracy", "best_accuracy", "best_round",
     "seed", "config", "epsilon_spent", "noise_multiplier", "agents", "records_per_agent", "batch", "lr", "epochs",
 ]  # fmt: skip
-
-
-def model_label(model: str) -> str:
-    """The model as results.csv names it: a preset as given, a Keras JSON file by its file name."""
-    return Path(model).name if model.endswith(".json") else model
-
-
-def append_row(path: Path, columns: list[str], row: dict[str, object]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def run_config(text: str, seed: int, args: argparse.Namespace, out: Path) -> None:
@@ -120,23 +109,25 @@ def run_config(text: str, seed: int, args: argparse.Namespace, out: Path) -> Non
             else math.inf
         )
         history.append(accuracy)
-        append_row(
+        append_rows(
             out / "rounds.csv",
             ROUND_COLUMNS,
-            {
-                "config": text,
-                "model": model_label(args.model),
-                "seed": seed,
-                "mechanism": mechanism,
-                "epsilon_budget": budget,
-                "delta": delta,
-                "clip": clip,
-                "noise_multiplier": round(noise, 5),
-                "round": round_no,
-                "accuracy": round(accuracy, 5),
-                "epsilon_spent": round(spent, 4),
-                "elapsed_s": round(time.monotonic() - started, 1),
-            },
+            [
+                {
+                    "config": text,
+                    "model": model_label(args.model),
+                    "seed": seed,
+                    "mechanism": mechanism,
+                    "epsilon_budget": budget,
+                    "delta": delta,
+                    "clip": clip,
+                    "noise_multiplier": round(noise, 5),
+                    "round": round_no,
+                    "accuracy": round(accuracy, 5),
+                    "epsilon_spent": round(spent, 4),
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                }
+            ],
         )
         print(
             f"{text:<24} seed {seed} round {round_no:>3} accuracy {accuracy:.4f} epsilon {spent:.3f} "
@@ -144,29 +135,31 @@ def run_config(text: str, seed: int, args: argparse.Namespace, out: Path) -> Non
             flush=True,
         )
     best = int(np.argmax(history))
-    append_row(
+    append_rows(
         out / "results.csv",
         RESULT_COLUMNS,
-        {
-            "mechanism": mechanism,
-            "epsilon": budget,
-            "delta": delta,
-            "clip": clip,
-            "model": model_label(args.model),
-            "rounds": args.rounds,
-            "final_accuracy": round(history[-1], 5),
-            "best_accuracy": round(history[best], 5),
-            "best_round": best + 1,
-            "seed": seed,
-            "config": text,
-            "epsilon_spent": round(spent, 4),
-            "noise_multiplier": round(noise, 5),
-            "agents": args.agents,
-            "records_per_agent": min(s.num_samples for s in shards),
-            "batch": args.batch,
-            "lr": args.lr,
-            "epochs": args.epochs,
-        },
+        [
+            {
+                "mechanism": mechanism,
+                "epsilon": budget,
+                "delta": delta,
+                "clip": clip,
+                "model": model_label(args.model),
+                "rounds": args.rounds,
+                "final_accuracy": round(history[-1], 5),
+                "best_accuracy": round(history[best], 5),
+                "best_round": best + 1,
+                "seed": seed,
+                "config": text,
+                "epsilon_spent": round(spent, 4),
+                "noise_multiplier": round(noise, 5),
+                "agents": args.agents,
+                "records_per_agent": min(s.num_samples for s in shards),
+                "batch": args.batch,
+                "lr": args.lr,
+                "epochs": args.epochs,
+            }
+        ],
     )
 
 
@@ -189,10 +182,7 @@ def main() -> None:
     configure_tensorflow(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if (out / "results.csv").exists():
-        with (out / "results.csv").open() as f:
-            done = {(r["config"], r["model"], int(r["seed"]), int(r["rounds"])) for r in csv.DictReader(f)}
+    done = {(r["config"], r["model"], int(r["seed"]), int(r["rounds"])) for r in read_rows(out / "results.csv")}
     for seed in args.seeds:
         for text in args.config:
             if (text, model_label(args.model), seed, args.rounds) in done:
