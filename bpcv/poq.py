@@ -29,13 +29,22 @@ OUTLIER_MADS = 3.0
 OUTLIER_SHARE = 0.05
 # A voter dissents when its scores sit further from the other voters' (the per-target median of theirs) than
 # DISSENT_MADS robust standard deviations above the voters' median distance, and further than DISSENT_FLOOR
-# (accuracy as a fraction; for MAE, a share of the others' median). The floor is wide because a voter's own
-# validation set is small: at 50 nodes on MNIST ~96 records, so an honest voter's scores can sit 5-10 points
-# from the others' on every model (measured: a floor of 0.05 flagged 2-9 honest voters a round). A score's
-# distance is absolute for accuracy and relative for MAE; a voter's distance is the median over the peers it
-# scored.
+# (accuracy as a fraction; for MAE, a share of the others' median), and unusual data does not explain it. The
+# floor is wide because a voter's own validation set is small: at 50 nodes on MNIST ~96 records, so an honest
+# voter's scores can sit 5-10 points from the others' on every model (measured: a floor of 0.05 flagged 2-9
+# honest voters a round). A score's distance is absolute for accuracy and relative for MAE; a voter's distance
+# is the median over the peers it scored.
+# Unusual data explains a distance up to DISSENT_FAR times that limit when the voter still orders the peers
+# like the others do (Spearman rank correlation of its scores with the others' medians above 0): with skewed
+# (Dirichlet 0.5) validation data honest voters sat 0.21-0.34 from the rest in early rounds, past the floor,
+# at rank correlations 0.15-0.59; voters that reverse their scores sat at -0.29 to -0.91 (docs/RESULTS.md).
 DISSENT_MADS = 3.0
 DISSENT_FLOOR = {"accuracy": 0.2, "mae": 0.5}
+DISSENT_FAR = 2.0
+# Which test finds dissenters: "distance" (the median distance alone: tasks that name no rule, as before this
+# one existed) or "rank-aware" (a voter within DISSENT_FAR of the limit whose scores order the peers like the
+# others' is not a dissenter). A task's rule is on the chain, so every replica re-derives its rounds alike.
+DISSENT_RULES = ("distance", "rank-aware")
 MAD_TO_SD = 1.4826
 
 
@@ -94,36 +103,73 @@ def outliers(quality: Mapping[str, float], metric: str) -> list[str]:
     return [n for n in reversed(rank_nodes(quality, metric)) if n in worse]
 
 
-def dissenting_voters(votes: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
-    """The voters whose scores disagree with the others' (DISSENT_MADS, DISSENT_FLOOR), sorted; none below
-    three voters. A voter's distance is the median, over the peers it scored that someone else scored too,
-    of its score's distance from the median of the other voters' scores of that peer."""
+def dissenting_voters(votes: Mapping[str, Mapping[str, float]], metric: str, rule: str = "rank-aware") -> list[str]:
+    """The voters whose scores disagree with the others', sorted; none below three voters. A voter's
+    distance is the median, over the peers it scored that someone else scored too, of its score's distance
+    from the median of the other voters' scores of that peer. It dissents when that distance is past the
+    limit (DISSENT_MADS, DISSENT_FLOOR) and either past DISSENT_FAR times the limit or its scores do not
+    rank those peers like the others' medians do (rank correlation at most 0); under ``rule`` "distance",
+    past the limit is enough."""
+    if rule not in DISSENT_RULES:
+        raise ValueError(f"unknown dissent rule {rule!r}; known: {DISSENT_RULES}")
+    far = DISSENT_FAR if rule == "rank-aware" else 1.0
     relative = not higher_is_better(metric)
     received = _received(votes)
     distance: dict[str, float] = {}
+    agrees: dict[str, bool] = {}
     for voter in votes:
-        gaps = []
+        mine, theirs, gaps = [], [], []
         for by in received.values():
             if voter not in by or len(by) < 2:
                 continue
             others = statistics.median(s for v, s in by.items() if v != voter)
             gap = abs(by[voter] - others)
             gaps.append(gap / max(abs(others), 1e-12) if relative else gap)
+            mine.append(by[voter])
+            theirs.append(others)
         if gaps:
             distance[voter] = statistics.median(gaps)
+            agrees[voter] = ranks_agree(mine, theirs)
     if len(distance) < 3:
         return []
     middle, spread = _robust_spread(list(distance.values()))
     limit = max(middle + DISSENT_MADS * spread, DISSENT_FLOOR[metric])
-    return sorted(v for v, d in distance.items() if d > limit)
+    return sorted(v for v, d in distance.items() if d > limit and (d > far * limit or not agrees[v]))
+
+
+def _doubled_ranks(values: Sequence[float]) -> list[int]:
+    """Twice each value's rank from 0, ties given the mean of the ranks they span: integers, so sums are exact."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            ranks[i] = start + end
+        start = end + 1
+    return ranks
+
+
+def ranks_agree(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether ``a`` and ``b`` order their entries alike: Spearman's rank correlation above 0, decided
+    exactly (the sign of the covariance of integer ranks), so every replica agrees; False below three."""
+    if len(a) != len(b):
+        raise ValueError(f"ranks_agree needs sequences of one length, got {len(a)} and {len(b)}")
+    if len(a) < 3:
+        return False
+    ra, rb = _doubled_ranks(a), _doubled_ranks(b)
+    return len(a) * sum(x * y for x, y in zip(ra, rb, strict=True)) - sum(ra) * sum(rb) > 0
 
 
 def round_quality(
-    votes: Mapping[str, Mapping[str, float]], metric: str, rule: str, accountable: bool
+    votes: Mapping[str, Mapping[str, float]], metric: str, rule: str, dissent_rule: str | None
 ) -> tuple[dict[str, float], list[str]]:
-    """The round's quality per scored node and its dissenting voters: with ``accountable`` voters the
-    dissenters' votes do not count (and the dissenters are named); otherwise every vote counts."""
-    dissenters = dissenting_voters(votes, metric) if accountable else []
+    """The round's quality per scored node and its dissenting voters: when the task holds voters to account
+    (``dissent_rule``, one of DISSENT_RULES) the dissenters' votes do not count (and the dissenters are
+    named); with None every vote counts."""
+    dissenters = dissenting_voters(votes, metric, dissent_rule) if dissent_rule is not None else []
     return quality_scores(votes, rule, ignore=dissenters), dissenters
 
 

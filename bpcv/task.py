@@ -13,7 +13,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import check_node_id
 from bpcv.model_spec import check_keras_json, is_keras_json
 from bpcv.models import parse_spec
-from bpcv.poq import ELIMINATION_POLICIES, QUALITY_RULES
+from bpcv.poq import DISSENT_RULES, ELIMINATION_POLICIES, QUALITY_RULES
 
 CATEGORIES = {"classification": "accuracy", "regression": "mae"}
 # How the round's admitted updates are combined (coordinator/strategies implements each; a test checks
@@ -61,6 +61,7 @@ class TaskSpec:
     strategy: str = "bpcv"  # how the admitted updates are combined: one of STRATEGIES
     elimination: str = "lowest"  # who is eliminated each round: one of bpcv.poq.ELIMINATION_POLICIES
     accountable_voters: bool = False  # dissenting voters' votes do not count, they are unpaid, and eliminated
+    dissent_rule: str = "distance"  # how dissenters are found: one of bpcv.poq.DISSENT_RULES (absent: as before it)
     data: dict[str, Any] | None = None  # with dataset "local": the DataSchema body each device reads its file by
     update_encoding: str = "float32"  # how agents send their updates: one of bpcv.codec.ENCODINGS
     committee: int = 0  # each node scores this many peers drawn from a block hash (bpcv.committee); 0: every peer
@@ -69,6 +70,11 @@ class TaskSpec:
     @property
     def metric(self) -> str:
         return CATEGORIES[self.category]
+
+    @property
+    def voter_dissent(self) -> str | None:
+        """The rule that finds the round's dissenting voters, or None when voters are not held to account."""
+        return self.dissent_rule if self.accountable_voters else None
 
     @cached_property
     def schema(self) -> DataSchema | None:
@@ -93,6 +99,7 @@ class TaskSpec:
             ("strategy", "bpcv"),
             ("elimination", "lowest"),
             ("accountable_voters", False),
+            ("dissent_rule", "distance"),
             ("lr_decay", 1.0),
             ("update_encoding", "float32"),
             ("committee", 0),
@@ -143,6 +150,8 @@ class TaskSpec:
             )
         if not isinstance(self.accountable_voters, bool):
             raise ConfigError(f"task: accountable_voters must be true or false, not {self.accountable_voters!r}")
+        if self.dissent_rule not in DISSENT_RULES:
+            raise ConfigError(f"task: dissent_rule must be one of {DISSENT_RULES}, not {self.dissent_rule!r}")
         for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

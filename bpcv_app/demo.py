@@ -197,6 +197,7 @@ def demo_task(o: DemoOptions) -> TaskSpec:
         "strategy": o.strategy,
         "elimination": o.elimination,
         "accountable_voters": o.accountable_voters,
+        "dissent_rule": o.dissent_rule,
         "update_encoding": o.update_encoding,
         "committee": o.committee,
         "supervised": o.supervised,

@@ -21,7 +21,7 @@ from bpcv.errors import ConfigError
 from bpcv.identity import Identity
 from bpcv.model_spec import model_from_argument
 from bpcv.mqtt import BrokerAddress, TlsFiles
-from bpcv.poq import ELIMINATION_POLICIES
+from bpcv.poq import DISSENT_RULES, ELIMINATION_POLICIES
 from bpcv.task import LOCAL, STRATEGIES
 from bpcv_app.demo_data import DataFolder, resolve_data
 from broker.runner import free_port, start_broker_process
@@ -119,6 +119,14 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="hold voters to account: a voter whose scores disagree with the others' does not count, is not "
         "paid, and is eliminated when it disagrees two rounds running",
     )
+    p.add_argument(
+        "--dissent-rule",
+        default="rank-aware",
+        choices=DISSENT_RULES,
+        help="how a disagreeing voter is told from one with unusual data: rank-aware (default: a voter a little "
+        "past the limit that still orders its peers like the others is not a dissenter) or distance (the "
+        "distance alone, as before); docs/PROTOCOL.md",
+    )
     p.add_argument("--min-nodes", type=int, default=None, help="never eliminate below this (active//2; --data: all)")
     p.add_argument(
         "--dp",
@@ -177,6 +185,7 @@ class DemoOptions:
     strategy: str = "bpcv"
     elimination: str = "outlier"
     accountable_voters: bool = True
+    dissent_rule: str = "rank-aware"
     min_nodes: int
     seed: int
     timeout: float
@@ -254,6 +263,7 @@ class DemoOptions:
             strategy=a.strategy,
             elimination=a.elimination,
             accountable_voters=a.accountable_voters,
+            dissent_rule=a.dissent_rule,
             min_nodes=min(min_nodes, active),
             seed=a.seed,
             timeout=a.timeout,

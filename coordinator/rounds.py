@@ -98,7 +98,7 @@ def decide_round(
     round's dissenters and outliers."""
     metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
-    quality, dissenters = round_quality(votes, metric, task.quality_rule, task.accountable_voters)
+    quality, dissenters = round_quality(votes, metric, task.quality_rule, task.voter_dissent)
     quality = {n: q for n, q in quality.items() if n in valid_updates}
     ranking = rank_nodes(quality, metric)
     worse = outliers(quality, metric) if task.elimination == "outlier" else []

@@ -36,7 +36,7 @@ TASK_FIELDS = {
     "quality_rule": "mean", "join_timeout_s": 120.0, "join_window_s": 2.0, "update_timeout_s": 300.0,
     "vote_timeout_s": 120.0, "block_timeout_s": 15.0, "proposer_fallbacks": 2, "data": None,
     "strategy": "bpcv", "elimination": "lowest", "accountable_voters": False, "lr_decay": 1.0,
-    "update_encoding": "float32", "committee": 0, "supervised": True,
+    "update_encoding": "float32", "committee": 0, "supervised": True, "dissent_rule": "distance",
 }  # fmt: skip
 ENCODINGS = {f"{kind}{layer}" for kind in ("float32", "float16", "int8") for layer in ("", "+deflate")}
 COMMITTEE_SEED_DEPTH = 3  # PROTOCOL.md, "Validation committees"
@@ -52,6 +52,7 @@ REWARD_SLACK = 1e-6
 # PROTOCOL.md, "Outliers and dissenting voters"
 OUTLIER_MADS, OUTLIER_SHARE, DISSENT_MADS, MAD_TO_SD = 3.0, 0.05, 3.0, 1.4826
 DISSENT_FLOOR = {True: 0.2, False: 0.5}  # accuracy (higher is better) / MAE
+DISSENT_FAR = {"distance": 1.0, "rank-aware": 2.0}  # how far past the limit ordering peers alike stops excusing
 
 
 class Bad(Exception):
@@ -293,6 +294,8 @@ def read_task(body: dict) -> dict:
         raise Bad("task: unknown category or quality rule")
     if task["elimination"] not in ("lowest", "outlier", "none") or not isinstance(task["accountable_voters"], bool):
         raise Bad("task: unknown elimination policy, or accountable_voters not true/false")
+    if task["dissent_rule"] not in DISSENT_FAR:
+        raise Bad("task: unknown dissent_rule")
     for name in ("rounds", "nodes", "min_nodes", "local_epochs", "batch_size"):
         if not isinstance(task[name], int) or task[name] < 1:
             raise Bad(f"task: {name} must be a positive integer")
@@ -352,24 +355,43 @@ def median_and_sd(values: list[float]) -> tuple[float, float]:
     return middle, MAD_TO_SD * statistics.median([abs(v - middle) for v in values])
 
 
-def find_dissenters(votes: dict[str, dict[str, float]], higher_is_better: bool) -> list[str]:
-    """Voters whose median distance from the other voters' median score is too large (sorted)."""
+def twice_the_rank(values: list[float]) -> list[int]:
+    """2 x each value's average rank from 0: (number smaller) x 2 + (number equal) - 1."""
+    return [2 * sum(w < v for w in values) + sum(w == v for w in values) - 1 for v in values]
+
+
+def orders_alike(mine: list[float], theirs: list[float]) -> bool:
+    """Spearman's correlation > 0, from the sign of the integer covariance of the (doubled) ranks."""
+    if len(mine) < 3:
+        return False
+    a, b = twice_the_rank(mine), twice_the_rank(theirs)
+    n = len(a)
+    return n * sum(a[i] * b[i] for i in range(n)) - sum(a) * sum(b) > 0
+
+
+def find_dissenters(votes: dict[str, dict[str, float]], higher_is_better: bool, rule: str) -> list[str]:
+    """Voters whose median distance from the other voters' median score is too large, unless (rule
+    rank-aware) within twice the limit and ordering the peers as the others' medians do; sorted."""
     by_target = peer_scores(votes, [])
-    distance = {}
+    distance, alike = {}, {}
     for voter in votes:
-        gaps = []
+        gaps, mine, theirs = [], [], []
         for scores in by_target.values():
             if voter in scores and len(scores) > 1:
                 others = statistics.median([x for v, x in scores.items() if v != voter])
                 gap = abs(scores[voter] - others)
                 gaps.append(gap if higher_is_better else gap / max(abs(others), 1e-12))
+                mine.append(scores[voter])
+                theirs.append(others)
         if gaps:
             distance[voter] = statistics.median(gaps)
+            alike[voter] = orders_alike(mine, theirs)
     if len(distance) < 3:
         return []
     middle, sd = median_and_sd(list(distance.values()))
     limit = max(middle + DISSENT_MADS * sd, DISSENT_FLOOR[higher_is_better])
-    return sorted(v for v in distance if distance[v] > limit)
+    far = DISSENT_FAR[rule] * limit
+    return sorted(v for v in distance if distance[v] > limit and (distance[v] > far or not alike[v]))
 
 
 def quality_ranking(
@@ -503,7 +525,7 @@ def verify_round_block(chain: Chain, block: dict) -> None:
         if any(voter not in assigned or set(scores) - assigned[voter] for voter, scores in votes.items()):
             raise Bad("a vote scores a node outside its voter's committee")
     higher = {"classification": True, "regression": False}[task["category"]]
-    dissenters = find_dissenters(votes, higher) if task["accountable_voters"] else []
+    dissenters = find_dissenters(votes, higher, task["dissent_rule"]) if task["accountable_voters"] else []
     if result["dissenters"] != dissenters:
         raise Bad(f"the votes' dissenters are {dissenters}, the result says {result['dissenters']}")
     quality, ranking = quality_ranking(votes, task["quality_rule"], higher, dissenters)

@@ -5,10 +5,11 @@ a baseline that left one out would run with accountable voters or the median qua
 from __future__ import annotations
 
 
-def bpcv_rules(policy: str, quality_rule: str, accountable: bool) -> list[str]:
-    """BPCV-FL with an elimination policy, a quality rule, and voters held to account or not."""
-    voters = "--accountable-voters" if accountable else "--no-accountable-voters"
-    return ["--strategy", "bpcv", "--elimination", policy, "--quality-rule", quality_rule, voters]
+def bpcv_rules(policy: str, quality_rule: str, accountable: bool, dissent_rule: str = "rank-aware") -> list[str]:
+    """BPCV-FL with an elimination policy, a quality rule, and voters held to account (by ``dissent_rule``)
+    or not."""
+    voters = ["--accountable-voters", "--dissent-rule", dissent_rule] if accountable else ["--no-accountable-voters"]
+    return ["--strategy", "bpcv", "--elimination", policy, "--quality-rule", quality_rule, *voters]
 
 
 def baseline_rules(strategy: str) -> list[str]:

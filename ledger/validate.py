@@ -298,7 +298,7 @@ def _check_votes(
     if sorted(result.votes) != sorted(v.digest for v in vote_envs):
         raise _fail(block, "the votes in the block are not exactly those the result lists")
     _check_committees(block, task, result, votes, state.recent)
-    quality, dissenters = round_quality(votes, task.metric, task.quality_rule, task.accountable_voters)
+    quality, dissenters = round_quality(votes, task.metric, task.quality_rule, task.voter_dissent)
     ranking = rank_nodes(quality, task.metric)
     if not ranking:
         raise _fail(block, "no scored node: a round block needs votes")

@@ -65,7 +65,7 @@ def round_block(
     eliminates the lowest-ranked node unless ``eliminated`` gives (node, reason); ``committee`` is the
     result's record of validation committees, (seed, validated nodes)."""
     votes = [seal_message(c.agents[v], Vote(s, "accuracy"), c.task.task_id, round_no) for v, s in scores.items()]
-    quality, found = round_quality(scores, "accuracy", c.task.quality_rule, c.task.accountable_voters)
+    quality, found = round_quality(scores, "accuracy", c.task.quality_rule, c.task.voter_dissent)
     ranking = rank_nodes(quality, "accuracy")
     split = {ranking[0]: 60.0, ranking[1]: 40.0} if rewards is None else rewards
     records = [seal_message(c.coordinator, Reward(split), c.task.task_id, round_no)]

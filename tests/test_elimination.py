@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bpcv.poq import dissenting_voters, outliers, round_quality
+from bpcv.errors import ConfigError
+from bpcv.poq import dissenting_voters, outliers, quality_scores, ranks_agree, round_quality
 from bpcv.task import TaskSpec
 from coordinator.rounds import decide_round
 from coordinator.strategies.fedavg import FedAvg
@@ -81,9 +82,9 @@ def test_a_reversing_voter_dissents_is_unpaid_and_its_votes_do_not_count():
     truth = {**HONEST, "bad": 0.1}
     votes = _votes(truth, {"h7": reverse})
     assert dissenting_voters(votes, "accuracy") == ["h7"]
-    quality, dissenters = round_quality(votes, "accuracy", "mean", accountable=True)
+    quality, dissenters = round_quality(votes, "accuracy", "mean", "rank-aware")
     assert dissenters == ["h7"] and quality["bad"] == pytest.approx(0.1)  # the liar's 0.9 for "bad" dropped
-    counted, _ = round_quality(votes, "accuracy", "mean", accountable=False)
+    counted, _ = round_quality(votes, "accuracy", "mean", None)
     assert counted["bad"] > 0.17  # negative control: without accountability the lie lifts "bad"
     outcome = _decide(_task(accountable_voters=True), votes)
     assert outcome.dissenters == ["h7"] and "h7" in outcome.aggregated and "h7" not in outcome.rewards
@@ -102,9 +103,49 @@ def test_honest_noise_and_a_constant_offset_within_the_floor_do_not_dissent():
     votes = _votes(HONEST)
     votes["h3"] = {t: s - 0.1 for t, s in votes["h3"].items()}  # a voter whose data is harder: 10 points lower
     assert dissenting_voters(votes, "accuracy") == []
-    votes["h3"] = {t: s - 0.15 for t, s in votes["h3"].items()}  # 25 points: dissents
-    assert dissenting_voters(votes, "accuracy") == ["h3"]
     assert dissenting_voters({"a": {"b": 0.1}, "b": {"a": 0.9}}, "accuracy") == []  # two voters: no majority
+
+
+def offset(by: float):
+    return lambda scores: {t: s - by for t, s in scores.items()}
+
+
+def test_a_voter_past_the_limit_that_orders_its_peers_alike_is_excused_only_by_the_rank_aware_rule():
+    """25 points under the others on every peer (past the 0.2 floor, within twice it), in the same order:
+    unusual data, not a lie, under "rank-aware"; a dissenter by distance alone under "distance" (tasks from
+    before the rule). The same distance with the order reversed, or 45 points off, dissents under both."""
+    skewed = _votes(HONEST, {"h3": offset(0.25)})
+    assert dissenting_voters(skewed, "accuracy", "rank-aware") == []
+    assert dissenting_voters(skewed, "accuracy", "distance") == ["h3"]
+    top = max(HONEST.values())
+    reversed_near = _votes(HONEST, {"h3": lambda s: {t: round(top - 0.25 - (q - min(s.values())), 6) for t, q in s.items()}})
+    assert dissenting_voters(reversed_near, "accuracy", "rank-aware") == ["h3"]
+    far = _votes(HONEST, {"h3": offset(0.45)})
+    assert dissenting_voters(far, "accuracy", "rank-aware") == ["h3"]
+    assert round_quality(skewed, "accuracy", "mean", None) == (quality_scores(skewed, "mean"), [])
+    with pytest.raises(ValueError, match="dissent rule"):
+        dissenting_voters(skewed, "accuracy", "nearest")
+
+
+def test_ranks_agree_is_the_sign_of_spearmans_correlation_ties_included():
+    assert ranks_agree([1, 2, 3, 4], [10, 20, 30, 40])
+    assert not ranks_agree([1, 2, 3, 4], [40, 30, 20, 10])
+    assert ranks_agree([1, 1, 2, 3], [5, 6, 7, 8])  # a tie in one: still alike
+    assert not ranks_agree([1, 2, 3, 4], [7, 7, 7, 7])  # constant: no evidence of agreement
+    assert not ranks_agree([1, 2, 1, 2], [1, 1, 2, 2])  # correlation exactly 0: not above it
+    assert not ranks_agree([1, 2], [1, 2])  # fewer than three: no evidence
+    with pytest.raises(ValueError, match="one length"):
+        ranks_agree([1, 2, 3], [1, 2])
+
+
+def test_a_task_names_its_dissent_rule_and_one_without_it_keeps_the_distance_rule():
+    plain = TaskSpec(task_id="t", coordinator="c", accountable_voters=True)
+    assert "dissent_rule" not in plain.to_body() and TaskSpec.from_body(plain.to_body()).voter_dissent == "distance"
+    aware = TaskSpec(task_id="t", coordinator="c", accountable_voters=True, dissent_rule="rank-aware")
+    assert TaskSpec.from_body(aware.to_body()).voter_dissent == "rank-aware"
+    assert TaskSpec(task_id="t", coordinator="c", dissent_rule="rank-aware").voter_dissent is None  # not accountable
+    with pytest.raises(ConfigError, match="dissent_rule must be one of"):
+        TaskSpec.from_body({**aware.to_body(), "dissent_rule": "closest"})
 
 
 def test_colluders_that_downvote_honest_nodes_dissent():
@@ -115,23 +156,23 @@ def test_colluders_that_downvote_honest_nodes_dissent():
 
     votes = _votes(HONEST, {n: collude for n in group})
     assert dissenting_voters(votes, "accuracy") == ["h6", "h7"]
-    quality, _ = round_quality(votes, "accuracy", "median", accountable=True)
+    quality, _ = round_quality(votes, "accuracy", "median", "rank-aware")
     assert quality["h7"] == pytest.approx(HONEST["h7"])  # the group's lift of its own no longer counts
-    lifted, _ = round_quality(votes, "accuracy", "mean", accountable=False)
+    lifted, _ = round_quality(votes, "accuracy", "mean", None)
     assert lifted["h7"] > HONEST["h7"] + 0.005
 
 
-def _liar_chain(tmp_path, **block_kw: object):
-    """A replica of a task with accountable voters whose round 1 has a reversing voter, node-05; the
-    block's result as ``block_kw`` says, written straight into LMDB (past validation), as an attacker
-    with disk access would."""
+def _one_round_chain(tmp_path, voter=reverse, task_kw: dict[str, object] | None = None, **block_kw: object):
+    """A replica of a task with accountable voters (``task_kw`` more task fields) whose round 1 has one
+    unusual voter, node-05, scoring by ``voter`` (default: reversing its scores); the block's result as
+    ``block_kw`` says, written straight into LMDB (past validation), as an attacker with disk access would."""
     from ledger.backends.lmdb import LmdbStore
     from ledger.replica import Replica
     from tests.helpers import make_consortium, round_block
 
-    c = make_consortium(5, accountable_voters=True, elimination="outlier")
-    truth = {"node-01": 0.91, "node-02": 0.92, "node-03": 0.93, "node-04": 0.1, "node-05": 0.94}
-    scores = _votes(truth, {"node-05": reverse})
+    c = make_consortium(5, accountable_voters=True, elimination="outlier", **(task_kw or {}))
+    truth = {"node-01": 0.91, "node-02": 0.92, "node-03": 0.93, "node-04": 0.3, "node-05": 0.94}
+    scores = _votes(truth, {"node-05": voter})
     path = tmp_path / "chain"
     Replica.open(path, c.genesis.raw).close()
     with LmdbStore(path) as store:
@@ -139,6 +180,21 @@ def _liar_chain(tmp_path, **block_kw: object):
         block = round_block(c, height + 1, head, 1, scores, True, **block_kw)  # type: ignore[arg-type]
         store.append(block.height, block.hash, block.raw)
     return path
+
+
+def _both_verifiers(path, complaint: str | None) -> None:
+    from ledger.inspect import verify_replica
+    from tests.test_third_party_verifier import third_party
+
+    done = third_party(path)
+    if complaint is None:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert verify_replica(path).height == 1
+        return
+    assert done.returncode == 2 and complaint in done.stdout, done.stdout
+    with pytest.raises(Exception, match=complaint.split()[-1]) as ours:
+        verify_replica(path)
+    assert ours.value.height == 1
 
 
 @pytest.mark.parametrize(
@@ -152,16 +208,28 @@ def _liar_chain(tmp_path, **block_kw: object):
     ],
 )
 def test_both_verifiers_recompute_dissenters_and_outliers_from_the_votes(tmp_path, block_kw, complaint):
-    from ledger.inspect import verify_replica
-    from tests.test_third_party_verifier import third_party
+    _both_verifiers(_one_round_chain(tmp_path, **block_kw), complaint)
 
-    path = _liar_chain(tmp_path, **block_kw)
-    done = third_party(path)
-    if complaint is None:
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert verify_replica(path).height == 1
-        return
-    assert done.returncode == 2 and complaint in done.stdout, done.stdout
-    with pytest.raises(Exception, match=complaint.split()[-1]) as ours:
-        verify_replica(path)
-    assert ours.value.height == 1
+
+@pytest.mark.parametrize(
+    ("rule", "named", "complaint"),
+    [
+        (None, ["node-05"], None),  # a task from before the rule: the distance alone decides
+        (None, [], "dissenters"),
+        ("rank-aware", [], None),
+        ("rank-aware", ["node-05"], "dissenters"),
+    ],
+)
+def test_both_verifiers_apply_the_dissent_rule_the_task_names(tmp_path, rule, named, complaint):
+    """node-05 scores every peer 25 points under the others, in their order: by the distance alone a
+    dissenter, under "rank-aware" not. A block must name exactly what its task's rule finds."""
+    task_kw = {} if rule is None else {"dissent_rule": rule}
+    path = _one_round_chain(
+        tmp_path,
+        offset(0.25),
+        task_kw,
+        dissenters=named,
+        rewards={"node-03": 50.0},
+        eliminated=("node-04", "outlier"),
+    )
+    _both_verifiers(path, complaint)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from bpcv.errors import BpcvError
-from bpcv.poq import ELIMINATION_POLICIES
+from bpcv.poq import DISSENT_RULES, ELIMINATION_POLICIES
 from bpcv_app.commands.common import add_broker_arguments, broker_from_args
 
 
@@ -78,6 +78,7 @@ def cmd_request(args: argparse.Namespace) -> int:
             quality_rule=args.quality_rule,
             elimination=args.elimination,
             accountable_voters=args.accountable_voters,
+            dissent_rule=args.dissent_rule,
         )
     initial = read_weights_file(args.initial_weights) if args.initial_weights else None
     bus = Bus(requester.node_id, broker_from_args(args), lambda t, p: None)
@@ -147,6 +148,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     req.add_argument("--quality-rule", default="median", choices=["mean", "median"], help="(the paper's: mean)")
     req.add_argument("--elimination", default="outlier", choices=ELIMINATION_POLICIES, help="(the paper's: lowest)")
     req.add_argument("--accountable-voters", action=argparse.BooleanOptionalAction, default=True)
+    req.add_argument(
+        "--dissent-rule", default="rank-aware", choices=DISSENT_RULES, help="(before it existed: distance)"
+    )
     req.add_argument(
         "--withdraw", action="store_true", help="clear the retained announcement of --task-id (once it has ended)"
     )
