@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpcv.errors import Rejected
@@ -103,20 +104,22 @@ def outliers(quality: Mapping[str, float], metric: str) -> list[str]:
     return [n for n in reversed(rank_nodes(quality, metric)) if n in worse]
 
 
-def dissenting_voters(votes: Mapping[str, Mapping[str, float]], metric: str, rule: str = "rank-aware") -> list[str]:
-    """The voters whose scores disagree with the others', sorted; none below three voters. A voter's
-    distance is the median, over the peers it scored that someone else scored too, of its score's distance
-    from the median of the other voters' scores of that peer. It dissents when that distance is past the
-    limit (DISSENT_MADS, DISSENT_FLOOR) and either past DISSENT_FAR times the limit or its scores do not
-    rank those peers like the others' medians do (rank correlation at most 0); under ``rule`` "distance",
-    past the limit is enough."""
-    if rule not in DISSENT_RULES:
-        raise ValueError(f"unknown dissent rule {rule!r}; known: {DISSENT_RULES}")
-    far = DISSENT_FAR if rule == "rank-aware" else 1.0
+@dataclass(frozen=True)
+class VoterStanding:
+    """How far one voter's scores sit from the other voters': ``distance`` (the median gap, as DISSENT_*
+    describes), and per peer it scored that someone else scored too, its score and the others' median."""
+
+    distance: float
+    scores: list[float]
+    others: list[float]
+
+
+def voter_standings(votes: Mapping[str, Mapping[str, float]], metric: str) -> dict[str, VoterStanding]:
+    """Every voter that scored a peer someone else scored too: its distance from the others' median
+    scores (absolute for accuracy, relative for MAE) and the scores it was measured on."""
     relative = not higher_is_better(metric)
     received = _received(votes)
-    distance: dict[str, float] = {}
-    agrees: dict[str, bool] = {}
+    standings: dict[str, VoterStanding] = {}
     for voter in votes:
         mine, theirs, gaps = [], [], []
         for by in received.values():
@@ -128,13 +131,34 @@ def dissenting_voters(votes: Mapping[str, Mapping[str, float]], metric: str, rul
             mine.append(by[voter])
             theirs.append(others)
         if gaps:
-            distance[voter] = statistics.median(gaps)
-            agrees[voter] = ranks_agree(mine, theirs)
-    if len(distance) < 3:
+            standings[voter] = VoterStanding(statistics.median(gaps), mine, theirs)
+    return standings
+
+
+def dissent_limit(standings: Mapping[str, VoterStanding], metric: str) -> float:
+    """The distance past which a voter may be a dissenter: DISSENT_MADS robust SDs above the voters'
+    median distance, and at least DISSENT_FLOOR."""
+    middle, spread = _robust_spread([s.distance for s in standings.values()])
+    return max(middle + DISSENT_MADS * spread, DISSENT_FLOOR[metric])
+
+
+def dissenting_voters(votes: Mapping[str, Mapping[str, float]], metric: str, rule: str = "rank-aware") -> list[str]:
+    """The voters whose scores disagree with the others', sorted; none below three voters: those whose
+    distance (``voter_standings``) is past the limit (``dissent_limit``) and, under ``rule`` "rank-aware",
+    either past DISSENT_FAR times the limit or whose scores do not order those peers like the others'
+    medians do (``ranks_agree``); under "distance", past the limit is enough."""
+    if rule not in DISSENT_RULES:
+        raise ValueError(f"unknown dissent rule {rule!r}; known: {DISSENT_RULES}")
+    standings = voter_standings(votes, metric)
+    if len(standings) < 3:
         return []
-    middle, spread = _robust_spread(list(distance.values()))
-    limit = max(middle + DISSENT_MADS * spread, DISSENT_FLOOR[metric])
-    return sorted(v for v, d in distance.items() if d > limit and (d > far * limit or not agrees[v]))
+    limit = dissent_limit(standings, metric)
+    far = DISSENT_FAR * limit if rule == "rank-aware" else limit
+    return sorted(
+        v
+        for v, s in standings.items()
+        if s.distance > limit and (s.distance > far or not ranks_agree(s.scores, s.others))
+    )
 
 
 def _doubled_ranks(values: Sequence[float]) -> list[int]:

@@ -13,12 +13,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import read_rows
 from run import BEHAVIOURS, STRATEGIES
+
+DISTANCE_MARK = " †"
+
+
+def latest_rule(rows: list[dict[str, str]], key: Callable[[dict[str, str]], tuple[str, ...]]) -> list[dict[str, str]]:
+    """The rows of each cell (``key``) under its newest dissent rule: a BPCV-FL cell rerun under the
+    rank-aware rule replaces its run under the distance rule; rows without a rule (baselines) stay."""
+    newest: dict[tuple[str, ...], str] = {}
+    for r in rows:
+        if newest.get(key(r)) != "rank-aware":
+            newest[key(r)] = r["dissent_rule"]
+    return [r for r in rows if r["dissent_rule"] == newest[key(r)]]
 
 
 def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
@@ -28,7 +42,8 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     series: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
-    for r in rounds:
+    cell = itemgetter("behaviour", "malicious", "strategy", "partition", "seed")
+    for r in latest_rule(rounds, cell):
         if r["accuracy"] and r["partition"] == "iid":
             series[(r["behaviour"], r["malicious"], r["strategy"])].append((int(r["round"]), float(r["accuracy"])))
     written = []
@@ -68,9 +83,10 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
 
 def table(results: list[dict[str, str]]) -> str:
     """Every cell of the default matrix (seed 0), run or not."""
+    cell = itemgetter("behaviour", "malicious", "variant", "partition", "seed")
     ran = {
         (r["behaviour"], r["malicious"], r["variant"]): r
-        for r in results
+        for r in latest_rule(results, cell)
         if r["seed"] == "0" and r["partition"] == "iid"
     }
     lines = [
@@ -89,7 +105,8 @@ def table(results: list[dict[str, str]]) -> str:
                     cells.append("not run")
                     continue
                 out = r["rounds_to_remove_all"] or "–"
-                cells.append(f"{float(r['final_accuracy']):.4f} / {r['honest_eliminated']} / {out}")
+                mark = DISTANCE_MARK if r["dissent_rule"] == "distance" else ""
+                cells.append(f"{float(r['final_accuracy']):.4f} / {r['honest_eliminated']} / {out}{mark}")
             lines.append(f"| {behaviour} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -102,13 +119,14 @@ def skewed(results: list[dict[str, str]]) -> str:
     lines = [
         "\n## Skewed data (not in the table or the figures)\n",
         (
-            "| partition | behaviour | malicious | strategy | final accuracy | honest eliminated | honest voters "
-            "flagged dissenting | honest dissenter-rounds |"
+            "| partition | behaviour | malicious | strategy | dissent rule | final accuracy | honest eliminated | "
+            "honest voters flagged dissenting | honest dissenter-rounds |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["partition"], r["behaviour"], r["malicious"], r["variant"], r["final_accuracy"]]
+        cells = [r["partition"], r["behaviour"], r["malicious"], r["variant"], r["dissent_rule"] or "–"]
+        cells += [r["final_accuracy"]]
         cells += [r["honest_eliminated"], r["honest_dissenters"], r["honest_dissenter_rounds"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -123,7 +141,8 @@ def main() -> int:
         print("wrote", path)
     text = (
         "Each cell: final accuracy / honest nodes eliminated / round by which every attacker was out "
-        "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them.\n\n"
+        "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them. BPCV-FL's cells ran "
+        f"with the rank-aware dissent rule, those marked {DISTANCE_MARK} with the distance rule before it.\n\n"
         + table(read_rows(here / "results.csv"))
         + "\n"
         + skewed(read_rows(here / "results.csv"))
