@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from bpcv.poq import DISSENT_RULES
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import append_rows, read_rows
 from demo_rules import baseline_rules, bpcv_rules
@@ -47,17 +49,19 @@ COLUMNS = [
     "honest_eliminated", "rounds_to_remove_all", "seed",
     "malicious_eliminated", "best_accuracy", "malicious_reward_share", "malicious_unpaid_from", "rounds",
     "accountable_voters", "variant", "wall_s", "partition", "honest_dissenters", "honest_dissenter_rounds",
+    "dissent_rule",
 ]  # fmt: skip
 ROUND_COLUMNS = [
     "behaviour", "malicious", "strategy", "partition", "seed", "round", "accuracy", "honest_eliminated_so_far",
+    "dissent_rule",
 ]  # fmt: skip
 
 
-def demo_options(strategy: str) -> tuple[list[str], str, str, bool]:
+def demo_options(strategy: str, dissent_rule: str) -> tuple[list[str], str, str, bool]:
     """bpcv demo options of a strategy column; its policy, quality rule and voter accountability."""
     if strategy.startswith("bpcv-"):
         _, policy, rule = strategy.split("-")
-        return bpcv_rules(policy, rule, accountable=True), policy, rule, True
+        return bpcv_rules(policy, rule, accountable=True, dissent_rule=dissent_rule), policy, rule, True
     return baseline_rules(strategy), "none", "-", False
 
 
@@ -114,12 +118,15 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
     return figures, per_round
 
 
-def done_cells(path: Path) -> set[tuple[str, str, str, str, str]]:
-    return {(r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"]) for r in read_rows(path)}
+def done_cells(path: Path) -> set[tuple[str, ...]]:
+    return {
+        (r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"], r["dissent_rule"])
+        for r in read_rows(path)
+    }
 
 
 def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy: str, seed: int) -> None:
-    options, policy, rule, accountable = demo_options(strategy)
+    options, policy, rule, accountable = demo_options(strategy, args.dissent_rule)
     count = 0 if behaviour == "none" else malicious
     run = Path(args.work) / f"{behaviour}-{malicious}-{strategy}-{args.partition.replace(':', '')}-{seed}"
     shutil.rmtree(run, ignore_errors=True)
@@ -146,7 +153,7 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
     row = {
         "behaviour": behaviour, "malicious": malicious, "nodes": args.nodes, "strategy": strategy,
         "policy": policy, "quality_rule": rule, "seed": seed, "accountable_voters": accountable, "wall_s": wall,
-        "variant": strategy, "partition": args.partition,
+        "variant": strategy, "partition": args.partition, "dissent_rule": args.dissent_rule if accountable else "",
         **figures,
     }  # fmt: skip
     row["strategy"] = "bpcv" if strategy.startswith("bpcv-") else strategy
@@ -157,12 +164,14 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
         "strategy": strategy,
         "partition": args.partition,
         "seed": seed,
+        "dissent_rule": row["dissent_rule"],
     }
     append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**key, **r} for r in per_round])
     print(f"  final {figures['final_accuracy']} honest out {figures['honest_eliminated']} all out by "
           f"{figures['rounds_to_remove_all'] or '-'} in {wall}s", flush=True)  # fmt: skip
-    shutil.rmtree(run, ignore_errors=True)
-    log.unlink(missing_ok=True)
+    if not args.keep_runs:
+        shutil.rmtree(run, ignore_errors=True)
+        log.unlink(missing_ok=True)
 
 
 def cells(args: argparse.Namespace) -> list[tuple[str, int, str, int]]:
@@ -195,6 +204,12 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--cell-timeout", type=float, default=1800)
     p.add_argument("--work", default=str(ROOT / "runs" / "attacks"))
+    p.add_argument(
+        "--dissent-rule", default="rank-aware", choices=DISSENT_RULES, help="how BPCV-FL's cells find dissenting voters"
+    )
+    p.add_argument(
+        "--keep-runs", action="store_true", help="keep each cell's run directory (chain, summaries) in --work"
+    )
     p.add_argument("--results", default=str(HERE), help="where results.csv and rounds.csv go")
     p.add_argument("--list", action="store_true", help="print the cells and whether each has run")
     args = p.parse_args()
@@ -202,9 +217,10 @@ def main() -> int:
     done = done_cells(Path(args.results) / "results.csv")
     todo = cells(args)
     for behaviour, malicious, strategy, seed in todo:
-        ran = (behaviour, str(malicious), strategy, args.partition, str(seed))
+        dissent = args.dissent_rule if strategy.startswith("bpcv-") else ""
+        ran = (behaviour, str(malicious), strategy, args.partition, str(seed), dissent)
         if args.list:
-            print(behaviour, malicious, strategy, args.partition, seed, "done" if ran in done else "not run")
+            print(*ran, "done" if ran in done else "not run")
             continue
         if ran in done:
             continue
