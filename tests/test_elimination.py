@@ -110,6 +110,13 @@ def offset(by: float):
     return lambda scores: {t: s - by for t, s in scores.items()}
 
 
+def reversed_below(by: float):
+    """Scores about ``by`` under the true ones, in the reverse order."""
+    return lambda scores: {
+        t: round(max(scores.values()) - by - (q - min(scores.values())), 6) for t, q in scores.items()
+    }
+
+
 def test_a_voter_past_the_limit_that_orders_its_peers_alike_is_excused_only_by_the_rank_aware_rule():
     """25 points under the others on every peer (past the 0.2 floor, within twice it), in the same order:
     unusual data, not a lie, under "rank-aware"; a dissenter by distance alone under "distance" (tasks from
@@ -117,8 +124,7 @@ def test_a_voter_past_the_limit_that_orders_its_peers_alike_is_excused_only_by_t
     skewed = _votes(HONEST, {"h3": offset(0.25)})
     assert dissenting_voters(skewed, "accuracy", "rank-aware") == []
     assert dissenting_voters(skewed, "accuracy", "distance") == ["h3"]
-    top = max(HONEST.values())
-    reversed_near = _votes(HONEST, {"h3": lambda s: {t: round(top - 0.25 - (q - min(s.values())), 6) for t, q in s.items()}})
+    reversed_near = _votes(HONEST, {"h3": reversed_below(0.25)})
     assert dissenting_voters(reversed_near, "accuracy", "rank-aware") == ["h3"]
     far = _votes(HONEST, {"h3": offset(0.45)})
     assert dissenting_voters(far, "accuracy", "rank-aware") == ["h3"]
