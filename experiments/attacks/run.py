@@ -118,6 +118,12 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
     return figures, per_round
 
 
+def cell_dissent_rule(strategy: str, dissent_rule: str) -> str:
+    """The dissent rule a strategy column's cells run under: ``dissent_rule`` for BPCV-FL's (voters held to
+    account), "" for a baseline's."""
+    return dissent_rule if strategy.startswith("bpcv-") else ""
+
+
 def done_cells(path: Path) -> set[tuple[str, ...]]:
     return {
         (r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"], r["dissent_rule"])
@@ -153,7 +159,8 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
     row = {
         "behaviour": behaviour, "malicious": malicious, "nodes": args.nodes, "strategy": strategy,
         "policy": policy, "quality_rule": rule, "seed": seed, "accountable_voters": accountable, "wall_s": wall,
-        "variant": strategy, "partition": args.partition, "dissent_rule": args.dissent_rule if accountable else "",
+        "variant": strategy, "partition": args.partition,
+        "dissent_rule": cell_dissent_rule(strategy, args.dissent_rule),
         **figures,
     }  # fmt: skip
     row["strategy"] = "bpcv" if strategy.startswith("bpcv-") else strategy
@@ -217,8 +224,14 @@ def main() -> int:
     done = done_cells(Path(args.results) / "results.csv")
     todo = cells(args)
     for behaviour, malicious, strategy, seed in todo:
-        dissent = args.dissent_rule if strategy.startswith("bpcv-") else ""
-        ran = (behaviour, str(malicious), strategy, args.partition, str(seed), dissent)
+        ran = (
+            behaviour,
+            str(malicious),
+            strategy,
+            args.partition,
+            str(seed),
+            cell_dissent_rule(strategy, args.dissent_rule),
+        )
         if args.list:
             print(*ran, "done" if ran in done else "not run")
             continue
