@@ -60,7 +60,7 @@ class RunState:
     aborted_round: dict[str, Any] | None = None
     elapsed_s: float = 0.0
     dissenters: list[str] = field(default_factory=list)  # the last decided round's dissenting voters
-    outliers: list[str] = field(default_factory=list)  # and its outliers (under the outlier policy)
+    outlier_streaks: dict[str, int] = field(default_factory=dict)  # its outliers: rounds running each was one
 
     def to_json(self) -> bytes:
         out = asdict(self)
@@ -75,6 +75,8 @@ class RunState:
         data["rows"] = [RoundRow.from_json(r) for r in data["rows"]]
         data["pending_row"] = RoundRow.from_json(data["pending_row"]) if data["pending_row"] else None
         data["status"] = {n: NodeStatus(v) for n, v in data["status"].items()}
+        if "outliers" in data:  # a state saved before streaks: its outliers had been outliers one round at least
+            data["outlier_streaks"] = dict.fromkeys(data.pop("outliers"), 1)
         return cls(**data)
 
 

@@ -8,9 +8,9 @@ Rules (DESIGN.md, One round, step 5):
 - at most one node is eliminated for what the votes say, unless that would leave fewer than
   ``min_nodes`` active with no standby node to admit: a voter that dissented in this round and the
   one before (``dissenting-voter``) first; otherwise, by the task's policy, the lowest-quality node
-  (``lowest``, the paper's), or the worst node whose quality is an outlier in this round and the one
-  before (``outlier``: an honest node's unlucky round costs it that round's aggregate and pay, not
-  its membership), or none;
+  (``lowest``, the paper's), or the worst node whose quality is an outlier in this round and the
+  OUTLIER_ROUNDS - 1 before (``outlier``: an honest node's unlucky rounds cost it those rounds'
+  aggregates and pay, not its membership), or none;
 - under the outlier policy every outlier is left out of the aggregate at once; of the rest, the
   aggregation strategy picks which it combines (the paper's ``bpcv`` leaves the lowest-quality one
   out); the others are *excluded* from this round's aggregate;
@@ -31,6 +31,13 @@ from bpcv.task import TaskSpec
 from coordinator.aggregate import Weights
 from coordinator.strategies.base import Strategy
 
+# Rounds running a node must be an outlier to be eliminated as one. Leaving an outlier out of the aggregate
+# protects the model at once; elimination is for good, so it waits for more evidence. An honest node with
+# skewed data (Dirichlet 0.5, few classes) can be an outlier two rounds running: at 2, 4 honest nodes of 50
+# were eliminated in 20 rounds; at 3, none (docs/RESULTS.md). A poisoner is an outlier every round, so it is
+# eliminated one round later.
+OUTLIER_ROUNDS = 3
+
 
 @dataclass(frozen=True)
 class RoundOutcome:
@@ -50,6 +57,7 @@ class RoundOutcome:
     rewards: dict[str, float] = field(default_factory=dict)
     dissenters: list[str] = field(default_factory=list)
     outliers: list[str] = field(default_factory=list)  # under the outlier policy, worst first
+    outlier_streaks: dict[str, int] = field(default_factory=dict)  # node -> rounds running it was an outlier
 
     def result_fields(self) -> dict[str, Any]:
         """The fields of the round's ``Result`` that record this decision (quality rounded to 6 places)."""
@@ -90,12 +98,12 @@ def decide_round(
     standby: Sequence[str],
     updates: Mapping[str, Weights] | None = None,
     dissented_before: Collection[str] = (),
-    outliers_before: Collection[str] = (),
+    outlier_streaks: Mapping[str, int] | None = None,
 ) -> RoundOutcome:
     """Decide a round from what arrived: ``votes[voter][target]`` are the scores of the valid updates;
     ``standby`` is ordered fastest responder first; ``updates`` (node -> weights) for a strategy whose
-    selection looks at the updates themselves; ``dissented_before`` / ``outliers_before``: the previous
-    round's dissenters and outliers."""
+    selection looks at the updates themselves; ``dissented_before``: the previous round's dissenters;
+    ``outlier_streaks``: how many rounds running each node has been an outlier, up to the previous round."""
     metric = task.metric
     dropped = [n for n in roster if n not in valid_updates and n not in invalid_updates]
     quality, dissenters = round_quality(votes, metric, task.quality_rule, task.voter_dissent)
@@ -108,7 +116,8 @@ def decide_round(
 
     remaining = [n for n in roster if n in valid_updates]
     queue = list(standby)
-    persistent = [n for n in worse if n in outliers_before]
+    streaks = _streaks(worse, outlier_streaks or {}) if len(quality) >= 3 else dict(outlier_streaks or {})
+    persistent = [n for n in worse if streaks[n] >= OUTLIER_ROUNDS]
     eliminated, reason = _elimination(task.elimination, ranking, persistent, dissenters, dissented_before, remaining)
     if eliminated is not None and len(remaining) - 1 + len(queue) >= task.min_nodes:
         remaining.remove(eliminated)
@@ -134,8 +143,14 @@ def decide_round(
         next_roster=sorted(remaining),
         rewards=split_reward(quality, paid, metric, task.reward_per_round),
         dissenters=dissenters,
-        outliers=worse if len(quality) >= 3 else list(outliers_before),  # too few ranked to judge: remember
+        outliers=worse,
+        outlier_streaks=streaks,  # too few ranked to judge: the streaks stand
     )
+
+
+def _streaks(worse: Sequence[str], before: Mapping[str, int]) -> dict[str, int]:
+    """Each of this round's outliers' streak: one more than it had; a node that is not one has none."""
+    return {n: before.get(n, 0) + 1 for n in worse}
 
 
 def _elimination(
@@ -148,7 +163,7 @@ def _elimination(
 ) -> tuple[str | None, str | None]:
     """The node the votes eliminate this round and why, before the ``min_nodes`` check: a persistent
     dissenter (the lowest-ranked one), else the policy's choice (``worse``: the nodes that are outliers
-    in this round and the one before, worst first)."""
+    OUTLIER_ROUNDS rounds running, worst first)."""
     persistent = [n for n in remaining if n in dissenters and n in dissented_before]
     if persistent:
         return max(persistent, key=lambda n: (ranking.index(n) if n in ranking else len(ranking), n)), (

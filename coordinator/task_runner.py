@@ -209,7 +209,7 @@ class TaskRunner:
             standby=[n for n in state.standby if n not in collector.joined.left],
             updates={n: weights for n, (_, weights) in inbox.valid.items()},
             dissented_before=state.dissenters,
-            outliers_before=state.outliers,
+            outlier_streaks=state.outlier_streaks,
         )
         return outcome, blob
 
@@ -267,7 +267,7 @@ class TaskRunner:
         for node, amount in outcome.rewards.items():
             state.rewards[node] = round(state.rewards[node] + amount, 6)
         state.roster = outcome.next_roster
-        state.dissenters, state.outliers = outcome.dissenters, outcome.outliers
+        state.dissenters, state.outlier_streaks = outcome.dissenters, outcome.outlier_streaks
 
     def _publish_result(
         self,

@@ -40,6 +40,7 @@ def test_a_checkpoint_reads_back_as_saved(tmp_path):
         pending_row=RoundRow.decided(2, "mae", 1.0, OUTCOME, left=[]),
         round=2,
         phase="decided",
+        outlier_streaks={"s": 2},
     )
     checkpoint = Checkpoint(tmp_path / "cp")
     checkpoint.save(state, b"weights")
@@ -49,6 +50,13 @@ def test_a_checkpoint_reads_back_as_saved(tmp_path):
     assert loaded == state and weights == b"weights"
     assert loaded.status["b"] is NodeStatus.ELIMINATED and loaded.rows[0].value == 1.234568
     again.close()
+
+
+def test_a_state_saved_before_outlier_streaks_resumes_with_its_outliers_one_round_running():
+    old = json.loads(RunState(task_id="t1", joins={}, roster=["a"], standby=[], status={}, rewards={}).to_json())
+    del old["outlier_streaks"]
+    loaded = RunState.from_json(json.dumps(old | {"outliers": ["a"]}).encode())
+    assert loaded.outlier_streaks == {"a": 1}
 
 
 def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):

@@ -28,7 +28,10 @@ def _votes(truth: dict[str, float], liars: dict[str, object] = {}) -> dict[str, 
 
 
 def _decide(
-    task: TaskSpec, votes: dict[str, dict[str, float]], before: tuple[str, ...] = (), outliers: tuple[str, ...] = ()
+    task: TaskSpec,
+    votes: dict[str, dict[str, float]],
+    before: tuple[str, ...] = (),
+    streaks: dict[str, int] | None = None,
 ):
     nodes = sorted(votes)
     return decide_round(
@@ -40,7 +43,7 @@ def _decide(
         votes=votes,
         standby=[],
         dissented_before=before,
-        outliers_before=outliers,
+        outlier_streaks=streaks,
     )
 
 
@@ -64,14 +67,27 @@ def test_paper_policy_eliminates_an_honest_node_every_round_the_outlier_policy_d
 
 
 def test_outlier_policy_leaves_every_outlier_out_at_once_and_eliminates_the_worst_repeated_one():
-    votes = _votes({**HONEST, "bad": 0.1, "worse": 0.05})
-    first = _decide(_task(elimination="outlier"), votes)
+    votes, task = _votes({**HONEST, "bad": 0.1, "worse": 0.05}), _task(elimination="outlier")
+    first = _decide(task, votes)
     assert first.eliminated is None and first.outliers == ["worse", "bad"]  # one bad round: left out, not removed
     assert set(first.excluded) == {"bad", "worse"} and "bad" not in first.rewards
-    second = _decide(_task(elimination="outlier"), votes, outliers=tuple(first.outliers))
-    assert second.eliminated == "worse" and second.eliminated_reason == "outlier"
-    only_bad_before = _decide(_task(elimination="outlier"), votes, outliers=("bad",))
-    assert only_bad_before.eliminated == "bad"
+    assert first.outlier_streaks == {"worse": 1, "bad": 1}
+    second = _decide(task, votes, streaks=first.outlier_streaks)
+    assert second.eliminated is None and second.outlier_streaks == {"worse": 2, "bad": 2}  # two: not yet
+    third = _decide(task, votes, streaks=second.outlier_streaks)
+    assert third.eliminated == "worse" and third.eliminated_reason == "outlier"
+    only_bad_running = _decide(task, votes, streaks={"bad": 2, "worse": 1})
+    assert only_bad_running.eliminated == "bad"
+
+
+def test_an_outlier_streak_ends_with_a_round_that_is_not_one_and_stands_when_too_few_are_ranked():
+    task = _task(elimination="outlier")
+    recovered = _decide(task, _votes({**HONEST, "bad": 0.1}), streaks={"bad": 2, "h3": 2})
+    assert recovered.eliminated == "bad" and recovered.outlier_streaks == {"bad": 3}  # h3's streak is over
+    again = _decide(task, _votes({**HONEST, "h3": 0.1}), streaks=recovered.outlier_streaks)
+    assert again.eliminated is None and again.outlier_streaks == {"h3": 1}
+    too_few = _decide(task, _votes({"a": 0.9, "b": 0.1}), streaks={"b": 2})
+    assert too_few.eliminated is None and too_few.outlier_streaks == {"b": 2}
 
 
 def reverse(scores: dict[str, float]) -> dict[str, float]:
