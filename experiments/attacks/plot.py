@@ -20,19 +20,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import read_rows
-from run import BEHAVIOURS, STRATEGIES
+from run import BEHAVIOURS, RULE_COLUMNS, STRATEGIES
 
-DISTANCE_MARK = " †"
+DISTANCE_MARK = " †"  # a cell last run under the distance dissent rule
+TWO_ROUNDS_MARK = " ‡"  # a cell last run when two outlier rounds running eliminated
 
 
-def latest_rule(rows: list[dict[str, str]], key: Callable[[dict[str, str]], tuple[str, ...]]) -> list[dict[str, str]]:
-    """The rows of each cell (``key``) under its newest dissent rule: a BPCV-FL cell rerun under the
-    rank-aware rule replaces its run under the distance rule; rows without a rule (baselines) stay."""
-    newest: dict[tuple[str, ...], str] = {}
-    for r in rows:
-        if newest.get(key(r)) != "rank-aware":
-            newest[key(r)] = r["dissent_rule"]
-    return [r for r in rows if r["dissent_rule"] == newest[key(r)]]
+def latest_rules(rows: list[dict[str, str]], key: Callable[[dict[str, str]], tuple[str, ...]]) -> list[dict[str, str]]:
+    """The rows of each cell (``key``) under the rules (RULE_COLUMNS) it last ran under: rows are appended as
+    cells finish, so a cell rerun under newer rules replaces its older run."""
+
+    def rules(r: dict[str, str]) -> tuple[str, ...]:
+        return tuple(r[c] for c in RULE_COLUMNS)
+
+    newest = {key(r): rules(r) for r in rows}
+    return [r for r in rows if rules(r) == newest[key(r)]]
+
+
+def mark(r: dict[str, str]) -> str:
+    """The marks of a cell run under older rules than the current ones."""
+    return (DISTANCE_MARK if r["dissent_rule"] == "distance" else "") + (
+        TWO_ROUNDS_MARK if r["outlier_rounds"] == "2" else ""
+    )
 
 
 def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
@@ -43,7 +52,7 @@ def plot(rounds: list[dict[str, str]], out: Path) -> list[Path]:
 
     series: dict[tuple[str, str, str], list[tuple[int, float]]] = defaultdict(list)
     cell = itemgetter("behaviour", "malicious", "strategy", "partition", "seed")
-    for r in latest_rule(rounds, cell):
+    for r in latest_rules(rounds, cell):
         if r["accuracy"] and r["partition"] == "iid":
             series[(r["behaviour"], r["malicious"], r["strategy"])].append((int(r["round"]), float(r["accuracy"])))
     written = []
@@ -86,7 +95,7 @@ def table(results: list[dict[str, str]]) -> str:
     cell = itemgetter("behaviour", "malicious", "variant", "partition", "seed")
     ran = {
         (r["behaviour"], r["malicious"], r["variant"]): r
-        for r in latest_rule(results, cell)
+        for r in latest_rules(results, cell)
         if r["seed"] == "0" and r["partition"] == "iid"
     }
     lines = [
@@ -105,8 +114,7 @@ def table(results: list[dict[str, str]]) -> str:
                     cells.append("not run")
                     continue
                 out = r["rounds_to_remove_all"] or "–"
-                mark = DISTANCE_MARK if r["dissent_rule"] == "distance" else ""
-                cells.append(f"{float(r['final_accuracy']):.4f} / {r['honest_eliminated']} / {out}{mark}")
+                cells.append(f"{float(r['final_accuracy']):.4f} / {r['honest_eliminated']} / {out}{mark(r)}")
             lines.append(f"| {behaviour} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -119,13 +127,14 @@ def skewed(results: list[dict[str, str]]) -> str:
     lines = [
         "\n## Skewed data (not in the table or the figures)\n",
         (
-            "| partition | behaviour | malicious | strategy | dissent rule | final accuracy | honest eliminated | "
-            "honest voters flagged dissenting | honest dissenter-rounds |"
+            "| partition | behaviour | malicious | strategy | seed | dissent rule | outlier rounds | final accuracy | "
+            "honest eliminated | honest voters flagged dissenting | honest dissenter-rounds |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["partition"], r["behaviour"], r["malicious"], r["variant"], r["dissent_rule"] or "–"]
+        cells = [r["partition"], r["behaviour"], r["malicious"], r["variant"], r["seed"]]
+        cells += [r["dissent_rule"] or "–", r["outlier_rounds"] or "–"]
         cells += [r["final_accuracy"]]
         cells += [r["honest_eliminated"], r["honest_dissenters"], r["honest_dissenter_rounds"]]
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,7 +151,9 @@ def main() -> int:
     text = (
         "Each cell: final accuracy / honest nodes eliminated / round by which every attacker was out "
         "(– never). 50 active nodes, 20 rounds, seed 0; strategies as run.py names them. BPCV-FL's cells ran "
-        f"with the rank-aware dissent rule, those marked {DISTANCE_MARK} with the distance rule before it.\n\n"
+        "with the rank-aware dissent rule and, under the outlier policy, eliminated a node that was an outlier "
+        f"three rounds running; those marked{DISTANCE_MARK} ran with the distance rule before it, those "
+        f"marked{TWO_ROUNDS_MARK} eliminated after two rounds running.\n\n"
         + table(read_rows(here / "results.csv"))
         + "\n"
         + skewed(read_rows(here / "results.csv"))

@@ -24,7 +24,7 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from bpcv.poq import DISSENT_RULES, dissent_limit, dissenting_voters, voter_standings
-from ledger.audit import audit_task
+from ledger.audit import TaskAudit, audit_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import write_rows  # noqa: E402
@@ -41,11 +41,16 @@ COLUMNS = [
 ]
 
 
-def replay(run: Path) -> list[dict[str, object]]:
-    """One row per voter per round of ``run``."""
+def recorded_run(run: Path) -> tuple[set[str], TaskAudit]:
+    """A run folder's attackers (from its summary) and its task as its coordinator's chain records it."""
     summary = json.loads((run / "summary.json").read_text())
     malicious = {n["id"] for n in summary["nodes"] if n["behaviour"] != "honest"}
-    audit = audit_task(run / "nodes" / "coordinator" / "chain", summary["task"]["task_id"])
+    return malicious, audit_task(run / "nodes" / "coordinator" / "chain", summary["task"]["task_id"])
+
+
+def replay(run: Path) -> list[dict[str, object]]:
+    """One row per voter per round of ``run``."""
+    malicious, audit = recorded_run(run)
     rows: list[dict[str, object]] = []
     for record in audit.rounds:
         standings = voter_standings(record.votes, "accuracy")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from bpcv.poq import DISSENT_RULES
+from coordinator.rounds import OUTLIER_ROUNDS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import append_rows, read_rows
@@ -49,12 +50,13 @@ COLUMNS = [
     "honest_eliminated", "rounds_to_remove_all", "seed",
     "malicious_eliminated", "best_accuracy", "malicious_reward_share", "malicious_unpaid_from", "rounds",
     "accountable_voters", "variant", "wall_s", "partition", "honest_dissenters", "honest_dissenter_rounds",
-    "dissent_rule",
+    "dissent_rule", "outlier_rounds",
 ]  # fmt: skip
 ROUND_COLUMNS = [
     "behaviour", "malicious", "strategy", "partition", "seed", "round", "accuracy", "honest_eliminated_so_far",
-    "dissent_rule",
+    "dissent_rule", "outlier_rounds",
 ]  # fmt: skip
+RULE_COLUMNS = ("dissent_rule", "outlier_rounds")
 
 
 def demo_options(strategy: str, dissent_rule: str) -> tuple[list[str], str, str, bool]:
@@ -118,15 +120,19 @@ def measure(run: Path, behaviour: str, malicious_count: int) -> tuple[dict[str, 
     return figures, per_round
 
 
-def cell_dissent_rule(strategy: str, dissent_rule: str) -> str:
-    """The dissent rule a strategy column's cells run under: ``dissent_rule`` for BPCV-FL's (voters held to
-    account), "" for a baseline's."""
-    return dissent_rule if strategy.startswith("bpcv-") else ""
+def cell_rules(strategy: str, dissent_rule: str) -> dict[str, str]:
+    """The rules a strategy column's cells run under (RULE_COLUMNS): the dissent rule for BPCV-FL's (voters
+    held to account), and under the outlier policy how many rounds running an outlier is eliminated after
+    (coordinator.rounds.OUTLIER_ROUNDS); "" where a rule does not apply."""
+    return {
+        "dissent_rule": dissent_rule if strategy.startswith("bpcv-") else "",
+        "outlier_rounds": str(OUTLIER_ROUNDS) if strategy.startswith("bpcv-outlier-") else "",
+    }
 
 
 def done_cells(path: Path) -> set[tuple[str, ...]]:
     return {
-        (r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"], r["dissent_rule"])
+        (r["behaviour"], r["malicious"], r["variant"], r["partition"], r["seed"], *(r[c] for c in RULE_COLUMNS))
         for r in read_rows(path)
     }
 
@@ -159,8 +165,7 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
     row = {
         "behaviour": behaviour, "malicious": malicious, "nodes": args.nodes, "strategy": strategy,
         "policy": policy, "quality_rule": rule, "seed": seed, "accountable_voters": accountable, "wall_s": wall,
-        "variant": strategy, "partition": args.partition,
-        "dissent_rule": cell_dissent_rule(strategy, args.dissent_rule),
+        "variant": strategy, "partition": args.partition, **cell_rules(strategy, args.dissent_rule),
         **figures,
     }  # fmt: skip
     row["strategy"] = "bpcv" if strategy.startswith("bpcv-") else strategy
@@ -171,7 +176,7 @@ def run_cell(args: argparse.Namespace, behaviour: str, malicious: int, strategy:
         "strategy": strategy,
         "partition": args.partition,
         "seed": seed,
-        "dissent_rule": row["dissent_rule"],
+        **{c: row[c] for c in RULE_COLUMNS},
     }
     append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**key, **r} for r in per_round])
     print(f"  final {figures['final_accuracy']} honest out {figures['honest_eliminated']} all out by "
@@ -224,14 +229,9 @@ def main() -> int:
     done = done_cells(Path(args.results) / "results.csv")
     todo = cells(args)
     for behaviour, malicious, strategy, seed in todo:
-        ran = (
-            behaviour,
-            str(malicious),
-            strategy,
-            args.partition,
-            str(seed),
-            cell_dissent_rule(strategy, args.dissent_rule),
-        )
+        ran = (behaviour, str(malicious), strategy, args.partition, str(seed))
+        rules = cell_rules(strategy, args.dissent_rule)
+        ran += tuple(rules[c] for c in RULE_COLUMNS)
         if args.list:
             print(*ran, "done" if ran in done else "not run")
             continue
