@@ -33,9 +33,9 @@ from coordinator.strategies.base import Strategy
 
 # Rounds running a node must be an outlier to be eliminated as one. Leaving an outlier out of the aggregate
 # protects the model at once; elimination is for good, so it waits for more evidence. An honest node with
-# skewed data (Dirichlet 0.5, few classes) can be an outlier two rounds running: at 2, 4 honest nodes of 50
-# were eliminated in 20 rounds; at 3, none (docs/RESULTS.md). A poisoner is an outlier every round, so it is
-# eliminated one round later.
+# skewed data (Dirichlet 0.5, few classes) can be an outlier two rounds running: at 2, 4 and 3 honest nodes of
+# 50 were eliminated in 20 rounds (two seeds); at 3, 1 and 0 (docs/RESULTS.md). A poisoner is an outlier every
+# round, so it is eliminated one round later.
 OUTLIER_ROUNDS = 3
 
 
