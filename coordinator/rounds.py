@@ -116,7 +116,8 @@ def decide_round(
 
     remaining = [n for n in roster if n in valid_updates]
     queue = list(standby)
-    streaks = _streaks(worse, outlier_streaks or {}) if len(quality) >= 3 else dict(outlier_streaks or {})
+    before = outlier_streaks or {}
+    streaks = next_outlier_streaks(worse, before) if len(quality) >= 3 else dict(before)
     persistent = [n for n in worse if streaks[n] >= OUTLIER_ROUNDS]
     eliminated, reason = _elimination(task.elimination, ranking, persistent, dissenters, dissented_before, remaining)
     if eliminated is not None and len(remaining) - 1 + len(queue) >= task.min_nodes:
@@ -148,7 +149,7 @@ def decide_round(
     )
 
 
-def _streaks(worse: Sequence[str], before: Mapping[str, int]) -> dict[str, int]:
+def next_outlier_streaks(worse: Collection[str], before: Mapping[str, int]) -> dict[str, int]:
     """Each of this round's outliers' streak: one more than it had; a node that is not one has none."""
     return {n: before.get(n, 0) + 1 for n in worse}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from replay_dissent import recorded_run
 
 from bpcv.poq import outliers, round_quality
+from coordinator.rounds import next_outlier_streaks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import write_rows  # noqa: E402
@@ -57,7 +58,7 @@ def eliminated(per_round: list[list[str]], count: int) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     gone: set[str] = set()
     for round_no, worse in enumerate(per_round, start=1):
-        streaks = {n: streaks.get(n, 0) + 1 for n in worse if n not in gone}
+        streaks = next_outlier_streaks([n for n in worse if n not in gone], streaks)
         ready = [n for n in worse if streaks.get(n, 0) >= count]
         if ready:
             gone.add(ready[0])
