@@ -17,6 +17,7 @@ GAUGES = {
     "net_recv": ("bpcv_machine_network_received_bytes", "bytes the machine has received (cumulative)"),
     "temperature_c": ("bpcv_board_temperature_celsius", "hottest board temperature sensor"),
     "ledger_cpu_s": ("bpcv_ledger_cpu_seconds", "CPU seconds the node's replica spent on blocks (cumulative)"),
+    "chain_height": ("bpcv_chain_height", "height of the node's chain replica"),
 }
 
 

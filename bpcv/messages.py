@@ -517,7 +517,18 @@ class Evidence(Message):
 
 # --- monitoring ---------------------------------------------------------------------------------------
 
-SAMPLE_FIELDS = ("ts", "pid", "cpu_percent", "rss_bytes", "net_sent", "net_recv", "temperature_c", "ledger_cpu_s")
+SAMPLE_FIELDS = (
+    "ts",
+    "pid",
+    "cpu_percent",
+    "rss_bytes",
+    "net_sent",
+    "net_recv",
+    "temperature_c",
+    "ledger_cpu_s",
+    "chain_height",
+)
+SAMPLE_FIELDS_ADDED_LATER = ("chain_height",)  # a sample without them is an older node's, and still read
 
 
 @dataclass(frozen=True)
@@ -533,10 +544,11 @@ class Sample(Message):
     net_recv: int
     temperature_c: float | None
     ledger_cpu_s: float = 0.0
+    chain_height: int = 0  # the node's replica's height: who is behind, and when a run's replicas agree
 
-    def with_ledger_cpu(self, seconds: float) -> Sample:
-        """This sample as one node's: with its replica's ledger CPU seconds."""
-        return replace(self, ledger_cpu_s=round(seconds, 4))
+    def of_replica(self, cpu_s: float, height: int) -> Sample:
+        """This sample as one node's: with its replica's ledger CPU seconds and height."""
+        return replace(self, ledger_cpu_s=round(cpu_s, 4), chain_height=height)
 
     def sealed(self, identity: Identity) -> bytes:
         """The signed ``metrics`` envelope of this sample, as ``identity`` publishes it."""
@@ -545,15 +557,17 @@ class Sample(Message):
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Sample:
         b = _Body(cls.KIND, body)
-        if sorted(body) != sorted(SAMPLE_FIELDS):
-            raise Rejected("malformed", f"metrics fields {sorted(body)}, expected {sorted(SAMPLE_FIELDS)}")
-        for name in SAMPLE_FIELDS:
+        required = set(SAMPLE_FIELDS) - set(SAMPLE_FIELDS_ADDED_LATER)
+        if not required <= set(body) <= set(SAMPLE_FIELDS):
+            raise Rejected("malformed", f"metrics fields {sorted(body)}, expected {list(SAMPLE_FIELDS)}")
+        for name in body:
             value = body[name]
             if value is None and name == "temperature_c":
                 continue
             if not _is_number(value) or value < 0:
                 raise b._bad(name, f"is not a finite non-negative number: {value!r}")
         b.integer("pid")
+        b.integer("chain_height", 0)
         return cls(**body)
 
 

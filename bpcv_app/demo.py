@@ -19,8 +19,10 @@ from dataclasses import replace
 from typing import Any
 
 from bpcv.envelope import decode
-from bpcv.errors import BpcvError
-from bpcv.messages import Abort, Result, read
+from bpcv.errors import BpcvError, Rejected
+from bpcv.identity import ROLES
+from bpcv.intake import Intake
+from bpcv.messages import Abort, Result, Sample, read
 from bpcv.model_spec import describe
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
@@ -29,6 +31,8 @@ from bpcv_app.demo_setup import STANDBY_JOIN_DELAY_S, Demo, DemoNode, DemoOption
 from coordinator.summary import TaskSummary
 
 MAX_COORDINATOR_RESTARTS = 3
+REPLICA_CATCH_UP_S = 30.0  # after the task: how long the agents may take to append the blocks they have
+REPORTING_S = 5.0  # a node whose last metrics sample is older is gone (its process died): not waited for
 
 
 def run_demo(opts: DemoOptions) -> int:
@@ -49,7 +53,7 @@ def run_demo(opts: DemoOptions) -> int:
 
 def _run(demo: Demo, started: float) -> int:
     o = demo.opts
-    nodes, _genesis, address, requester = demo.setup()
+    nodes, genesis, address, requester = demo.setup()
     topics = Topics()
     active = o.agents - o.standby
     demo.say(f"run folder: {demo.out}")
@@ -83,7 +87,7 @@ def _run(demo: Demo, started: float) -> int:
         requester.node_id,
         address,
         lambda t, p: demo.messages.put((t, p)),
-        [topics.all_status(), topics.all_results(task.task_id), topics.block(task.chain)],
+        [topics.all_status(), topics.all_results(task.task_id), topics.block(task.chain), topics.all_metrics()],
     )
     bus.connect()
     online: set[str] = set()
@@ -108,11 +112,16 @@ def _run(demo: Demo, started: float) -> int:
     pending: tuple[int, Result] | None = None  # the latest round's result, until its block is seen
     decided: set[int] = set()
     chain_height = 0
+    from ledger.replica import Replica
+
+    replicas = ReplicaHeights(Intake(Replica.open(None, genesis.read_bytes()).state.registry, "demo"))
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
         message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
         if message is None:
             continue
         levels, payload = topics.parse(message[0]), message[1]
+        if replicas.note(message[0], levels, payload):
+            continue
         if levels[0] == "chain":
             from ledger.block import decode_block
 
@@ -135,8 +144,54 @@ def _run(demo: Demo, started: float) -> int:
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))
     withdraw_task(bus, task.task_id, topics)  # a device that connects later must not find the ended task
+    _await_replicas(demo, replicas, {n.node_id for n in local}, chain_height, topics)
     bus.close()
     return _finish(demo, nodes, demo.procs[0].returncode, started)
+
+
+class ReplicaHeights:
+    """Each node's chain height, from the metrics samples it signs about once a second."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        self.latest: dict[str, tuple[int, float]] = {}  # node: (height, monotonic time of its sample)
+
+    def note(self, topic: str, levels: tuple[str, ...], payload: bytes) -> bool:
+        """Take a message if it is a node's metrics sample (True), refused ones included."""
+        if levels[0] != "nodes" or levels[-1] != "metrics":
+            return False
+        env = self.intake.open(payload, ROLES, topic, topic_sender=levels[1])
+        if env is not None:
+            try:
+                self.latest[levels[1]] = (read(env, Sample).chain_height, time.monotonic())
+            except Rejected as exc:
+                self.intake.reject(exc, topic)
+        return True
+
+    def behind(self, nodes: set[str], height: int) -> list[str]:
+        """The reporting nodes among ``nodes`` whose replica is below ``height``."""
+        now = time.monotonic()
+        return sorted(
+            n
+            for n in nodes
+            if n in self.latest and self.latest[n][0] < height and now - self.latest[n][1] < REPORTING_S
+        )
+
+
+def _await_replicas(demo: Demo, replicas: ReplicaHeights, nodes: set[str], height: int, topics: Topics) -> None:
+    """Before the agents are stopped, let every replica still reporting reach the chain's height: a node
+    busy when the last blocks came (training an update the round no longer waited for) has them queued,
+    and stopping it then would leave its replica behind. Bounded; a replica still behind is reported
+    by the verification that follows."""
+    deadline = time.monotonic() + REPLICA_CATCH_UP_S
+    if behind := replicas.behind(nodes, height):
+        demo.say(f"waiting for {', '.join(behind)} to append the chain up to height {height}…")
+    while replicas.behind(nodes, height) and time.monotonic() < deadline:
+        try:
+            topic, payload = demo.messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        replicas.note(topic, topics.parse(topic), payload)
 
 
 def _next_message(demo: Demo, deadline: float, why: Callable[[], str]) -> tuple[str, bytes] | None:

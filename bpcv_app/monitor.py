@@ -123,7 +123,7 @@ class FleetView:
                     "cpu": f"{s.cpu_percent:.0f}%" if s else "-",
                     "rss": f"{s.rss_bytes / 2**20:.0f} MiB" if s else "-",
                     "temp": f"{s.temperature_c:.0f}°C" if s and s.temperature_c is not None else "-",
-                    "ledger": f"{s.ledger_cpu_s:.2f}s" if s else "-",
+                    "ledger": f"#{s.chain_height} {s.ledger_cpu_s:.2f}s" if s else "-",
                     "last_vote": vote,
                 }
             )
@@ -196,7 +196,7 @@ def render(view: FleetView, now: float):  # noqa: ANN201 - a rich renderable
         ("CPU", "right"),
         ("RSS", "right"),
         ("temp", "right"),
-        ("ledger CPU", "right"),
+        ("chain, ledger CPU", "right"),
         ("last vote", "left"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]

@@ -155,7 +155,7 @@ class Coordinator:
         self.bus.publish(topic, raw, wait=wait)
 
     def _publish_metrics(self, sample: Sample) -> None:
-        own = sample.with_ledger_cpu(self.replica.cpu_s)
+        own = sample.of_replica(self.replica.cpu_s, self.replica.height)
         if self.exporter is not None:
             self.exporter.observe(self.identity.node_id, own)
         self.bus.publish(self.topics.metrics(self.identity.node_id), own.sealed(self.identity), qos=0)

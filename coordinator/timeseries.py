@@ -14,7 +14,8 @@ from typing import Any
 from bpcv.messages import RoundTimes
 from bpcv.sampler import Sample
 
-SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample))
+# the replica height is live state (the monitor, the demo waiting for replicas to agree), not a series
+SAMPLE_COLUMNS = tuple(f.name for f in fields(Sample) if f.name != "chain_height")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     node TEXT NOT NULL, ts REAL NOT NULL, pid INTEGER NOT NULL, cpu_percent REAL NOT NULL,

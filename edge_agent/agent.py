@@ -135,8 +135,8 @@ class Agent:
         self.replica.close()
 
     def publish_metrics(self, sample: Sample) -> Sample:
-        """A psutil sample of the process with this agent's ledger CPU, signed, on its metrics topic (QoS 0)."""
-        own = sample.with_ledger_cpu(self.replica.cpu_s)
+        """A psutil sample of the process with our replica's CPU and height, signed, on our metrics topic."""
+        own = sample.of_replica(self.replica.cpu_s, self.replica.height)
         self.bus.publish(self.topics.metrics(self.node_id), own.sealed(self.identity), qos=0)
         return own
 

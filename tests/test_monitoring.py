@@ -64,9 +64,14 @@ def test_sampler_thread_publishes_once_per_interval():
 
 
 def test_metrics_body_is_checked():
-    good = Sample(1.0, 42, 2.5, 100, 10, 20, None, 0.25).to_body()
-    assert Sample.from_body(good) == Sample(1.0, 42, 2.5, 100, 10, 20, None, 0.25)
+    good = Sample(1.0, 42, 2.5, 100, 10, 20, None, 0.25, 7).to_body()
+    assert Sample.from_body(good) == Sample(1.0, 42, 2.5, 100, 10, 20, None, 0.25, 7)
+    older = {k: v for k, v in good.items() if k != "chain_height"}  # a node from before heights were sent
+    assert Sample.from_body(older) == Sample(1.0, 42, 2.5, 100, 10, 20, None, 0.25, 0)
     for bad in (
+        {**good, "chain_height": 2.5},
+        {**good, "chain_height": -1},
+        {k: v for k, v in good.items() if k != "rss_bytes"},
         {**good, "cpu_percent": float("nan")},
         {**good, "rss_bytes": -1},
         {**good, "extra": 1},
@@ -181,11 +186,43 @@ def test_prometheus_endpoint_serves_each_nodes_latest_sample():
     exporter = exporter_for([f"127.0.0.1:{port}", f"127.0.0.1:{port}"])
     try:
         exporter.observe("node-01", Sample(1.0, 42, 12.5, 300 << 20, 7, 9, None, 0.25))
-        exporter.observe("node-02", Sample(1.0, 42, 12.5, 300 << 20, 7, 9, 48.0, 0.5))
+        exporter.observe("node-02", Sample(1.0, 42, 12.5, 300 << 20, 7, 9, 48.0, 0.5, 3))
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         exporter.close()
     assert 'bpcv_process_cpu_percent{node="node-01"} 12.5' in text
     assert 'bpcv_ledger_cpu_seconds{node="node-02"} 0.5' in text
+    assert 'bpcv_chain_height{node="node-02"} 3.0' in text
     assert 'bpcv_board_temperature_celsius{node="node-02"} 48.0' in text
     assert 'bpcv_board_temperature_celsius{node="node-01"}' not in text  # no sensor, no made-up reading
+
+
+def test_demo_waits_only_for_reporting_replicas_that_are_behind(monkeypatch):
+    """The demo's view of replica heights, from signed metrics samples: a node below the chain's height is
+    waited for, one that never reported or went silent (its process died) is not, and a sample signed by
+    another key than the topic's node is refused and moves nothing."""
+    from bpcv.intake import Intake
+    from bpcv_app import demo
+    from ledger.replica import Replica
+    from tests.helpers import make_consortium
+
+    c = make_consortium(n_agents=3)
+    heights = demo.ReplicaHeights(Intake(Replica.open(None, c.genesis.raw).state.registry, "demo"))
+
+    def send(node: str, height: int, signer: str | None = None) -> None:
+        raw = Sample(time.time(), 7, 1.0, 100, 0, 0, None, 0.0, height).sealed(c.agents[signer or node])
+        topic = f"bpcv/v1/nodes/{node}/metrics"
+        assert heights.note(topic, ("nodes", node, "metrics"), raw)
+
+    assert not heights.note("bpcv/v1/chain/main/block", ("chain", "main", "block"), b"")  # not a sample
+    send("node-01", 2)
+    send("node-02", 3)
+    everyone = {"node-01", "node-02", "node-03"}
+    assert heights.behind(everyone, 3) == ["node-01"]  # node-03 never reported: not waited for
+    send("node-01", 3, signer="node-02")  # forged: node-02's key on node-01's topic
+    assert heights.behind(everyone, 3) == ["node-01"]
+    send("node-01", 3)
+    assert heights.behind(everyone, 3) == []
+    assert heights.behind(everyone, 4) == ["node-01", "node-02"]
+    monkeypatch.setattr(demo, "REPORTING_S", 0.0)  # every sample is now too old: the nodes are gone
+    assert heights.behind(everyone, 4) == []

@@ -70,7 +70,17 @@ def watch_with_monitor(out: Path, broker) -> subprocess.Popen:
     cmd += ["--genesis", str(out / "genesis.bin")]
     cmd += ["--once"]
     env = {**os.environ, "COLUMNS": "160"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # Ctrl-C reaches the monitor even where the test runner was started in the background by a
+    # non-interactive shell, which ignores SIGINT in its children (Python then never raises
+    # KeyboardInterrupt, and the monitor would watch on: seen when running the suite with `&`)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def stop_monitor(monitor: subprocess.Popen) -> str:
