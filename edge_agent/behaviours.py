@@ -20,6 +20,9 @@ The honest default of every hook changes nothing. The attacks, registered by nam
 - ``free-ride``: sends the global model back unchanged, without training;
 - ``free-ride-noise``: sends the global model plus tiny noise (1e-3 of each tensor's spread), without
   training, so its update is not byte-identical to the global model;
+- ``free-ride-mimic``: trains once, in its first round, to see which tensors training moves; from then
+  on sends the global model with tiny noise on exactly those tensors, without training: the free-rider
+  that knows the model and so passes the contribution check (no tensor training never moves changes);
 - ``alie``: "a little is enough" (Baruch, Baruch, Goldberg, NeurIPS 2019): the group of ``alie`` agents
   pool their honest updates and each sends mean - z std, coordinate by coordinate (z = 1), a
   poisoned update within the spread of honest ones;
@@ -144,6 +147,28 @@ class FreeRideNoise(Behaviour):
         return [
             (g + rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(g)) + 1e-12, size=g.shape)).astype(np.float32)
             for g in global_weights
+        ]
+
+
+class FreeRideMimic(Behaviour):
+    name = "free-ride-mimic"
+
+    def __init__(self, identity: Identity | None = None) -> None:
+        super().__init__(identity)
+        self.trained: list[bool] | None = None  # per tensor: moved by its one round of training
+
+    @property
+    def trains(self) -> bool:  # type: ignore[override]
+        return self.trained is None
+
+    def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
+        if self.trained is None:  # the one round it trains: honest, and it learns where training shows
+            assert local_weights is not None
+            self.trained = [bool(np.any(w != g)) for g, w in zip(global_weights, local_weights, strict=True)]
+            return local_weights
+        return [
+            (g + moved * rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(g)) + 1e-12, size=g.shape)).astype(np.float32)
+            for g, moved in zip(global_weights, self.trained, strict=True)
         ]
 
 
@@ -281,6 +306,7 @@ REGISTRY: dict[str, type[Behaviour]] = {
         Scaling,
         FreeRide,
         FreeRideNoise,
+        FreeRideMimic,
         Alie,
         ColludeGroup,
         LyingVoter,

@@ -73,8 +73,9 @@ def test_training_on_cached_features_takes_the_same_steps_as_the_whole_model():
 
 def test_the_coordinators_contribution_check_passes_real_training_and_refuses_real_free_riders():
     """``bpcv.models.fixed_weights`` marks the wavelet map and nothing else; an honest round of real
-    training keeps it and moves the rest (accepted), the free-ride behaviours' updates are refused; a
-    trainable batch-norm layer's moving statistics count as trained."""
+    training keeps it and moves the rest (accepted), the free-ride behaviours' updates are refused (but
+    for the mimic's: the check's known limit); a trainable batch-norm layer's moving statistics count as
+    trained."""
     import tensorflow as tf
 
     from bpcv.errors import Rejected
@@ -98,3 +99,8 @@ def test_the_coordinators_contribution_check_passes_real_training_and_refuses_re
         with pytest.raises(Rejected) as refused:
             check_contribution(create(name).shape_update(start, None, rng), start, fixed)
         assert refused.value.reason == reason, name
+    # the limit of the check: a free-rider that trained once knows which tensors training moves, and its
+    # noise on exactly those passes (docs/RELIABILITY.md, Free-riders; the votes are what may catch it)
+    mimic = create("free-ride-mimic")
+    assert mimic.shape_update(start, trained, rng) is trained  # its one round of training, honest
+    check_contribution(mimic.shape_update(trained, None, rng), trained, fixed)  # accepted: raises nothing

@@ -104,6 +104,14 @@ def test_scaling_free_ride_noise_alie_and_collude_group_by_hand():
     tiny = behaviours.create("free-ride-noise").shape_update(g, None, rng)[0]
     assert not np.array_equal(tiny, g[0]) and np.abs(tiny - g[0]).max() < 0.01
     assert not behaviours.create("free-ride-noise").trains
+    # the mimic trains its first round, honestly, then sends the global model with noise only where
+    # that training moved something (here the second tensor), never training again
+    mimic, g2 = behaviours.create("free-ride-mimic"), [np.zeros((2, 2), np.float32), g[0]]
+    assert mimic.trains and mimic.shape_update(g2, [g2[0], g2[1] + 0.5], rng)[1] == pytest.approx(g[0] + 0.5)
+    nxt2 = [np.ones((2, 2), np.float32), g[0] + 1]
+    frozen, moved = mimic.shape_update(nxt2, None, rng)
+    assert not mimic.trains and np.array_equal(frozen, nxt2[0])
+    assert not np.array_equal(moved, nxt2[1]) and np.abs(moved - nxt2[1]).max() < 0.01
     # three ALIE members in one process pool their deltas: (+1, +3) then (+2, +1) ...
     a, b, c = (behaviours.create("alie", Identity.generate(f"alie-{i}")) for i in range(3))
     assert a.shape_update(g, [g[0] + 1], rng)[0] == pytest.approx(g[0] + 1)  # alone in round 1: honest

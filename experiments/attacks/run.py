@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BEHAVIOURS = [
     "none", "random-weights", "label-flip", "sign-flip", "scaling", "free-ride", "free-ride-noise",
-    "lying-voter", "alie", "collude-group", "mixed",
+    "free-ride-mimic", "lying-voter", "alie", "collude-group", "mixed",
 ]  # fmt: skip
 # "mixed": several attacks in one run, in turn (a poisoner, a free-rider, liars, a colluding pair ...)
 MIXED = ["random-weights", "label-flip", "scaling", "lying-voter", "collude-group"]
