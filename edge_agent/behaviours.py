@@ -22,7 +22,7 @@ The honest default of every hook changes nothing. The attacks, registered by nam
   training, so its update is not byte-identical to the global model;
 - ``free-ride-mimic``: trains once, in its first round, to see which tensors training moves; from then
   on sends the global model with tiny noise on exactly those tensors, without training: the free-rider
-  that knows the model and so passes the contribution check (no tensor training never moves changes);
+  that knows the model and so passes the contribution check (no tensor that training never moves changes);
 - ``alie``: "a little is enough" (Baruch, Baruch, Goldberg, NeurIPS 2019): the group of ``alie`` agents
   pool their honest updates and each sends mean - z std, coordinate by coordinate (z = 1), a
   poisoned update within the spread of honest ones;
@@ -144,10 +144,12 @@ class FreeRideNoise(Behaviour):
     trains = False
 
     def shape_update(self, global_weights: Weights, local_weights: Weights | None, rng: np.random.Generator) -> Weights:
-        return [
-            (g + rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(g)) + 1e-12, size=g.shape)).astype(np.float32)
-            for g in global_weights
-        ]
+        return [(g + _tiny_noise(g, rng)).astype(np.float32) for g in global_weights]
+
+
+def _tiny_noise(tensor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of FREE_RIDE_NOISE of the tensor's spread: the free-riders' disguise."""
+    return rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(tensor)) + 1e-12, size=tensor.shape)
 
 
 class FreeRideMimic(Behaviour):
@@ -167,7 +169,7 @@ class FreeRideMimic(Behaviour):
             self.trained = [bool(np.any(w != g)) for g, w in zip(global_weights, local_weights, strict=True)]
             return local_weights
         return [
-            (g + moved * rng.normal(0.0, FREE_RIDE_NOISE * float(np.std(g)) + 1e-12, size=g.shape)).astype(np.float32)
+            (g + moved * _tiny_noise(g, rng)).astype(np.float32)  # drawn for every tensor, kept where moved
             for g, moved in zip(global_weights, self.trained, strict=True)
         ]
 
