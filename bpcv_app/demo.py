@@ -19,20 +19,19 @@ from dataclasses import replace
 from typing import Any
 
 from bpcv.envelope import decode
-from bpcv.errors import BpcvError, Rejected
-from bpcv.identity import ROLES
+from bpcv.errors import BpcvError
 from bpcv.intake import Intake
-from bpcv.messages import Abort, Result, Sample, read
+from bpcv.messages import Abort, Result, read
 from bpcv.model_spec import describe
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from bpcv_app.demo_setup import STANDBY_JOIN_DELAY_S, Demo, DemoNode, DemoOptions
+from bpcv_app.monitor import FleetView, MonitorClient
 from coordinator.summary import TaskSummary
 
 MAX_COORDINATOR_RESTARTS = 3
 REPLICA_CATCH_UP_S = 30.0  # after the task: how long the agents may take to append the blocks they have
-REPORTING_S = 5.0  # a node whose last metrics sample is older is gone (its process died): not waited for
 
 
 def run_demo(opts: DemoOptions) -> int:
@@ -114,15 +113,16 @@ def _run(demo: Demo, started: float) -> int:
     chain_height = 0
     from ledger.replica import Replica
 
-    replicas = ReplicaHeights(Intake(Replica.open(None, genesis.read_bytes()).state.registry, "demo"))
+    # the nodes' signed metrics samples carry their replicas' heights, read as `bpcv monitor` reads them
+    fleet = MonitorClient(FleetView(topics), Intake(Replica.open(None, genesis.read_bytes()).state.registry, "demo"))
     while demo.procs[0].poll() is None or demo.procs[0].returncode < 0:
         message = _next_message(demo, started + o.timeout, lambda: f"demo timed out after {o.timeout:.0f}s")
         if message is None:
             continue
         levels, payload = topics.parse(message[0]), message[1]
-        if replicas.note(message[0], levels, payload):
-            continue
-        if levels[0] == "chain":
+        if levels[0] == "nodes":
+            fleet.handle(message[0], payload, time.monotonic())
+        elif levels[0] == "chain":
             from ledger.block import decode_block
 
             block = decode_block(payload)
@@ -144,54 +144,26 @@ def _run(demo: Demo, started: float) -> int:
     if pending is not None:
         demo.say(_round_line(pending, chain_height, "no block yet"))
     withdraw_task(bus, task.task_id, topics)  # a device that connects later must not find the ended task
-    _await_replicas(demo, replicas, {n.node_id for n in local}, chain_height, topics)
+    _await_replicas(demo, fleet, {n.node_id for n in local}, chain_height, topics)
     bus.close()
     return _finish(demo, nodes, demo.procs[0].returncode, started)
 
 
-class ReplicaHeights:
-    """Each node's chain height, from the metrics samples it signs about once a second."""
-
-    def __init__(self, intake: Intake) -> None:
-        self.intake = intake
-        self.latest: dict[str, tuple[int, float]] = {}  # node: (height, monotonic time of its sample)
-
-    def note(self, topic: str, levels: tuple[str, ...], payload: bytes) -> bool:
-        """Take a message if it is a node's metrics sample (True), refused ones included."""
-        if levels[0] != "nodes" or levels[-1] != "metrics":
-            return False
-        env = self.intake.open(payload, ROLES, topic, topic_sender=levels[1])
-        if env is not None:
-            try:
-                self.latest[levels[1]] = (read(env, Sample).chain_height, time.monotonic())
-            except Rejected as exc:
-                self.intake.reject(exc, topic)
-        return True
-
-    def behind(self, nodes: set[str], height: int) -> list[str]:
-        """The reporting nodes among ``nodes`` whose replica is below ``height``."""
-        now = time.monotonic()
-        return sorted(
-            n
-            for n in nodes
-            if n in self.latest and self.latest[n][0] < height and now - self.latest[n][1] < REPORTING_S
-        )
-
-
-def _await_replicas(demo: Demo, replicas: ReplicaHeights, nodes: set[str], height: int, topics: Topics) -> None:
+def _await_replicas(demo: Demo, fleet: MonitorClient, nodes: set[str], height: int, topics: Topics) -> None:
     """Before the agents are stopped, let every replica still reporting reach the chain's height: a node
     busy when the last blocks came (training an update the round no longer waited for) has them queued,
     and stopping it then would leave its replica behind. Bounded; a replica still behind is reported
     by the verification that follows."""
     deadline = time.monotonic() + REPLICA_CATCH_UP_S
-    if behind := replicas.behind(nodes, height):
+    if behind := fleet.view.behind(nodes, height, time.monotonic()):
         demo.say(f"waiting for {', '.join(behind)} to append the chain up to height {height}…")
-    while replicas.behind(nodes, height) and time.monotonic() < deadline:
+    while fleet.view.behind(nodes, height, time.monotonic()) and time.monotonic() < deadline:
         try:
             topic, payload = demo.messages.get(timeout=0.5)
         except queue.Empty:
             continue
-        replicas.note(topic, topics.parse(topic), payload)
+        if topics.parse(topic)[0] == "nodes":
+            fleet.handle(topic, payload, time.monotonic())
 
 
 def _next_message(demo: Demo, deadline: float, why: Callable[[], str]) -> tuple[str, bytes] | None:

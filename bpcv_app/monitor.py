@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bpcv.envelope import Envelope
@@ -69,6 +69,11 @@ class FleetView:
         row.sample, row.seen = sample, now
         if row.status == "?":
             row.status = "online"
+
+    def behind(self, nodes: Iterable[str], height: int, now: float) -> list[str]:
+        """The nodes among ``nodes`` still reporting (not silent) whose chain replica is below ``height``."""
+        rows = [self.nodes[n] for n in nodes if n in self.nodes]
+        return sorted(r.node for r in rows if r.sample and r.sample.chain_height < height and now - r.seen <= STALE_S)
 
     def on_global(self, env: Envelope, message: GlobalModel, now: float) -> None:
         if (env.task, env.round) == (self.progress.task, self.progress.round):

@@ -197,32 +197,31 @@ def test_prometheus_endpoint_serves_each_nodes_latest_sample():
     assert 'bpcv_board_temperature_celsius{node="node-01"}' not in text  # no sensor, no made-up reading
 
 
-def test_demo_waits_only_for_reporting_replicas_that_are_behind(monkeypatch):
-    """The demo's view of replica heights, from signed metrics samples: a node below the chain's height is
-    waited for, one that never reported or went silent (its process died) is not, and a sample signed by
-    another key than the topic's node is refused and moves nothing."""
+def test_demo_waits_only_for_reporting_replicas_that_are_behind():
+    """The replica heights the demo waits on, from signed metrics samples read as the monitor reads them:
+    a node below the chain's height is waited for, one that never reported or went silent (its process
+    died) is not, and a sample signed by another key than the topic's node is refused and moves nothing."""
     from bpcv.intake import Intake
-    from bpcv_app import demo
+    from bpcv.topics import Topics
+    from bpcv_app.monitor import STALE_S, FleetView, MonitorClient
     from ledger.replica import Replica
     from tests.helpers import make_consortium
 
     c = make_consortium(n_agents=3)
-    heights = demo.ReplicaHeights(Intake(Replica.open(None, c.genesis.raw).state.registry, "demo"))
+    fleet = MonitorClient(FleetView(Topics()), Intake(Replica.open(None, c.genesis.raw).state.registry, "demo"))
+    now = time.monotonic()
 
     def send(node: str, height: int, signer: str | None = None) -> None:
         raw = Sample(time.time(), 7, 1.0, 100, 0, 0, None, 0.0, height).sealed(c.agents[signer or node])
-        topic = f"bpcv/v1/nodes/{node}/metrics"
-        assert heights.note(topic, ("nodes", node, "metrics"), raw)
+        fleet.handle(f"bpcv/v1/nodes/{node}/metrics", raw, now)
 
-    assert not heights.note("bpcv/v1/chain/main/block", ("chain", "main", "block"), b"")  # not a sample
     send("node-01", 2)
     send("node-02", 3)
     everyone = {"node-01", "node-02", "node-03"}
-    assert heights.behind(everyone, 3) == ["node-01"]  # node-03 never reported: not waited for
+    assert fleet.view.behind(everyone, 3, now) == ["node-01"]  # node-03 never reported: not waited for
     send("node-01", 3, signer="node-02")  # forged: node-02's key on node-01's topic
-    assert heights.behind(everyone, 3) == ["node-01"]
+    assert fleet.view.behind(everyone, 3, now) == ["node-01"]
     send("node-01", 3)
-    assert heights.behind(everyone, 3) == []
-    assert heights.behind(everyone, 4) == ["node-01", "node-02"]
-    monkeypatch.setattr(demo, "REPORTING_S", 0.0)  # every sample is now too old: the nodes are gone
-    assert heights.behind(everyone, 4) == []
+    assert fleet.view.behind(everyone, 3, now) == []
+    assert fleet.view.behind(everyone, 4, now) == ["node-01", "node-02"]
+    assert fleet.view.behind(everyone, 4, now + STALE_S + 1) == []  # every sample too old: the nodes are gone
