@@ -188,10 +188,10 @@ def test_a_model_without_a_declared_input_shape_is_refused():
 
 
 def test_batch_normalization_is_refused_under_dp_but_trains_without():
-    text = sequential((6,), L.Dense(8), L.BatchNormalization(), L.Dense(3, activation="softmax"))
+    text = sequential((6,), L.Dense(8), L.BatchNormalization(name="norm"), L.Dense(3, activation="softmax"))
     assert "BatchNormalization" in dp_refusal(check_keras_json(text))
     Trainer(task(text), (6,), 3, None)
-    with pytest.raises(ConfigError, match=r"'batch_normalization' \(BatchNormalization\) cannot train under DP"):
+    with pytest.raises(ConfigError, match=r"'norm' \(BatchNormalization\) cannot train under DP"):
         Trainer(task(text), (6,), 3, PrivacySettings("gaussian", 1.0, 1.0))
 
 
