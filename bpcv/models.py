@@ -134,7 +134,9 @@ def build_keras_json(
         raise ConfigError(f"model has {params:,} parameters; the cap is {max_params:,}")
     if input_shape is not None:
         declared = info.input_shape
-        fits = len(declared) == len(input_shape) and all(d is None or d == s for d, s in zip(declared, input_shape))
+        fits = len(declared) == len(input_shape) and all(
+            d is None or d == s for d, s in zip(declared, input_shape, strict=True)
+        )
         if not fits:
             shape = list(declared)
             raise ConfigError(f"model input shape {shape} does not match the data's input shape {list(input_shape)}")
@@ -153,15 +155,32 @@ def build_keras_json(
 
 
 def configure_tensorflow(threads: int) -> None:
-    """Quiet TensorFlow's logs and bound its thread pools (call before the first model is built)."""
+    """Import TensorFlow, quiet its logs and bound its thread pools (call before the first model is built)."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
+    tf = _import_tensorflow_without_pandas()
     tf.get_logger().setLevel("ERROR")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, threads))
     except RuntimeError:
         pass  # already initialised; keep what is set
+
+
+def _import_tensorflow_without_pandas() -> Any:
+    """``import tensorflow`` with pandas hidden, when neither is imported yet. Keras imports pandas only to
+    accept DataFrames in ``fit``, which nothing here passes, and pandas imports pyarrow: together about
+    88 MiB resident in every agent (docs/DEPLOY.md). A process that reads CSV or Parquet data imports pandas
+    itself when it does, unhindered."""
+    import sys
+
+    hide = "pandas" not in sys.modules and "tensorflow" not in sys.modules
+    if hide:
+        sys.modules["pandas"] = None  # type: ignore[assignment]  # Keras' optional import finds no pandas
+    try:
+        import tensorflow as tf
+    finally:
+        if hide:
+            del sys.modules["pandas"]
+    return tf

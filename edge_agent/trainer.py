@@ -68,6 +68,7 @@ class Trainer:
         if self.cached:
             self.trained.compile(optimizer=self.optimizer, loss=self.loss)
         self._dp_step = None
+        self._train_steps: dict[Any, Any] = {}  # one traced Keras train_step per model trained
         if self.privacy is not None and dp_path != "library-loop":
             self._dp_step = self._make_dp_step(tuple(self.trained.input_shape[1:]), dp_path)
 
@@ -139,7 +140,7 @@ class Trainer:
         else:
             model = self.model
         if self.privacy is None:
-            model.fit(x, y, batch_size=self.task.batch_size, epochs=self.task.local_epochs, verbose=0, shuffle=True)
+            self._fit(model, x, y)
             return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
         rate = min(1.0, self.task.batch_size / len(y))
         batches = poisson_batches(x, y, rate, steps, np.random.default_rng(seed))
@@ -157,6 +158,24 @@ class Trainer:
             self.model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
         return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
 
+    def _fit(self, model: Any, x: np.ndarray, y: np.ndarray) -> None:
+        """What ``model.fit(x, y, batch_size, epochs, shuffle=True)`` does, step for step and bit for bit:
+        Keras' own per-epoch permutations (drawn by the same ops, so from the same seed) and its
+        ``train_step`` on each slice, partial last batch included, but without fit's tf.data pipeline over
+        the data set, which kept about 250 MiB more resident in an agent (docs/DEPLOY.md)."""
+        import tensorflow as tf
+
+        n, batch = len(y), self.task.batch_size
+        x, y = _keras_dtype(x), _keras_dtype(y)
+        if model not in self._train_steps:
+            self._train_steps[model] = tf.function(model.train_step, reduce_retracing=True)
+        step = self._train_steps[model]
+        epochs = tf.data.Dataset.range(1).repeat(self.task.local_epochs)
+        for order in epochs.map(lambda _: tf.random.shuffle(tf.range(n, dtype=tf.int64))).as_numpy_iterator():
+            for start in range(0, n, batch):
+                rows = order[start : start + batch]
+                step((x[rows], y[rows]))
+
     def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
         """Score ``weights`` on (x, y) with the task's metric."""
         return self.evaluate_all(weights, x, y)[self.task.metric]
@@ -167,3 +186,8 @@ class Trainer:
         cached = self.cached and self.prefix.applies_to(weights)
         outputs = self.prefix.predict_head(x) if cached else predict(self.model, x)
         return scores(outputs, y, self.task.category)
+
+
+def _keras_dtype(a: np.ndarray) -> np.ndarray:
+    """Floating arrays as float32, as Keras' fit converts them; integer labels as they are."""
+    return a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32 else a

@@ -43,6 +43,30 @@ def test_local_training_improves_validation_accuracy(trainer_and_data):
     assert [w.shape for w in trained] == [tuple(s) for s in trainer.shapes]
 
 
+def test_training_takes_keras_fits_steps_bit_for_bit(trainer_and_data):
+    """The agent trains with Keras fit's own permutations and train_step instead of fit itself (whose
+    tf.data pipeline held about 250 MiB more in an agent): the same weights from the same seed, with a
+    partial last batch and two epochs; another seed shuffles otherwise."""
+    import tensorflow as tf
+
+    from edge_agent.trainer import Trainer
+
+    _, shard = trainer_and_data
+    x, y = shard.x_train[:300], shard.y_train[:300]  # 4 batches of 64 and one of 44
+    task = TaskSpec(task_id="t", coordinator="c", model="mlp:8", local_epochs=2, batch_size=64)
+    trainer = Trainer(task, x.shape[1:], 10)
+    start = trainer.model.get_weights()
+    ours, _ = trainer.train(start, x, y, seed=3)
+    keras = Trainer(task, x.shape[1:], 10).model  # the same model, compiled the same way, trained by fit
+    keras.set_weights(start)
+    tf.keras.utils.set_random_seed(3)
+    keras.fit(x, y, batch_size=64, epochs=2, verbose=0, shuffle=True)
+    for a, b in zip(ours, keras.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other, _ = trainer.train(start, x, y, seed=4)
+    assert max(np.abs(a - b).max() for a, b in zip(ours, other, strict=True)) > 1e-4
+
+
 def test_lr_decay_scales_each_rounds_step_and_travels_only_when_set(trainer_and_data):
     from edge_agent.trainer import Trainer
 
@@ -230,3 +254,39 @@ def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
     assert twin.hash != block.hash
     assert agent.status == "active"
     agent.replica.close()
+
+
+AGENT_IMPORTS = """
+import sys
+import numpy as np
+from bpcv.task import TaskSpec
+from edge_agent.pool import AgentPool
+from edge_agent.privacy.settings import PrivacySettings
+
+pool = AgentPool([], threads=1)  # what `bpcv agent` builds, before any task
+task = TaskSpec(task_id="t", coordinator="c", model="mlp:8", batch_size=16)
+rng = np.random.default_rng(0)
+x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)
+for privacy in (None, PrivacySettings("laplace", 1.0, 1.0)):
+    trainer = pool.trainer_for(task, (28, 28, 1), 10, privacy)
+    trainer.train(trainer.model.get_weights(), x, y, seed=0)
+print(sorted(m for m in ("pandas", "pyarrow", "sklearn", "tensorflow_probability") if m in sys.modules))
+import pandas  # a device that reads CSV data still can
+print("pandas" in sys.modules)
+"""
+
+
+def test_an_agent_process_loads_neither_pandas_nor_tensorflow_privacys_whole_api():
+    """An agent trains with and without DP without importing pandas/pyarrow (which Keras would import for
+    DataFrames) or tensorflow-privacy's umbrella API (scikit-learn, TensorFlow Probability): about 200 MiB
+    of a device's memory (docs/DEPLOY.md). pandas stays importable for a device's CSV data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_IMPORTS],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-3:-1] == ["[]", "True"], done.stdout
