@@ -17,13 +17,13 @@ importing this module (and ``bpcv --help``) stays light.
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from bpcv.data import Shard
 from bpcv.errors import ConfigError, DataError
@@ -34,6 +34,7 @@ FEATURE_DTYPES = ("float", "int")  # a categorical feature would need its catego
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 DEVICE_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".npz")  # one device's data as a file (else an image folder)
+STAT_BLOCK_VALUES = 1 << 20  # values per block when the standardiser sums in float64 (8 MiB of temporaries)
 
 
 # --- the schema ------------------------------------------------------------------------------------
@@ -625,13 +626,21 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, axes: tuple[int, ...]) -> Standardizer:
-        mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
-        std = x.std(axis=axes, keepdims=True, dtype=np.float64)
+        """Mean and standard deviation over ``axes`` (the samples' axis 0 among them), in float64 a block of
+        samples at a time: no float64 copy of the whole data set (twice its float32 size) on a device."""
+        rows = max(1, STAT_BLOCK_VALUES // max(1, x[0].size))
+        blocks = [x[i : i + rows] for i in range(0, len(x), rows)]
+        count = math.prod(x.shape[a] for a in axes)
+        mean = sum(b.sum(axis=axes, keepdims=True, dtype=np.float64) for b in blocks) / count
+        std = np.sqrt(sum(np.square(b - mean).sum(axis=axes, keepdims=True) for b in blocks) / count)
         std[~(std > 0)] = 1.0  # a constant feature stays as it is, centred
         return cls(mean.astype(np.float32), std.astype(np.float32))
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+    def apply(self, x: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """``(x - mean) / std`` as float32; ``in_place`` overwrites a float32 ``x`` instead of copying it."""
+        out = np.subtract(x, self.mean, out=x if in_place and x.dtype == np.float32 else None)
+        np.divide(out, self.std, out=out)
+        return out.astype(np.float32, copy=False)
 
 
 def feature_axes(kind: str, ndim: int) -> tuple[int, ...]:
@@ -640,9 +649,12 @@ def feature_axes(kind: str, ndim: int) -> tuple[int, ...]:
 
 
 def standardize(shard: Shard, kind: str) -> tuple[Shard, Standardizer]:
-    """Fit on the training split only, apply to both; labels and targets are left as they are."""
+    """Fit on the training split only, apply to both; labels and targets are left as they are. The shard's
+    float32 samples are standardised in place (``split_local``'s own copies), so a device holds its data
+    set twice at the most while it loads, not four times."""
     scaler = Standardizer.fit(shard.x_train, feature_axes(kind, shard.x_train.ndim))
-    return Shard(scaler.apply(shard.x_train), shard.y_train, scaler.apply(shard.x_val), shard.y_val), scaler
+    x_train, x_val = (scaler.apply(x, in_place=True) for x in (shard.x_train, shard.x_val))
+    return Shard(x_train, shard.y_train, x_val, shard.y_val), scaler
 
 
 def prepare_local(

@@ -9,6 +9,7 @@ import pytest
 
 from bpcv.data import Shard
 from bpcv.datasources import (
+    STAT_BLOCK_VALUES,
     DataSchema,
     Standardizer,
     describe,
@@ -17,6 +18,7 @@ from bpcv.datasources import (
     prepare_local,
     read_local,
     split_local,
+    standardize,
 )
 from bpcv.errors import ConfigError, DataError
 from bpcv_app.cli import main
@@ -182,6 +184,27 @@ def test_split_is_seeded_per_device_and_standardisation_uses_training_only():
     assert np.allclose(scaler.apply(a.x_train).mean(axis=0), 0, atol=1e-5)
     constant = Standardizer.fit(np.ones((10, 2)), (0,)).apply(np.ones((3, 2)))  # a sensor that never moved
     assert np.isfinite(constant).all() and np.all(constant == 0)
+
+
+def test_standardisation_sums_in_blocks_as_numpy_would_and_overwrites_only_the_splits_own_copies():
+    """The statistics are numpy's float64 mean and std over every feature's axes, though summed a block of
+    samples at a time (2.4 million values here: three blocks); prepare_local's split is standardised where
+    it lies, without another copy of the device's data, while ``apply`` leaves its argument alone."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(3.0, 2.0, (3000, 28, 28)) * rng.random(28)).astype(np.float32)
+    assert x.size > 2 * STAT_BLOCK_VALUES
+    scaler = Standardizer.fit(x, (0, 1))
+    expected_std = x.std(axis=(0, 1), keepdims=True, dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(scaler.mean, x.mean(axis=(0, 1), keepdims=True, dtype=np.float64).astype(np.float32))
+    np.testing.assert_array_equal(scaler.std, expected_std)
+    before = x.copy()
+    np.testing.assert_array_equal(scaler.apply(x), (before - scaler.mean) / scaler.std)
+    np.testing.assert_array_equal(x, before)  # not in place unless asked
+    shard = split_local(x, np.arange(3000), 0.1, seed=0)
+    own = shard.x_train
+    standardised, _ = standardize(shard, "series")
+    assert standardised.x_train is own and np.abs(own.mean(axis=(0, 1))).max() < 1e-4
+    np.testing.assert_array_equal(x, before)  # the data read is untouched: the split copied it
 
 
 def test_prepare_local_gives_a_standardised_shard_and_one_line_of_counts(tmp_path):
