@@ -17,13 +17,13 @@ importing this module (and ``bpcv --help``) stays light.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from bpcv.data import Shard
 from bpcv.errors import ConfigError, DataError

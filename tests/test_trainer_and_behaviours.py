@@ -286,7 +286,7 @@ def test_an_agent_process_loads_neither_pandas_nor_tensorflow_privacys_whole_api
 
     done = subprocess.run(
         [sys.executable, "-c", AGENT_IMPORTS],
-        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, check=False, timeout=300, cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-3:-1] == ["[]", "True"], done.stdout
