@@ -130,7 +130,9 @@ class Trainer:
         the new weights and the steps taken."""
         import tensorflow as tf
 
-        tf.keras.utils.set_random_seed(seed)
+        # No tf.random.set_seed here: it clears TensorFlow's kernel caches, so every compiled function was
+        # instantiated again at each job (~40 ms, most of a small shard's round; docs/DECISIONS.md). The
+        # job's randomness is seeded explicitly instead: the permutations below, the Poisson batches.
         self.optimizer.learning_rate = self.task.learning_rate_in(round_no)
         self.model.set_weights(weights)
         steps = steps_per_round(len(y), self.task)
@@ -140,7 +142,7 @@ class Trainer:
         else:
             model = self.model
         if self.privacy is None:
-            self._fit(model, x, y)
+            self._fit(model, x, y, seed)
             return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
         rate = min(1.0, self.task.batch_size / len(y))
         batches = poisson_batches(x, y, rate, steps, np.random.default_rng(seed))
@@ -158,11 +160,12 @@ class Trainer:
             self.model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
         return [np.asarray(w, dtype=np.float32) for w in self.model.get_weights()], steps
 
-    def _fit(self, model: Any, x: np.ndarray, y: np.ndarray) -> None:
-        """What ``model.fit(x, y, batch_size, epochs, shuffle=True)`` does, step for step and bit for bit:
-        Keras' own per-epoch permutations (drawn by the same ops, so from the same seed) and its
-        ``train_step`` on each slice, partial last batch included, but without fit's tf.data pipeline over
-        the data set, which kept about 250 MiB more resident in an agent (docs/DEPLOY.md)."""
+    def _fit(self, model: Any, x: np.ndarray, y: np.ndarray, seed: int) -> None:
+        """What ``tf.keras.utils.set_random_seed(seed)`` then ``model.fit(x, y, batch_size, epochs,
+        shuffle=True)`` does, step for step and bit for bit: Keras' own per-epoch permutations (the same
+        op with the seeds fit's would get) and its ``train_step`` on each slice, partial last batch
+        included, but without fit's tf.data pipeline over the data set, which kept about 250 MiB more
+        resident in an agent (docs/DEPLOY.md), and without resetting the global seed."""
         import tensorflow as tf
 
         n, batch = len(y), self.task.batch_size
@@ -170,8 +173,10 @@ class Trainer:
         if model not in self._train_steps:
             self._train_steps[model] = tf.function(model.train_step, reduce_retracing=True)
         step = self._train_steps[model]
+        seeds = _shuffle_seeds(seed)
         epochs = tf.data.Dataset.range(1).repeat(self.task.local_epochs)
-        for order in epochs.map(lambda _: tf.random.shuffle(tf.range(n, dtype=tf.int64))).as_numpy_iterator():
+        orders = epochs.map(lambda _: tf.raw_ops.RandomShuffle(value=tf.range(n, dtype=tf.int64), **seeds))
+        for order in orders.as_numpy_iterator():
             for start in range(0, n, batch):
                 rows = order[start : start + batch]
                 step((x[rows], y[rows]))
@@ -186,6 +191,14 @@ class Trainer:
         cached = self.cached and self.prefix.applies_to(weights)
         outputs = self.prefix.predict_head(x) if cached else predict(self.model, x)
         return scores(outputs, y, self.task.category)
+
+
+def _shuffle_seeds(seed: int) -> dict[str, int]:
+    """The seeds of the shuffle fit traces after ``tf.random.set_seed(seed)``: the global seed and op seed
+    0, the first random op of its graph (tensorflow/python/framework/random_seed.py ``get_seed``)."""
+    top = 2**31 - 1
+    seeds = (seed % top, 0)
+    return {"seed": seeds[0], "seed2": 0} if seeds != (0, 0) else {"seed": 0, "seed2": top}
 
 
 def _keras_dtype(a: np.ndarray) -> np.ndarray:
