@@ -62,12 +62,13 @@ def ms(ts: float) -> float:
 
 
 def envelope(signer: str, kind: str, task: str, round_no: int, body: dict, ts: float, nonce: str) -> bytes:
-    """magic, version, hlen, canonical JSON header, nblobs (0 here), Ed25519 signature of all before it."""
+    """magic, version 2, hlen, canonical JSON header, nblobs (0 here), and the Ed25519 signature of the tag
+    b"BPCV-envelope-v2 sha256:" + SHA-256 of all before it."""
     header = canonical_json(
         {"body": body, "nonce": nonce, "round": round_no, "sender": signer, "task": task, "ts": ms(ts), "type": kind}
     )
-    signed = b"BPCV" + b"\x01" + struct.pack(">I", len(header)) + header + struct.pack(">H", 0)
-    return signed + key(signer).sign(signed).signature
+    signed = b"BPCV" + b"\x02" + struct.pack(">I", len(header)) + header + struct.pack(">H", 0)
+    return signed + key(signer).sign(b"BPCV-envelope-v2 sha256:" + hashlib.sha256(signed).digest()).signature
 
 
 def merkle_root(txs: list[bytes]) -> str:
@@ -207,8 +208,8 @@ def render() -> str:
     out += ["", "### A vote envelope", ""]
     out += [
         f"`node-01` scores `node-02` in round 1 of task `t1`; the time {VOTE_TS} is written rounded to the",
-        f"millisecond ({ms(VOTE_TS)!r}); the nonce is fixed. Header (the {len(vote_header)} ASCII bytes signed",
-        "with everything around them):",
+        f"millisecond ({ms(VOTE_TS)!r}); the nonce is fixed. Header (the {len(vote_header)} ASCII bytes signed,",
+        "with everything before the signature, through the tag and SHA-256 of version 2):",
         "",
     ]
     out += _fence([vote_header.decode()], "json")

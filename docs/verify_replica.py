@@ -160,11 +160,11 @@ def parse_block(raw: bytes) -> dict:
 
 
 def parse_envelope(raw: bytes) -> dict:
-    """Envelope bytes -> header fields + "signed", "signature", "digest"."""
+    """Envelope bytes -> header fields + "signed" (what the signature covers), "signature", "digest"."""
     if len(raw) > MAX_ENVELOPE:
         raise Bad(f"envelope of {len(raw)} bytes > {MAX_ENVELOPE}")
-    if len(raw) < 11 + 64 or raw[:5] != b"BPCV\x01":
-        raise Bad("not a version-1 BPCV envelope")
+    if len(raw) < 11 + 64 or raw[:4] != b"BPCV" or raw[4] not in (1, 2):
+        raise Bad("not a version-1 or version-2 BPCV envelope")
     (hlen,) = struct.unpack_from(">I", raw, 5)
     end = len(raw) - 64
     if hlen > MAX_HEADER or 9 + hlen + 2 > end:
@@ -193,7 +193,9 @@ def parse_envelope(raw: bytes) -> dict:
             raise Bad("truncated blob")
     if pos != end:
         raise Bad("envelope length does not match its contents")
-    env.update(signed=raw[:pos], signature=raw[pos:], digest=hashlib.sha256(raw).hexdigest())
+    # version 2 signs a tagged SHA-256 of the bytes before the signature, version 1 those bytes
+    signed = raw[:pos] if raw[4] == 1 else b"BPCV-envelope-v2 sha256:" + hashlib.sha256(raw[:pos]).digest()
+    env.update(signed=signed, signature=raw[pos:], digest=hashlib.sha256(raw).hexdigest())
     return env
 
 
