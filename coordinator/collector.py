@@ -52,6 +52,7 @@ class RoundInbox:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # voter -> target -> score
     val_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> its score of the global model
     reference: list[np.ndarray] | None = None  # the global model as an unchanged update carries it (contribution check)
+    looked: dict[str, int] = field(default_factory=dict)  # "update"/"vote" -> how many were missing at the last look
 
     def committee_fields(self) -> dict[str, Any]:
         """The round result's record of the committees (none when every node scored every peer)."""
@@ -114,6 +115,15 @@ class RoundCollector:
 
     def missing_votes(self) -> list[str]:
         return [n for n in self.inbox.valid if n not in self.inbox.votes]
+
+    def stalled(self, kind: str) -> list[str]:
+        """The nodes whose ``kind`` ("update" or "vote") of the round has not come, if none came since the last
+        look (the first look only notes them), else []: the coordinator asks again nodes that stopped, not a
+        fleet still sending (at N = 200 on two cores the re-sent updates piled up faster than they were read)."""
+        missing = self.missing_updates() if kind == "update" else self.missing_votes()
+        before = self.inbox.looked.get(kind, len(missing) + 1)
+        self.inbox.looked[kind] = len(missing)
+        return missing if len(missing) >= before else []
 
     def close_updates(self, equivocators: set[str]) -> Manifest:
         """Freeze the manifest: the accepted updates, less those of nodes proven to have equivocated."""

@@ -134,10 +134,8 @@ class TaskRunner:
             metrics = self.evaluation.of_round(weights, outcome.aggregated, collector)
             metric_value = metrics.pop(task.metric)
             state.pending_stop = self._stop_reason(round_no, metric_value, outcome)
-            global_digest = model_digest(encode_model(weights))
-            self._publish_result(
-                round_no, outcome, (metric_value, metrics), global_digest, state.pending_stop is not None
-            )
+            stopping, global_digest = state.pending_stop is not None, model_digest(encode_model(weights))
+            self._publish_result(round_no, outcome, (metric_value, metrics), global_digest, stopping)
             self._apply_outcome(state, outcome)
             state.round, state.phase = round_no, "decided"
             server.timeseries.add_event(time.time(), round_no, "decided", {task.metric: metric_value})
@@ -187,7 +185,7 @@ class TaskRunner:
         server.pump(
             lambda: not collector.missing_updates(),
             task.update_timeout_s,
-            lambda: self._ask_again(global_model, collector.missing_updates(), [blob]),
+            lambda: self._ask_again(global_model, collector.stalled("update"), [blob]),
         )
         server.timeseries.add_event(time.time(), round_no, "updates-in")
         manifest = collector.close_updates(server.chain.equivocators())
@@ -196,7 +194,7 @@ class TaskRunner:
             server.pump(
                 lambda: not collector.missing_votes(),
                 task.vote_timeout_s,
-                lambda: self._ask_again(manifest, collector.missing_votes(), []),
+                lambda: self._ask_again(manifest, collector.stalled("vote"), []),
             )
             server.timeseries.add_event(time.time(), round_no, "votes-in")
         outcome = decide_round(
@@ -312,8 +310,7 @@ class TaskRunner:
         if block is None and task.supervised:  # the chain records the rewards: a round not on it pays nothing
             log.warning("round %d: no valid block within %.0fs; its rewards are not paid", round_no, wait_s)
             state.rewards.update({n: round(state.rewards[n] - v, 6) for n, v in row.rewards.items()})
-        row.block_proposer = block.proposer if block else None
-        row.block_rank = block.rank if block else None
+        row.block_proposer, row.block_rank = (block.proposer, block.rank) if block else (None, None)
         row.on_chain, row.chain_height = block is not None, replica.height
         row.elapsed_s = round(time.monotonic() - self.started, 2)
         state.rows.append(row)
@@ -336,9 +333,8 @@ class TaskRunner:
             state.final_digest, state.stopped_because = model_digest(blob), state.pending_stop
 
     def _wait_for_block(self, round_no: int, timeout: float) -> bool:
-        """Handle messages until the round's block is in this replica, or ``timeout``. While waiting, the
-        round's records and result are published again (for a proposer that missed them) with a signed
-        ``want-block`` (any replica holding the block publishes it again)."""
+        """Handle messages until the round's block is in this replica, or ``timeout``; meanwhile publish the
+        round's records again (for a proposer that missed them) and a signed ``want-block`` (for replicas)."""
         server, task_id = self.server, self.task.task_id
 
         def resend() -> None:
@@ -352,9 +348,8 @@ class TaskRunner:
     def _abort(self, round_no: int, valid: int) -> dict[str, object]:
         """End the task without committing ``round_no``: a signed ``abort`` on the round's result topic."""
         reason = f"quorum lost in round {round_no}: {valid} valid updates, {self.task.min_nodes} needed"
-        self.server.publish(
-            self.server.topics.result(self.task.task_id, round_no), self._seal(Abort(reason), round_no).raw
-        )
+        topic = self.server.topics.result(self.task.task_id, round_no)
+        self.server.publish(topic, self._seal(Abort(reason), round_no).raw)
         log.error("task %s aborted: %s", self.task.task_id, reason)
         return {"round": round_no, "reason": reason, "valid_updates": valid}
 

@@ -1,7 +1,8 @@
 """An update must be a contribution (coordinator/collector.py): the round's global model sent back
 untrained, or an update that moves weights the task never trains, is refused as invalid when the task
-eliminates; under elimination ``none`` (the baselines as published) both are accepted. Through the real
-coordinator's handler, with signed updates, not connected to a broker."""
+eliminates; under elimination ``none`` (the baselines as published) both are accepted. And whom the
+collector names to be asked again. Through the real coordinator's handler, with signed updates, not
+connected to a broker."""
 
 from dataclasses import replace
 
@@ -68,4 +69,21 @@ def test_free_ride_is_compared_as_the_update_encoding_carries_it(consortium):
     send(coord, c, "node-02", [GLOBAL[0] + 0.05, GLOBAL[1] + 0.05], "int8")
     assert coord.collector.inbox.invalid == {"node-01": "no-training"}
     assert decode_model(encode_model(GLOBAL, "int8"), SHAPES)[0].tolist() != GLOBAL[0].tolist()  # it is lossy
+    coord.close()
+
+
+def test_the_coordinator_asks_again_only_nodes_that_stopped_sending(consortium):
+    """While updates keep coming the coordinator does not ask anyone to send again (at N = 200 on two
+    cores, asking every 8 s while they were still arriving piled re-sent updates up faster than they were
+    read); after a look with none arriving, it asks the nodes still missing, and again while none come."""
+    c, tmp = consortium
+    coord = collecting(c, tmp, elimination="none")
+    collector = coord.collector
+    assert collector.stalled("update") == []  # the first look only notes that 3 are missing
+    send(coord, c, "node-01", [GLOBAL[0], GLOBAL[1] + 1e-3])
+    assert collector.stalled("update") == []  # one came since: still sending
+    assert collector.stalled("update") == ["node-02", "node-03"]  # none since the last look
+    assert collector.stalled("update") == ["node-02", "node-03"]
+    assert collector.stalled("vote") == []  # votes are looked at on their own
+    assert collector.stalled("vote") == ["node-01"]
     coord.close()
