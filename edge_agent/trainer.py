@@ -197,8 +197,8 @@ def _shuffle_seeds(seed: int) -> dict[str, int]:
     """The seeds of the shuffle fit traces after ``tf.random.set_seed(seed)``: the global seed and op seed
     0, the first random op of its graph (tensorflow/python/framework/random_seed.py ``get_seed``)."""
     top = 2**31 - 1
-    seeds = (seed % top, 0)
-    return {"seed": seeds[0], "seed2": 0} if seeds != (0, 0) else {"seed": 0, "seed2": top}
+    global_seed = seed % top
+    return {"seed": global_seed, "seed2": 0} if global_seed else {"seed": 0, "seed2": top}  # (0, 0): unseeded
 
 
 def _keras_dtype(a: np.ndarray) -> np.ndarray:
