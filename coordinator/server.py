@@ -85,16 +85,18 @@ class Coordinator:
     def pump(self, done: Callable[[], bool], timeout: float, resend: Callable[[], None] | None = None) -> bool:
         """Handle messages until ``done()`` or ``timeout`` seconds pass; returns ``done()``. While it waits,
         ``resend()`` runs every RESEND_S: asking again for what has not come (a lost message, a broker
-        restart, a node that reconnected late). Only once every message received is handled: what waits in
-        the inbox has come, and asking a large fleet to send it again would only add to the queue (at
-        N = 200 on two cores, re-sent updates piled up faster than they were read)."""
+        restart, a node that reconnected late). It waits until every message received is handled (what
+        waits in the inbox has come, and asking a large fleet to send it again only adds to the queue: at
+        N = 200 on two cores re-sent updates piled up faster than they were read), but never more than
+        three intervals, so a steady stream of metrics cannot hold it off."""
         deadline = time.monotonic() + timeout
         next_resend = time.monotonic() + RESEND_S
         while not done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            if resend is not None and time.monotonic() >= next_resend and self._inbox.empty():
+            now = time.monotonic()
+            if resend is not None and now >= next_resend and (self._inbox.empty() or now >= next_resend + 3 * RESEND_S):
                 resend()
                 next_resend = time.monotonic() + RESEND_S
             try:
