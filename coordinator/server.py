@@ -36,6 +36,7 @@ from ledger.replica import Replica
 log = logging.getLogger(__name__)
 EARLY_JOINS_KEPT = 4096  # joins to a task whose runner has not started yet (the oldest go first)
 RESEND_S = 8.0  # while a round waits, how often the coordinator asks again for what is missing
+RESEND_DEFER_S = 3 * RESEND_S  # how long at most asking again waits for the inbox to drain
 
 
 class Coordinator:
@@ -96,7 +97,7 @@ class Coordinator:
             if remaining <= 0:
                 return False
             now = time.monotonic()
-            if resend is not None and now >= next_resend and (self._inbox.empty() or now >= next_resend + 3 * RESEND_S):
+            if resend is not None and now >= next_resend and (self._inbox.empty() or now >= next_resend + RESEND_DEFER_S):
                 resend()
                 next_resend = time.monotonic() + RESEND_S
             try:
