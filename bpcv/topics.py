@@ -63,14 +63,14 @@ class Topics:
     def all_votes(self, task: str) -> str:
         return f"{self.base}/tasks/{task}/round/+/vote/+"
 
-    def round_wildcard(self, task: str) -> str:
-        """Every per-round topic of one task."""
-        return f"{self.base}/tasks/{task}/round/#"
+    def round_votes(self, task: str, round_no: int) -> str:
+        """Every vote of one round (what the round's block proposer fetches)."""
+        return f"{self.base}/tasks/{task}/round/{round_no}/vote/+"
 
     def round_control(self, task: str) -> list[str]:
-        """Every per-round topic of one task but the updates: global models, manifests, votes, results."""
+        """The per-round topics every agent of a task listens to: global models, manifests, results."""
         rounds = f"{self.base}/tasks/{task}/round/+"
-        return [f"{rounds}/global", f"{rounds}/manifest", f"{rounds}/vote/+", f"{rounds}/result"]
+        return [f"{rounds}/global", f"{rounds}/manifest", f"{rounds}/result"]
 
     def block(self, chain: str) -> str:
         return f"{self.base}/chain/{chain}/block"

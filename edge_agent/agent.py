@@ -77,7 +77,6 @@ class Agent:
         self.chain = ChainNode(
             replica, self.topics, lambda: self.bus, identity=self.identity, intake=self.intake, hooks=self.behaviour
         )
-        self.proposer = RoundProposer(self.chain, self._later, PENDING_VOTE_WAIT_S)
         self._jobs = jobs
         self._trainers = trainers
         self.bus = Bus(
@@ -93,6 +92,7 @@ class Agent:
         self.status = Status.IDLE
         self.rounds = RoundState()
         self.round_topics = RoundTopics(self.bus, self.topics, self.identity.node_id, self.rounds.clock)
+        self.proposer = RoundProposer(self.chain, self._later, PENDING_VOTE_WAIT_S, self.round_topics.fetch_votes)
 
     @property
     def node_id(self) -> str:

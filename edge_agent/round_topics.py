@@ -1,14 +1,20 @@
 """Which of its task's round topics an agent listens to, and how it publishes its update and vote
 (timed as the round's ``send`` phase: with QoS 1 the worker waits for the broker's acknowledgement).
 
-Without validation committees (the paper) every update goes to every peer: the agent subscribes to every
-per-round topic of its task. Without supervision (plain federated learning) an update goes to the
-coordinator only. With committees it subscribes to the round's global model, manifest, votes and
-results, and to the updates of only the k peers it is to score, each round as the global model names them
-(``RoundState.peers``); the broker then sends each update to k scorers and the coordinator instead of to
-everyone. Updates are published retained there, so a scorer that subscribes after its peer published (an
-agent pool works through its agents one after another) still gets it, and each agent clears its previous
-round's retained update when it publishes the next (an empty retained message deletes it).
+Every agent listens to its task's global models, manifests and results. Without validation committees
+(the paper) every update goes to every peer: the agent also subscribes to every update of the task.
+Without supervision (plain federated learning) an update goes to the coordinator only. With committees
+it subscribes to the updates of only the k peers it is to score, each round as the global model names
+them (``RoundState.peers``); the broker then sends each update to k scorers and the coordinator instead
+of to everyone.
+
+Votes go to the coordinator and to the round's block proposer only: an agent subscribes to a round's
+votes when its proof-of-quality place says it is to propose that round's block (``fetch_votes``), and
+no longer once the next round starts. Votes are published retained so that the proposer, which learns
+its place from the result after every vote was sent, still gets them; with committees updates are
+retained too (an agent pool subscribes for its agents one after another, after some peers published).
+Each agent clears its previous round's retained update and vote when it publishes the next (an empty
+retained message deletes it; receivers ignore it).
 """
 
 from __future__ import annotations
@@ -26,20 +32,26 @@ class RoundTopics:
         self.bus, self.topics, self.node_id, self.clock = bus, topics, node_id, clock
         self.task: TaskSpec | None = None
         self.followed: list[str] = []  # the update topics of the peers scored this round
-        self.retained: str | None = None  # our last update, published retained (committees)
+        self.votes_of: dict[int, str] = {}  # round -> its votes' topic, subscribed to propose its block
+        self.retained: dict[str, str] = {}  # "update"/"vote" -> our last one's topic, published retained
 
     def start_task(self, task: TaskSpec) -> None:
-        self.task, self.followed, self.retained = task, [], None
-        if not task.committee and task.supervised:
-            self.bus.subscribe(self.topics.round_wildcard(task.task_id))
-            return
+        for topic in self.votes_of.values():
+            self.bus.unsubscribe(topic)
+        self.task, self.followed, self.votes_of, self.retained = task, [], {}, {}
         for topic in self.topics.round_control(task.task_id):
             self.bus.subscribe(topic)
+        if not task.committee and task.supervised:
+            self.bus.subscribe(self.topics.all_updates(task.task_id))
 
     def follow(self, round_no: int, peers: list[str] | None) -> None:
         """Listen to the updates of ``peers`` in ``round_no`` (None: every peer's, already subscribed), and no
-        longer to those of the round before."""
-        if self.task is None or peers is None:
+        longer to those, or the votes, of the rounds before."""
+        if self.task is None:
+            return
+        for old in [r for r in self.votes_of if r < round_no]:
+            self.bus.unsubscribe(self.votes_of.pop(old))
+        if peers is None:
             return
         for topic in self.followed:
             self.bus.unsubscribe(topic)
@@ -47,18 +59,28 @@ class RoundTopics:
         for topic in self.followed:
             self.bus.subscribe(topic)
 
+    def fetch_votes(self, round_no: int) -> None:
+        """Listen to every vote of ``round_no`` (its block is ours to propose); the broker sends the retained ones."""
+        if self.task is not None and round_no not in self.votes_of:
+            self.votes_of[round_no] = self.topics.round_votes(self.task.task_id, round_no)
+            self.bus.subscribe(self.votes_of[round_no])
+
     def publish_update(self, round_no: int, raw: bytes) -> None:
         """Our update of ``round_no``: retained with committees (and the previous one cleared)."""
         assert self.task is not None
         topic = self.topics.update(self.task.task_id, round_no, self.node_id)
-        keep = bool(self.task.committee)
-        with self.clock.phase("send"):
-            if keep and self.retained not in (None, topic):
-                self.bus.publish(self.retained, b"", retain=True, wait=None)
-            self.bus.publish(topic, raw, retain=keep)
-        self.retained = topic if keep else None
+        self._publish("update", topic, raw, bool(self.task.committee))
 
     def publish_vote(self, round_no: int, raw: bytes) -> None:
+        """Our vote of ``round_no``: retained (and the previous one cleared) for the round's block proposer."""
         assert self.task is not None
+        self._publish("vote", self.topics.vote(self.task.task_id, round_no, self.node_id), raw, True)
+
+    def _publish(self, kind: str, topic: str, raw: bytes, keep: bool) -> None:
         with self.clock.phase("send"):
-            self.bus.publish(self.topics.vote(self.task.task_id, round_no, self.node_id), raw)
+            previous = self.retained.pop(kind, None)
+            if previous not in (None, topic):
+                self.bus.publish(previous, b"", retain=True, wait=None)
+            self.bus.publish(topic, raw, retain=keep)
+        if keep:
+            self.retained[kind] = topic

@@ -5,8 +5,9 @@ round's block: at once for k = 0, after k block timeouts for a stand-in, unless 
 meantime. The block holds, in this order: the task (first round of a task on this chain only), the
 votes the result lists (sorted by digest), the result, its reward/final records (sorted by digest),
 and evidence of any equivocation this replica saw whose proposer the chain has not excluded yet.
-A listed vote or record that has not arrived is waited for a while, then the proposal is given up
-(a stand-in will write the block).
+Votes travel to the coordinator and, on request, to the proposer: a node that is to propose asks for
+the round's votes (``fetch``) when it starts. A listed vote or record that has not arrived is waited
+for a while, then the proposal is given up (a stand-in will write the block).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from ledger.node import ChainNode
 
 log = logging.getLogger(__name__)
 Later = Callable[..., None]  # later(delay_s, fn, *args): run fn(*args) on the owner's worker after delay_s
+Fetch = Callable[[int], None]  # fetch(round): have the round's votes sent to this node (they come to keep())
 
 
 class RoundProposer:
     """Collects a task's round transactions and proposes the round blocks this node is entitled to."""
 
-    def __init__(self, chain: ChainNode, later: Later, wait_s: float) -> None:
+    def __init__(self, chain: ChainNode, later: Later, wait_s: float, fetch: Fetch) -> None:
         self.chain = chain
         self._later = later
+        self._fetch = fetch
         self.wait_s = wait_s  # how long to wait for listed transactions that have not arrived
         self.round_txs: dict[int, dict[str, bytes]] = {}  # round -> digest -> raw envelope
         self.pending: dict[int, tuple[Envelope, Result, int]] = {}  # round -> (result, body, my PoQ place)
@@ -70,6 +73,7 @@ class RoundProposer:
         if self.chain.replica.has_round(self._task.task_id, result_env.round):
             return
         self.pending[result_env.round] = (result_env, result, rank)
+        self._fetch(result_env.round)
         if not self._try_propose(result_env.round, final=False):
             self._later(self.wait_s, self._try_propose, result_env.round, True)
 

@@ -166,7 +166,7 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
     round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
     round_topics.start_task(make_consortium(n_agents=6, committee=3).task)
     control = topics.round_control("t1")
-    assert bus.subscribed == control and topics.round_wildcard("t1") not in bus.subscribed
+    assert bus.subscribed == control and not any("update" in t or "vote" in t for t in control)
     round_topics.follow(1, ["node-02", "node-05"])
     assert bus.subscribed == [*control, topics.update("t1", 1, "node-02"), topics.update("t1", 1, "node-05")]
     round_topics.follow(2, ["node-03"])  # round 1's updates no longer
@@ -184,8 +184,35 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
     every.start_task(make_consortium(n_agents=6).task)
     every.follow(1, None)
     every.publish_update(1, b"one")
-    assert plain.subscribed == [topics.round_wildcard("t1")]
+    assert plain.subscribed == [*control, topics.all_updates("t1")]
     assert plain.published == [(topics.update("t1", 1, "node-01"), b"one", False)]
+
+
+def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_until_its_next_vote():
+    """Votes go to the coordinator and the round's proposer, not to every agent (N² messages a round): an
+    agent subscribes to a round's votes when it is to propose its block, until the next round starts; its
+    own vote is retained (the proposer learns its place after the votes were sent), the previous one cleared."""
+    topics = Topics()
+    bus = RecordingBus()
+    round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
+    round_topics.start_task(make_consortium(n_agents=6).task)
+    before = list(bus.subscribed)
+    assert not any(t.endswith("/vote/+") or t.endswith("/#") for t in before)
+    round_topics.publish_vote(1, b"v1")
+    round_topics.fetch_votes(1)
+    round_topics.fetch_votes(1)  # a stand-in asked again: one subscription
+    assert bus.subscribed == [*before, topics.round_votes("t1", 1)]
+    round_topics.follow(2, None)  # the next round: round 1's votes no longer
+    assert bus.subscribed == before
+    round_topics.publish_vote(2, b"v2")
+    assert bus.published == [
+        (topics.vote("t1", 1, "node-01"), b"v1", True),
+        (topics.vote("t1", 1, "node-01"), b"", True),
+        (topics.vote("t1", 2, "node-01"), b"v2", True),
+    ]
+    round_topics.fetch_votes(2)
+    round_topics.start_task(make_consortium(n_agents=6, committee=3).task)  # a new task: nothing of the old
+    assert topics.round_votes("t1", 2) not in bus.subscribed
 
 
 def test_without_supervision_an_agent_listens_to_no_peers_update():
