@@ -168,8 +168,8 @@ class MonitorClient:
                     except Rejected as exc:
                         self.intake.reject(exc, topic)
             return
-        if levels[0] != "tasks" or len(levels) < 5 or levels[2] != "round":
-            return
+        if levels[0] != "tasks" or len(levels) < 5 or levels[2] != "round" or not payload:
+            return  # not a round message, or an agent clearing its retained vote
         kind = levels[4]
         sender = levels[5] if kind == "vote" and len(levels) == 6 else None
         env = self.intake.open(payload, ("agent",) if sender else ("coordinator",), topic, topic_sender=sender)

@@ -141,7 +141,7 @@ class RoundCollector:
             return
         if levels[2] == "join" and len(levels) == 4:
             self._on_join(topic, levels[3], payload)
-        elif levels[2] == "round" and len(levels) == 6:
+        elif levels[2] == "round" and len(levels) == 6 and payload:  # empty: an agent cleared its retained one
             try:
                 round_no = int(levels[3])
             except ValueError:

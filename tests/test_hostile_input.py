@@ -58,6 +58,8 @@ def test_coordinator_refuses_each_bad_message_and_keeps_going(consortium):
     feed(TOPICS.vote("t1", 1, "node-03"), seal(n3, "vote", "t1", 1, {"scores": {"node-01": 0.5}}).raw)
     feed(TOPICS.vote("t1", 1, "node-03"), vote_with_infinity(n3))
     feed(TOPICS.block("main"), b"BPBK\x01junk")
+    feed(up("t1", 1, "node-01"), b"")  # an agent clearing its retained update or vote: not a rejection
+    feed(TOPICS.vote("t1", 1, "node-02"), b"")
 
     assert inbox.invalid == {"node-01": "non-finite", "node-02": "wrong-shape"}
     assert list(inbox.valid) == ["node-03"] and inbox.votes == {}

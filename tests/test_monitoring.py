@@ -182,6 +182,7 @@ def test_monitor_view_follows_a_round_from_signed_messages_and_ignores_forgeries
         eliminated="node-01",
         proposer="node-02",
     )
+    client.handle(topics.vote("t1", 0, "node-01"), b"", 14.5)  # node-01 clearing its retained vote: ignored
     client.handle(topics.result("t1", 1), seal_message(a2, result, "t1", 1).raw, 15.0)  # not the coordinator
     client.handle(topics.result("t1", 1), seal(c.coordinator, "result", "t1", 1, {"metric": "accuracy"}).raw, 15.0)
     assert view.history == [] and client.intake.rejected["malformed"] == 1  # a result without its fields
