@@ -55,6 +55,7 @@ class RunState:
     pending_row: RoundRow | None = None  # the decided round's row, before its block
     pending_stop: str | None = None  # why the task stops after the decided round, if it does
     round_records: list[str] = field(default_factory=list)  # hex of the decided round's records + result
+    round_votes: list[str] = field(default_factory=list)  # hex of the votes its result lists (relayed if late)
     stopped_because: str | None = None
     final_digest: str | None = None
     aborted_round: dict[str, Any] | None = None

@@ -56,6 +56,7 @@ class TaskRunner:
         self.initial_weights = initial_weights
         self.collector = RoundCollector(task, server.intake, [])
         self.round_records: list[bytes] = []  # the decided round's reward/final records and result, as published
+        self.round_votes: list[bytes] = []  # the votes its result lists, relayed while its block is late
         self.started = time.monotonic()
         self.evaluation = Evaluation(task, TEST_SET)  # replaced by run() once the model is built
 
@@ -111,6 +112,7 @@ class TaskRunner:
         save()
         if state.phase == "decided":  # the previous process published the result, then died
             self.round_records = [bytes.fromhex(h) for h in state.round_records]
+            self.round_votes = [bytes.fromhex(h) for h in state.round_votes]
             self._close_round(state, weights)
             save()
         for round_no in range(state.round + 1, task.rounds + 1):
@@ -140,6 +142,7 @@ class TaskRunner:
             state.round, state.phase = round_no, "decided"
             server.timeseries.add_event(time.time(), round_no, "decided", {task.metric: metric_value})
             state.round_records = [raw.hex() for raw in self.round_records]
+            state.round_votes = [raw.hex() for raw in self.round_votes]
             left = sorted(n for n in outcome.dropped if n in joined.left)
             state.pending_row = RoundRow.decided(round_no, task.metric, metric_value, outcome, left, metrics)
             save()
@@ -295,6 +298,7 @@ class TaskRunner:
             **outcome.result_fields(),
         )
         self.round_records = [r.raw for r in records] + [self._seal(result, round_no).raw]
+        self.round_votes = [inbox.votes[n].raw for n in sorted(inbox.votes)]
         for raw in self.round_records:
             self.server.publish(self.server.topics.result(task.task_id, round_no), raw)
 
@@ -334,12 +338,13 @@ class TaskRunner:
 
     def _wait_for_block(self, round_no: int, timeout: float) -> bool:
         """Handle messages until the round's block is in this replica, or ``timeout``; meanwhile publish the
-        round's records again (for a proposer that missed them) and a signed ``want-block`` (for replicas)."""
+        round's records again, and relay its votes (their voters' own envelopes), for a proposer that missed
+        them (a broker that restarted has lost the retained votes), and a signed ``want-block`` for replicas."""
         server, task_id = self.server, self.task.task_id
 
         def resend() -> None:
             topic = server.topics.result(task_id, round_no)
-            for raw in self.round_records:
+            for raw in self.round_records + self.round_votes:
                 server.publish(topic, raw, wait=None)
             server.publish(topic, self._seal(WantBlock(), round_no).raw, wait=None)
 

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 Job = tuple[Callable[..., object], tuple[Any, ...]]
 M = TypeVar("M", bound=Message)
 PENDING_VOTE_WAIT_S = 10.0  # how long a vote or proposal waits for messages it lists before going ahead
+BLOCK_TXS: dict[str, type[Message]] = {Vote.KIND: Vote, Reward.KIND: Reward, Final.KIND: Final}  # on result topics
 JOIN_AGAIN_S = 15.0  # a join no global model answered is sent again (lost, or the coordinator restarted)
 
 
@@ -213,17 +214,17 @@ class Agent:
         self.bus.publish(self.topics.join(self.task.task_id, self.node_id), env.raw)
         self.bus.publish(self.topics.status(self.node_id), f"left:{reason}".encode(), retain=True)
         self.status = Status.LEFT
-        why = (
-            f"{reason} (task {self.task.task_id}, epsilon spent {leave.epsilon_spent} of budget {self.config.epsilon})"
-        )
-        log.warning("%s: leaving before round %d: %s", self.node_id, round_no, why)
+        spent = f"epsilon spent {leave.epsilon_spent} of budget {self.config.epsilon}"
+        log.warning("%s: leaving before round %d: %s (task %s, %s)", self.node_id, round_no, reason, self.task.task_id, spent)
 
     # one round: global model -> update
-    def _from_coordinator(self, topic: str, round_no: int, payload: bytes) -> Envelope | None:
+    def _from_coordinator(self, topic: str, round_no: int, payload: bytes, relayed: bool = False) -> Envelope | None:
+        """The coordinator's message, opened (with ``relayed``, also a voter's own vote that it relays)."""
         assert self.task is not None
         with self.rounds.clock.phase("verify"):
-            env = self.intake.open(payload, ("coordinator",), topic, task=self.task.task_id, round_no=round_no)
-        if env is not None and env.sender != self.task.coordinator:
+            roles = ("coordinator", "agent") if relayed else ("coordinator",)
+            env = self.intake.open(payload, roles, topic, task=self.task.task_id, round_no=round_no)
+        if env is not None and env.sender != self.task.coordinator and not (relayed and env.type == Vote.KIND):
             self.intake.reject(Rejected("wrong-sender", f"{env.sender} is not this task's coordinator"), topic)
             return None
         return env
@@ -292,8 +293,7 @@ class Agent:
         raw = self.rounds.to_send_again(kind, round_no, self.node_id, resend_to)
         if raw is None:
             return
-        topic_of = self.topics.update if kind == "update" else self.topics.vote
-        self.bus.publish(topic_of(self.task.task_id, round_no, self.node_id), raw, wait=None)
+        self.round_topics.publish_again(kind, round_no, raw)
         log.info("%s: round %d %s sent again (the coordinator asked)", self.node_id, round_no, kind)
         if (why := self.rounds.lost(kind, round_no)) is not None:
             log.warning("%s: %s", self.node_id, why)
@@ -369,11 +369,11 @@ class Agent:
     def on_result(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
         """The coordinator's round outcome: its records (kept for the round block), its result (our
         status, and the block if our PoQ place says so), an abort, or a request for the round's block."""
-        env = self._from_coordinator(topic, round_no, payload)
+        env = self._from_coordinator(topic, round_no, payload, relayed=True)
         if env is None:
             return
-        if env.type in (Reward.KIND, Final.KIND):  # the round's records, published just before its result
-            if self._read(env, Reward if env.type == Reward.KIND else Final, topic) is not None:
+        if env.type in BLOCK_TXS:  # records, published before the result; votes, relayed while the block is late
+            if self._read(env, BLOCK_TXS[env.type], topic) is not None:
                 self.proposer.keep(round_no, env.digest, payload)
         elif env.type == WantBlock.KIND:  # the coordinator lacks the round's block: whoever holds it sends it
             if self._read(env, WantBlock, topic) is not None:

@@ -76,6 +76,14 @@ class RoundTopics:
         assert self.task is not None
         self._publish("vote", self.topics.vote(self.task.task_id, round_no, self.node_id), raw, True)
 
+    def publish_again(self, kind: str, round_no: int, raw: bytes) -> None:
+        """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, without waiting; retained
+        again if it is still our retained one (a broker that restarted empty has lost it)."""
+        assert self.task is not None
+        topic_of = self.topics.update if kind == "update" else self.topics.vote
+        topic = topic_of(self.task.task_id, round_no, self.node_id)
+        self.bus.publish(topic, raw, retain=self.retained.get(kind) == topic, wait=None)
+
     def _publish(self, kind: str, topic: str, raw: bytes, keep: bool) -> None:
         with self.clock.phase("send"):
             previous = self.retained.pop(kind, None)

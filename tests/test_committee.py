@@ -210,6 +210,9 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_u
         (topics.vote("t1", 1, "node-01"), b"", True),
         (topics.vote("t1", 2, "node-01"), b"v2", True),
     ]
+    round_topics.publish_again("vote", 2, b"v2")  # asked again: retained again (a restarted broker lost it)
+    round_topics.publish_again("vote", 1, b"v1")  # an older round's: not retained (it was cleared)
+    assert bus.published[-2:] == [(topics.vote("t1", 2, "node-01"), b"v2", True), (topics.vote("t1", 1, "node-01"), b"v1", False)]
     round_topics.fetch_votes(2)
     round_topics.start_task(make_consortium(n_agents=6, committee=3).task)  # a new task: nothing of the old
     assert topics.round_votes("t1", 2) not in bus.subscribed

@@ -249,8 +249,7 @@ def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
 
     scores = {"node-02": {"node-01": 0.9, "node-03": 0.8}, "node-03": {"node-01": 0.9, "node-02": 0.7}}
     votes = [vote] + [seal_message(c.agents[v], Vote(s, "accuracy"), "t1", 1) for v, s in scores.items()]
-    for v in votes[1:]:
-        agent.handle(topics.vote("t1", 1, v.sender), v.raw)
+    agent.handle(topics.vote("t1", 1, votes[1].sender), votes[1].raw)  # fetched by the proposer
     reward = seal_message(c.coordinator, Reward({"node-01": 60.0, "node-03": 40.0}), "t1", 1)
     ranking = ["node-01", "node-03", "node-02"]  # quality 0.9, 0.65, 0.6
     result = Result(
@@ -265,6 +264,11 @@ def test_one_round_through_the_agent_with_an_equivocating_behaviour(consortium):
     result_env = seal_message(c.coordinator, result, "t1", 1)
     agent.handle(topics.result("t1", 1), reward.raw)
     agent.handle(topics.result("t1", 1), result_env.raw)
+    assert agent.replica.height == 0  # one listed vote is missing: the proposer waits for it
+    forged = seal_message(c.agents["node-03"], Reward({"node-03": 100.0}), "t1", 1)  # only the coordinator's
+    agent.handle(topics.result("t1", 1), forged.raw)
+    assert agent.intake.rejected["wrong-sender"] == 1 and agent.replica.height == 0
+    agent.handle(topics.result("t1", 1), votes[2].raw)  # the coordinator relays the vote, signed by its voter
 
     blocks = [decode_block(raw) for topic, raw in published if topic == topics.block("main")]
     assert agent.replica.height == 1 and len(blocks) == 2  # the block, and the behaviour's twin
