@@ -32,13 +32,12 @@ class RoundTopics:
         self.bus, self.topics, self.node_id, self.clock = bus, topics, node_id, clock
         self.task: TaskSpec | None = None
         self.followed: list[str] = []  # the update topics of the peers scored this round
-        self.votes_of: dict[int, str] = {}  # round -> its votes' topic, subscribed to propose its block
+        self.vote_rounds: set[int] = set()  # the rounds whose votes we listen to, to propose their block
         self.retained: dict[str, str] = {}  # "update"/"vote" -> our last one's topic, published retained
 
     def start_task(self, task: TaskSpec) -> None:
-        for topic in self.votes_of.values():
-            self.bus.unsubscribe(topic)
-        self.task, self.followed, self.votes_of, self.retained = task, [], {}, {}
+        self._stop_votes_before(None)
+        self.task, self.followed, self.retained = task, [], {}
         for topic in self.topics.round_control(task.task_id):
             self.bus.subscribe(topic)
         if not task.committee and task.supervised:
@@ -49,8 +48,7 @@ class RoundTopics:
         longer to those, or the votes, of the rounds before."""
         if self.task is None:
             return
-        for old in [r for r in self.votes_of if r < round_no]:
-            self.bus.unsubscribe(self.votes_of.pop(old))
+        self._stop_votes_before(round_no)
         if peers is None:
             return
         for topic in self.followed:
@@ -61,28 +59,37 @@ class RoundTopics:
 
     def fetch_votes(self, round_no: int) -> None:
         """Listen to every vote of ``round_no`` (its block is ours to propose); the broker sends the retained ones."""
-        if self.task is not None and round_no not in self.votes_of:
-            self.votes_of[round_no] = self.topics.round_votes(self.task.task_id, round_no)
-            self.bus.subscribe(self.votes_of[round_no])
+        if self.task is not None and round_no not in self.vote_rounds:
+            self.vote_rounds.add(round_no)
+            self.bus.subscribe(self.topics.round_votes(self.task.task_id, round_no))
+
+    def _stop_votes_before(self, round_no: int | None) -> None:
+        """No longer listen to the votes of the rounds before ``round_no`` (None: of any round)."""
+        for old in [r for r in self.vote_rounds if round_no is None or r < round_no]:
+            assert self.task is not None
+            self.bus.unsubscribe(self.topics.round_votes(self.task.task_id, old))
+            self.vote_rounds.discard(old)
 
     def publish_update(self, round_no: int, raw: bytes) -> None:
         """Our update of ``round_no``: retained with committees (and the previous one cleared)."""
         assert self.task is not None
-        topic = self.topics.update(self.task.task_id, round_no, self.node_id)
-        self._publish("update", topic, raw, bool(self.task.committee))
+        self._publish("update", self._own("update", round_no), raw, bool(self.task.committee))
 
     def publish_vote(self, round_no: int, raw: bytes) -> None:
         """Our vote of ``round_no``: retained (and the previous one cleared) for the round's block proposer."""
-        assert self.task is not None
-        self._publish("vote", self.topics.vote(self.task.task_id, round_no, self.node_id), raw, True)
+        self._publish("vote", self._own("vote", round_no), raw, True)
 
     def publish_again(self, kind: str, round_no: int, raw: bytes) -> None:
         """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, without waiting; retained
         again if it is still our retained one (a broker that restarted empty has lost it)."""
+        topic = self._own(kind, round_no)
+        self.bus.publish(topic, raw, retain=self.retained.get(kind) == topic, wait=None)
+
+    def _own(self, kind: str, round_no: int) -> str:
+        """The topic of our ``kind`` ("update" or "vote") of ``round_no``."""
         assert self.task is not None
         topic_of = self.topics.update if kind == "update" else self.topics.vote
-        topic = topic_of(self.task.task_id, round_no, self.node_id)
-        self.bus.publish(topic, raw, retain=self.retained.get(kind) == topic, wait=None)
+        return topic_of(self.task.task_id, round_no, self.node_id)
 
     def _publish(self, kind: str, topic: str, raw: bytes, keep: bool) -> None:
         with self.clock.phase("send"):
