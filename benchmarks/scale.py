@@ -8,7 +8,8 @@ validating every update (the paper) and with validation committees, float32 and 
 
 Each cell is one live ``bpcv demo``: N active agents in agent pools (several agents per OS process, one
 TensorFlow runtime each), the embedded MQTT broker, MNIST split over the N agents, model mlp:128 (no
-fixed layers, so every encoding applies), 1 local epoch, Laplace GD-DP, no standby. From the run folder:
+fixed layers, so every encoding applies; ``--model`` another, column ``model``), 1 local epoch, Laplace
+GD-DP, no standby. From the run folder:
 
 - ``round_s``: the median time between consecutive round decisions (round 1, which includes TensorFlow
   start-up and the first DP calibration, is not counted);
@@ -51,14 +52,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
-    "overhead_share", "busy_shares", "coordinator_stages",
+    "overhead_share", "busy_shares", "coordinator_stages", "model",
 ]  # fmt: skip
+DEFAULT_MODEL = "mlp:128"
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
 
 
 def cell_key(row: dict[str, object]) -> tuple[str, ...]:
-    return tuple(str(row.get(c) or "bpcv") for c in ("nodes", "committee", "dtype", "rounds", "mode"))
+    default = {"mode": "bpcv", "model": DEFAULT_MODEL}  # rows from before these columns
+    return tuple(
+        str(row.get(c) or default.get(c, "")) for c in ("nodes", "committee", "dtype", "rounds", "mode", "model")
+    )
 
 
 def pools(nodes: int) -> int:
@@ -67,17 +72,25 @@ def pools(nodes: int) -> int:
 
 
 def run_cell(
-    nodes: int, committee: int, dtype: str, rounds: int, seed: int, work: Path, mode: str, broker: str = ""
+    nodes: int,
+    committee: int,
+    dtype: str,
+    rounds: int,
+    seed: int,
+    work: Path,
+    mode: str,
+    broker: str = "",
+    model: str = DEFAULT_MODEL,
 ) -> dict[str, object]:
     """One live demo cell (with ``broker``, an MQTT URL, on that broker instead of the embedded one); its row."""
-    out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}"
+    out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}-{Path(model).stem.replace(':', '')}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
            "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
-           "--model", "mlp:128", "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
+           "--model", model, "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
            "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode],
            *(["--broker", broker] if broker else [])]  # fmt: skip
-    print(f"== {mode} N={nodes} committee={committee} {dtype} rounds={rounds}: {' '.join(cmd[3:])}", flush=True)
+    print(f"== {mode} N={nodes} committee={committee} {dtype} rounds={rounds} {model}: {' '.join(cmd[3:])}", flush=True)
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=7500, check=False)
     wall = time.monotonic() - started
@@ -114,6 +127,7 @@ def run_cell(
         "overhead_share": round(breakdown.overhead, 4) if breakdown else "",
         "busy_shares": " ".join(f"{p}={v:.3f}" for p, v in breakdown.busy_share.items()) if breakdown else "",
         "coordinator_stages": " ".join(f"{s}={v:.3f}" for s, v in timeline.median_s.items()) if timeline else "",
+        "model": model,
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -129,7 +143,8 @@ def plot(csv_path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for r in rows:
-        if r["round_s"] and r["broker_bytes_per_round"] and (r.get("mode") or "bpcv") == "bpcv":
+        plotted = (r.get("mode") or "bpcv") == "bpcv" and (r.get("model") or DEFAULT_MODEL) == DEFAULT_MODEL
+        if r["round_s"] and r["broker_bytes_per_round"] and plotted:
             key = (r["committee"], r["dtype"])
             series.setdefault(key, []).append(
                 (int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"]))
@@ -165,6 +180,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--max-all-peers", type=int, default=50, help="largest N run with all-peer validation")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a demo model preset or Keras .json (plotted: mlp:128 only)")
     p.add_argument("--mode", default="bpcv", choices=sorted(MODES), help="bpcv, or plain federated learning")
     p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
@@ -176,7 +192,8 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     rows = read_rows(a.csv)
     if rows and list(rows[0]) != COLUMNS:  # a CSV from before a column was added: rewrite it with the new one
-        write_rows(a.csv, COLUMNS, [{c: r.get(c) or ("bpcv" if c == "mode" else "") for c in COLUMNS} for r in rows])
+        filled = {"mode": "bpcv", "model": DEFAULT_MODEL}
+        write_rows(a.csv, COLUMNS, [{c: r.get(c) or filled.get(c, "") for c in COLUMNS} for r in rows])
     done = {cell_key(r) for r in rows}
     for nodes in (int(n) for n in a.nodes.split(",")):
         for committee in (int(k) for k in a.committee.split(",")):
@@ -184,11 +201,11 @@ def main() -> int:
                 if committee == 0 and nodes > a.max_all_peers:
                     print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
                     continue
-                key = (str(nodes), str(committee), dtype, str(a.rounds), a.mode)
+                key = (str(nodes), str(committee), dtype, str(a.rounds), a.mode, a.model)
                 if key in done:
                     print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
-                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode)
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, model=a.model)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
     print(plot(a.csv))

@@ -26,7 +26,8 @@ import numpy as np
 from bpcv.data import load_dataset
 from bpcv.datasources import Standardizer, feature_axes, read_local
 from bpcv.errors import ConfigError
-from bpcv.metrics import METRICS, predict, scores
+from bpcv.fixed_prefix import FixedPrefix
+from bpcv.metrics import METRICS, scores
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
 from coordinator.collector import RoundCollector
@@ -45,6 +46,10 @@ class Evaluation:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        # the test set's fixed features (a wavelet map), computed once for the task, not every round
+        self.prefix = FixedPrefix(self.model) if self.model is not None else None
+
     def __call__(
         self,
         weights: list[np.ndarray],
@@ -52,9 +57,8 @@ class Evaluation:
         samples: Mapping[str, int],
     ) -> dict[str, float]:
         """{metric: value}, the task's metric first. ``val_scores``: the aggregated agents' reports."""
-        if self.model is not None:
-            self.model.set_weights(weights)
-            return scores(predict(self.model, self.x_test), self.y_test, self.task.category)
+        if self.prefix is not None:
+            return scores(self.prefix.outputs(weights, self.x_test), self.y_test, self.task.category)
         return weighted_validation(self.task.category, val_scores, samples)
 
     def of_round(

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from bpcv.errors import ConfigError
-from bpcv.metrics import predict, scores
+from bpcv.fixed_prefix import FixedPrefix
+from bpcv.metrics import scores
 from bpcv.model_spec import check_keras_json, describe, dp_refusal, is_keras_json
 from bpcv.models import build_model
 from bpcv.task import TaskSpec
 from edge_agent.privacy.settings import PrivacySettings, steps_per_round
-from edge_agent.scoring import FixedPrefix
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Trainer:
     ) -> None:
         """``dp_path``: ``ghost`` (Dense models), ``jacobian`` (any model), ``auto`` (ghost when it can),
         or ``library-loop`` (tensorflow-privacy's own record-by-record loop through Keras fit).
-        ``cache_features``: run a fixed leading feature map once per data set (``edge_agent.scoring``)."""
+        ``cache_features``: run a fixed leading feature map once per data set (``bpcv.fixed_prefix``)."""
         self.task = task
         self.privacy = privacy if privacy and privacy.mechanism != "off" else None
         if self.privacy is not None and is_keras_json(task.model):
@@ -187,10 +187,7 @@ class Trainer:
 
     def evaluate_all(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Every metric of the task's category for ``weights`` on (x, y) (regression: MAE and RMSE)."""
-        self.model.set_weights(weights)
-        cached = self.cached and self.prefix.applies_to(weights)
-        outputs = self.prefix.predict_head(x) if cached else predict(self.model, x)
-        return scores(outputs, y, self.task.category)
+        return scores(self.prefix.outputs(weights, x, self.cached), y, self.task.category)
 
 
 def _shuffle_seeds(seed: int) -> dict[str, int]:

@@ -127,3 +127,36 @@ def test_the_coordinators_contribution_check_passes_real_training_and_refuses_re
     mimic = create("free-ride-mimic")
     assert mimic.shape_update(start, trained, rng) is trained  # its one round of training, honest
     check_contribution(mimic.shape_update(trained, None, rng), trained, fixed)  # accepted: raises nothing
+
+
+def test_the_coordinator_scores_each_global_model_through_test_set_features_computed_once(monkeypatch):
+    """The coordinator's test-set metric of a round's global model is the whole model's, but the fixed
+    wavelet map runs over the test set once per task, not every round; a global model with another map
+    (none should have one: updates that change it are refused) is scored whole."""
+    import bpcv.fixed_prefix
+    from bpcv.models import build_model
+    from coordinator.evaluation import TEST_SET, Evaluation
+
+    task = TaskSpec(task_id="t", coordinator="c", model="wavelet:2,4,7")
+    rng = np.random.default_rng(3)
+    x, y = rng.random((96, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 96)
+    evaluation = Evaluation(task, TEST_SET, build_model(task.model, (28, 28, 1), 10, seed=0), x, y)
+    whole = Trainer(task, (28, 28, 1), 10, cache_features=False)
+    prefix = evaluation.prefix
+    ran: list[str] = []
+    names = {id(prefix.features): "map", id(prefix.head): "head", id(evaluation.model): "whole"}
+    real_predict = bpcv.fixed_prefix.predict
+    monkeypatch.setattr(
+        bpcv.fixed_prefix,
+        "predict",
+        lambda model, data: ran.append(names.get(id(model), "other")) or real_predict(model, data),
+    )
+    for _ in range(3):
+        weights = _peer(evaluation.model.get_weights(), prefix.fixed_count, rng)
+        assert evaluation(weights, {}, {}) == whole.evaluate_all(weights, x, y)
+    ran[:] = [r for r in ran if r != "other"]  # the reference Trainer's own calls
+    assert ran == ["map", "head", "head", "head"]
+    forged = _peer(evaluation.model.get_weights(), prefix.fixed_count, rng)
+    forged[0] = np.zeros_like(forged[0])
+    assert evaluation(forged, {}, {}) == whole.evaluate_all(forged, x, y)
+    assert [r for r in ran[4:] if r != "other"] == ["whole"]

@@ -1,11 +1,12 @@
-"""Training and peer scoring without recomputing a fixed feature map for every job.
+"""Running a model without recomputing a fixed feature map for every call.
 
-Mutual validation scores every peer's model on the agent's own validation set: N - 1 models a round.
-When a model starts with layers that learn nothing (the frozen wavelet map of ``wavelet:J,L,P``, a
-Flatten), every honest peer's model computes the same features there, so the agent computes them once
-per validation set and runs only the rest of the model per peer: at N = 50 this is most of a round's
-work (docs/BENCHMARKS.md). A peer whose fixed layers' weights differ from the task's is scored through
-the whole model it sent, so what is scored is always exactly the model received.
+Mutual validation scores every peer's model on the agent's own validation set: N - 1 models a round;
+the coordinator scores every round's global model on its test set. When a model starts with layers
+that learn nothing (the frozen wavelet map of ``wavelet:J,L,P``, a Flatten), every honest model computes
+the same features there, so they are computed once per data set and only the rest of the model runs per
+model: at N = 50 this is most of an agent's round (docs/BENCHMARKS.md), and most of the coordinator's
+decision (docs/SCALE.md). A model whose fixed layers' weights differ from the task's runs whole, so what
+is scored is always exactly the model received.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class FixedPrefix:
     def __init__(self, model: Any) -> None:
         import tensorflow as tf
 
+        self.model = model
         layers = list(model.layers)
         cut = 0
         while cut < len(layers) - 1 and not layers[cut].trainable_weights:
@@ -56,3 +58,9 @@ class FixedPrefix:
     def predict_head(self, x: np.ndarray) -> np.ndarray:
         """The model's outputs for ``x``, from the cached features of ``x``."""
         return predict(self.head, self.features_of(x))
+
+    def outputs(self, weights: list[np.ndarray], x: np.ndarray, use_cache: bool = True) -> np.ndarray:
+        """The model's outputs for ``x`` with ``weights`` (set on the model): from the cached features of
+        ``x`` when ``use_cache`` and ``weights`` keep the fixed layers as the task built them, else whole."""
+        self.model.set_weights(weights)
+        return self.predict_head(x) if use_cache and self.applies_to(weights) else predict(self.model, x)
