@@ -5,11 +5,13 @@ a baseline that left one out would run with accountable voters or the median qua
 from __future__ import annotations
 
 
-def bpcv_rules(policy: str, quality_rule: str, accountable: bool, dissent_rule: str = "rank-aware") -> list[str]:
+def bpcv_rules(
+    policy: str, quality_rule: str, accountable: bool, dissent_rule: str = "rank-aware", aggregator: str = "bpcv"
+) -> list[str]:
     """BPCV-FL with an elimination policy, a quality rule, and voters held to account (by ``dissent_rule``)
-    or not."""
+    or not; the nodes it keeps combined by ``aggregator`` (the paper's ``bpcv``, or a baseline's rule)."""
     voters = ["--accountable-voters", "--dissent-rule", dissent_rule] if accountable else ["--no-accountable-voters"]
-    return ["--strategy", "bpcv", "--elimination", policy, "--quality-rule", quality_rule, *voters]
+    return ["--strategy", aggregator, "--elimination", policy, "--quality-rule", quality_rule, *voters]
 
 
 def baseline_rules(strategy: str) -> list[str]:

@@ -30,13 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
 from csv_rows import append_rows, model_label, read_rows
-from demo_rules import DEMO_RULES, PAPER_RULES, baseline_rules
+from demo_rules import DEMO_RULES, PAPER_RULES, baseline_rules, bpcv_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 NODES = [30, 50]
 PARTITIONS = ["iid", "dirichlet:0.5"]
-STRATEGIES = ["bpcv", "bpcv-outlier", "fedavg", "fedpage", "overlap-fedavg"]
+STRATEGIES = ["bpcv", "bpcv-outlier", "bpcv-outlier-momentum", "fedavg", "fedpage", "overlap-fedavg"]
+# BPCV-FL under the demo's rules with Overlap-FedAvg's server momentum as its aggregate: supervision
+# decides who is in, the momentum rule how they are combined
+OUTLIER_MOMENTUM = bpcv_rules("outlier", "median", accountable=True, aggregator="overlap-fedavg")
 # The Keras example's MNIST CNN (two convolutions, Dropout 0.5, 34,826 parameters on MNIST): the CNNs
 # without Dropout tried first (cnn:16,32 and cnn:16,32,64) plateau near 0.989, this one does not.
 MODELS = {
@@ -56,9 +59,10 @@ KEY = ["dataset", "nodes", "partition", "strategy", "model", "batch", "lr", "lr_
 
 def strategy_options(strategy: str) -> list[str]:
     """bpcv demo options of a strategy: BPCV-FL by the paper's rules (``bpcv``) or by the demo's defaults
-    (``bpcv-outlier``: outlier elimination, median quality, accountable voters), no elimination for a
-    baseline."""
-    return {"bpcv": PAPER_RULES, "bpcv-outlier": DEMO_RULES}.get(strategy) or baseline_rules(strategy)
+    (``bpcv-outlier``: outlier elimination, median quality, accountable voters; ``bpcv-outlier-momentum``:
+    the same, aggregated by Overlap-FedAvg's rule), no elimination for a baseline."""
+    composed = {"bpcv": PAPER_RULES, "bpcv-outlier": DEMO_RULES, "bpcv-outlier-momentum": OUTLIER_MOMENTUM}
+    return composed.get(strategy) or baseline_rules(strategy)
 
 
 def standby_for(nodes: int, fraction: float) -> int:
