@@ -20,7 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: th
 from csv_rows import model_label, read_rows
 from run import MODELS, NODES, PARTITIONS, STRATEGIES, parser
 
-LABELS = {"bpcv": "BPCV-FL (paper's rules)", "bpcv-outlier": "BPCV-FL (outlier policy)"}
+LABELS = {
+    "bpcv": "BPCV-FL (paper's rules)",
+    "bpcv-outlier": "BPCV-FL (outlier policy)",
+    "bpcv-outlier-momentum": "BPCV-FL (outlier policy, server momentum)",
+}
 
 
 def default_setting(row: dict[str, str]) -> bool:
