@@ -55,15 +55,19 @@ COLUMNS = [
     "overhead_share", "busy_shares", "coordinator_stages", "model",
 ]  # fmt: skip
 DEFAULT_MODEL = "mlp:128"
+FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL}  # the value of a column a row from before it lacks
+KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model")
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
 
 
+def value(row: dict[str, object], column: str) -> str:
+    """``row``'s ``column``, or what it was before the CSV had that column."""
+    return str(row.get(column) or FILLED.get(column, ""))
+
+
 def cell_key(row: dict[str, object]) -> tuple[str, ...]:
-    default = {"mode": "bpcv", "model": DEFAULT_MODEL}  # rows from before these columns
-    return tuple(
-        str(row.get(c) or default.get(c, "")) for c in ("nodes", "committee", "dtype", "rounds", "mode", "model")
-    )
+    return tuple(value(row, c) for c in KEY_COLUMNS)
 
 
 def pools(nodes: int) -> int:
@@ -143,7 +147,7 @@ def plot(csv_path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for r in rows:
-        plotted = (r.get("mode") or "bpcv") == "bpcv" and (r.get("model") or DEFAULT_MODEL) == DEFAULT_MODEL
+        plotted = value(r, "mode") == "bpcv" and value(r, "model") == DEFAULT_MODEL
         if r["round_s"] and r["broker_bytes_per_round"] and plotted:
             key = (r["committee"], r["dtype"])
             series.setdefault(key, []).append(
@@ -192,8 +196,7 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     rows = read_rows(a.csv)
     if rows and list(rows[0]) != COLUMNS:  # a CSV from before a column was added: rewrite it with the new one
-        filled = {"mode": "bpcv", "model": DEFAULT_MODEL}
-        write_rows(a.csv, COLUMNS, [{c: r.get(c) or filled.get(c, "") for c in COLUMNS} for r in rows])
+        write_rows(a.csv, COLUMNS, [{c: value(r, c) for c in COLUMNS} for r in rows])
     done = {cell_key(r) for r in rows}
     for nodes in (int(n) for n in a.nodes.split(",")):
         for committee in (int(k) for k in a.committee.split(",")):
@@ -201,7 +204,8 @@ def main() -> int:
                 if committee == 0 and nodes > a.max_all_peers:
                     print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
                     continue
-                key = (str(nodes), str(committee), dtype, str(a.rounds), a.mode, a.model)
+                cell = dict(zip(KEY_COLUMNS, (nodes, committee, dtype, a.rounds, a.mode, a.model), strict=True))
+                key = cell_key({c: str(v) for c, v in cell.items()})  # as the CSV holds them: strings
                 if key in done:
                     print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
