@@ -44,7 +44,7 @@ RATE = 100
 # (phase, substrings of a frame that enter it), tried for each frame from the outermost
 AGENT_PHASES = [
     ("train", ("local_update (edge_agent/work.py",)),
-    ("score", ("score_peers (edge_agent/work.py",)),
+    ("score", ("score_peers (edge_agent/work.py", "score (edge_agent/work.py")),
     ("privacy", ("edge_agent/privacy/accountant.py", "dp_accounting/")),
     ("ledger", ("ledger/",)),
     ("metrics", ("bpcv/sampler.py", "publish_metrics")),

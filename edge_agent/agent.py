@@ -46,7 +46,6 @@ from bpcv.sampler import Sample
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from edge_agent import behaviours
-from edge_agent.privacy.plan import PrivacyPlan
 from edge_agent.round_topics import RoundTopics
 from edge_agent.rounds import RoundState
 from edge_agent.status import ENDED, Status
@@ -107,11 +106,6 @@ class Agent:
     def round(self) -> int:
         """The round in progress (0 before the first global model)."""
         return self.rounds.number
-
-    @property
-    def privacy(self) -> PrivacyPlan | None:
-        """The privacy plan for the task (None before a task, or without DP)."""
-        return self.work.privacy if self.work is not None else None
 
     def epsilon_spent(self) -> float | None:
         """The privacy spent on this task so far (None without DP: no guarantee to state)."""
@@ -318,6 +312,9 @@ class Agent:
         self.rounds.keep_update(round_no, env.sender, env.blobs[0])
         if self.rounds.manifest is not None:
             self._try_vote(final=False)
+        elif (early := self.rounds.to_score_early(round_no, self.node_id, env.sender)) is not None:
+            with self.rounds.clock.phase("score"):
+                self.work.score(env.sender, *early)
 
     # one round: manifest -> vote
     def on_manifest(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:

@@ -64,13 +64,23 @@ class RoundState:
     def keep_update(self, round_no: int, peer: str, blob: bytes) -> None:
         self.updates.setdefault(round_no, {})[peer] = (model_digest(blob), blob)
 
-    def to_score(self, node_id: str, listed: dict[str, str]) -> tuple[list[str], dict[str, bytes]]:
+    def to_score(self, node_id: str, listed: dict[str, str]) -> tuple[list[str], dict[str, tuple[str, bytes]]]:
         """The peers ``node_id`` is to score that the manifest lists (every one, or those of its committee):
-        those whose listed update has not arrived (missing), and the blobs of those that have."""
+        those whose listed update has not arrived (missing), and the (digest, blob) of those that have."""
         peers = [p for p in (listed if self.peers is None else self.peers) if p in listed and p != node_id]
         received = self.updates.get(self.number, {})
         missing = [p for p in peers if p not in received or received[p][0] != listed[p]]
-        return missing, {p: received[p][1] for p in peers if p not in missing}
+        return missing, {p: received[p] for p in peers if p not in missing}
+
+    def to_score_early(self, round_no: int, node_id: str, peer: str) -> tuple[str, bytes] | None:
+        """The (digest, blob) of ``peer``'s update of this round when ``node_id`` will score it and has sent
+        its own: scored as it arrives, while slower peers still train, the vote is ready soon after the
+        manifest (which may still leave it out: then the score goes unused)."""
+        if round_no != self.number or ("update", round_no) not in self.sent or peer == node_id:
+            return None
+        if peer not in (self.roster if self.peers is None else self.peers):
+            return None
+        return self.updates.get(round_no, {}).get(peer)
 
     def record_sent(self, kind: str, round_no: int, raw: bytes) -> None:
         """We published ``raw`` as our ``kind`` of ``round_no`` (sent again, byte for byte, when asked)."""

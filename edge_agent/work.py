@@ -31,6 +31,7 @@ from edge_agent.trainer import Trainer
 
 log = logging.getLogger(__name__)
 Weights = list[np.ndarray]
+SCORES_KEPT = 1024  # scores of updates kept by digest: more than one round's at any fleet size run here
 TrainerProvider = Callable[[TaskSpec, tuple[int, ...], int, PrivacySettings | None], Trainer]
 
 
@@ -72,6 +73,7 @@ class ShardWork:
         self.behaviour = behaviour
         self.rng = rng  # the behaviour's randomness (random or noisy weights)
         self.spent_file = spent_file  # where the privacy spent on this task is kept (with DP)
+        self.scored: dict[str, float | None] = {}  # update digest -> its honest score, the latest SCORES_KEPT
 
     @classmethod
     def prepare(
@@ -136,15 +138,24 @@ class ShardWork:
                     spent.record(self.spent_file, self.task.task_id, self.privacy.accountant)
         return self.behaviour.shape_update(global_weights, local, self.rng)
 
-    def score_peers(self, blobs: Mapping[str, bytes]) -> dict[str, float]:
-        """The scores to report of the peers' update blobs, on the validation split, as the behaviour
-        shapes them; a peer whose blob is not a model of the task's shapes is left out."""
-        scores: dict[str, float] = {}
-        for peer, blob in blobs.items():
+    def score_peers(self, updates: Mapping[str, tuple[str, bytes]]) -> dict[str, float]:
+        """The scores to report of the peers' updates ((digest, blob) each) on the validation split, as the
+        behaviour shapes them; a peer whose blob is not a model of the task's shapes is left out."""
+        honest = {peer: self.score(peer, digest, blob) for peer, (digest, blob) in updates.items()}
+        scores = {peer: score for peer, score in honest.items() if score is not None}
+        return self.behaviour.shape_scores(scores, higher_is_better(self.task.metric))
+
+    def score(self, peer: str, digest: str, blob: bytes) -> float | None:
+        """The honest score of one update on the validation split (None: not a model of the task's
+        shapes), kept by its digest: an update scored as it arrived is not scored again for the vote."""
+        if digest not in self.scored:
             try:
                 weights = self.decode(blob)
             except Rejected as exc:
                 log.warning("%s: update of %s unusable: %s", self.node_id, peer, exc)
-                continue
-            scores[peer] = round(self.trainer.evaluate(weights, self.shard.x_val, self.shard.y_val), 6)
-        return self.behaviour.shape_scores(scores, higher_is_better(self.task.metric))
+                self.scored[digest] = None
+            else:
+                self.scored[digest] = round(self.trainer.evaluate(weights, self.shard.x_val, self.shard.y_val), 6)
+            if len(self.scored) > SCORES_KEPT:
+                del self.scored[next(iter(self.scored))]  # the oldest: scores of rounds gone by
+        return self.scored[digest]

@@ -61,7 +61,7 @@ def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(co
     )
     probe = Agent(config, queue.Queue(), lambda task, *a: StepCountingTrainer(task))
     probe.handle(TOPICS.task("t1"), c.task_env.raw)
-    per_round, accountant = probe.privacy.steps_per_round, probe.privacy.accountant
+    per_round, accountant = probe.work.privacy.steps_per_round, probe.work.privacy.accountant
     probe.replica.close()
     # two rounds fit, not three
     budget = epsilon_for("laplace", noise, accountant.sampling_rate, 2 * per_round, accountant.delta) * 1.0001
@@ -80,7 +80,7 @@ def test_agent_stops_contributing_when_the_next_round_would_exceed_its_budget(co
         spent.append((agent.status, agent.epsilon_spent()))
     assert [s for s, _ in spent] == ["active", "active", "left", "left"]
     assert spent[1][1] <= budget and spent[2][1] == spent[1][1]  # nothing spent after leaving
-    assert agent.privacy.accountant.steps == 2 * per_round
+    assert agent.work.privacy.accountant.steps == 2 * per_round
     agent.replica.close()
 
 
@@ -121,7 +121,7 @@ def test_a_restarted_agent_resumes_what_it_spent_and_refuses_when_it_cannot_know
     c, tmp = consortium
     first = dp_agent(c, tmp, "chain")
     first.handle(TOPICS.global_model("t1", 1), global_env(c, 1, ["node-01", "node-02"]).raw)
-    per_round, one_round = first.privacy.steps_per_round, first.epsilon_spent()
+    per_round, one_round = first.work.privacy.steps_per_round, first.epsilon_spent()
     first.replica.close()
     record = tmp / "privacy-spent-node-01.json"
     assert json.loads(record.read_text())["t1"]["steps"] == per_round
@@ -129,7 +129,7 @@ def test_a_restarted_agent_resumes_what_it_spent_and_refuses_when_it_cannot_know
     again = dp_agent(c, tmp, "chain")  # the same node, a new process: the same chain folder
     assert again.epsilon_spent() == one_round  # before it trains again
     again.handle(TOPICS.global_model("t1", 2), global_env(c, 2, ["node-01", "node-02"]).raw)
-    assert again.privacy.accountant.steps == 2 * per_round
+    assert again.work.privacy.accountant.steps == 2 * per_round
     assert again.epsilon_spent() > one_round
     again.replica.close()
 
