@@ -74,7 +74,7 @@ class RoundState:
 
     def to_score_early(self, round_no: int, node_id: str, peer: str) -> tuple[str, bytes] | None:
         """The (digest, blob) of ``peer``'s update of this round when ``node_id`` will score it and has sent
-        its own: scored as it arrives, while slower peers still train, the vote is ready soon after the
+        its own. Scoring it as it arrives, while slower peers still train, readies the vote soon after the
         manifest (which may still leave it out: then the score goes unused)."""
         if round_no != self.number or ("update", round_no) not in self.sent or peer == node_id:
             return None

@@ -30,7 +30,8 @@ class RecordingTrainer(FakeTrainer):
 
 def update_of(c, peer: str, value: float, round_no: int = 2) -> tuple[bytes, str]:
     blob = encode_model([np.full(s, value, np.float32) for s in SHAPES])
-    return seal_message(c.agents[peer], Update(model_digest(blob), 100), "t1", round_no, [blob]).raw, model_digest(blob)
+    digest = model_digest(blob)
+    return seal_message(c.agents[peer], Update(digest, 100), "t1", round_no, [blob]).raw, digest
 
 
 def test_a_peers_update_is_scored_as_it_arrives_once_the_agents_own_update_is_out(consortium):
