@@ -117,7 +117,8 @@ def timeline_markdown(t: Timeline | None) -> list[str]:
         f"The coordinator's rounds by stage ({t.rounds} rounds followed by another; median round "
         f"{t.median_round_s:.2f} s): updates = global model out until every update is in (training, transfer, "
         "stragglers), votes = manifest out until every vote is in, decide = ranking, aggregation, evaluation "
-        "and the result, block = until the round's block is in its replica, between = on to the next round."
+        "and the result, block = until the round's block is in its replica (only where the next round waited "
+        "for it: a round's block is written while the next round runs), between = on to the next round."
     )
     return seconds_table(intro, "stage", "round", "the rounds", t.median_s, t.share)
 

@@ -229,12 +229,14 @@ def round_breakdown(times: list[tuple[str, RoundTimes]]) -> Breakdown | None:
 
 
 # The coordinator's round, stage by stage: each stage ends at the named event of the round (the last
-# one if a resumed round recorded it twice); "between" runs from the block to the next round's model.
+# one if a resumed round recorded it twice) if that came before the next round's model; "between" runs
+# from the last of them to the next round's model.
 COORDINATOR_STAGES = (
     ("updates", "updates-in"),  # global model out until every update is in (training, transfer, stragglers)
     ("votes", "votes-in"),  # manifest out until every vote is in (scoring); absent without supervision
     ("decide", "decided"),  # ranking, aggregation, evaluation, the result published
-    ("block", "block"),  # until the round's block is in the coordinator's replica (or given up on)
+    ("block", "block"),  # until the round's block is in the coordinator's replica (or given up on): in runs
+    # before 2026-12-05 the next round waited for it; now the block is written while the next round runs
 )
 
 
@@ -261,9 +263,9 @@ def coordinator_timeline(events: list[tuple[float, int, str, dict[str, Any]]]) -
             continue
         seen, previous = {}, own["global-out"]
         for stage, kind in COORDINATOR_STAGES:
-            if kind in own and own[kind] >= previous:
+            if kind in own and previous <= own[kind] <= following:
                 seen[stage], previous = own[kind] - previous, own[kind]
-        if "updates" in seen and "decide" in seen and "block" in seen and following >= previous:
+        if "updates" in seen and "decide" in seen:
             seen["between"] = following - previous
             stages.append(seen)
     if not stages:

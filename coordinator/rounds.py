@@ -149,6 +149,24 @@ def decide_round(
     )
 
 
+def stop_reason(
+    task: TaskSpec, round_no: int, value: float | None, next_roster: Sequence[str], elapsed_s: float
+) -> str | None:
+    """Why the task stops after round ``round_no`` (its metric ``value``, ``elapsed_s`` into the task), or
+    None to go on."""
+    if (
+        task.target is not None
+        and value is not None
+        and (value >= task.target if higher_is_better(task.metric) else value <= task.target)
+    ):
+        return "target"
+    if elapsed_s >= task.time_limit_s:
+        return "time limit"
+    if round_no == task.rounds:
+        return "round limit"
+    return "too few nodes" if len(next_roster) < 2 else None
+
+
 def next_outlier_streaks(worse: Collection[str], before: Mapping[str, int]) -> dict[str, int]:
     """Each of this round's outliers' streak: one more than it had; a node that is not one has none."""
     return {n: before.get(n, 0) + 1 for n in worse}

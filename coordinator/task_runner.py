@@ -1,7 +1,9 @@
 """One task on the coordinator, round by round: form the roster, then per round publish the global
 model, collect updates, publish the manifest, collect votes, decide (``coordinator.rounds``), combine
-(``coordinator.strategies``), publish the result and its records, wait for the round's block; stop on
-the target, the time limit or the round limit, or abort when quorum is lost.
+(``coordinator.strategies``), publish the result and its records; stop on the target, the time limit or
+the round limit, or abort when quorum is lost. A round's block is written while the next round runs: the
+coordinator waits for it (asking again if it is late) only once that round's votes are in, before it
+publishes that round's result, so the next block's proposer builds on it.
 
 Every decided round is checkpointed (``coordinator.checkpoint``) so a restarted coordinator resumes
 the task where it stopped.
@@ -23,13 +25,12 @@ from bpcv.envelope import Envelope
 from bpcv.errors import ConfigError, Rejected
 from bpcv.messages import Abort, Final, GlobalModel, Manifest, Message, Result, Reward, WantBlock, seal_message
 from bpcv.models import configure_tensorflow, fixed_weights
-from bpcv.poq import higher_is_better
 from bpcv.task import TaskSpec
 from coordinator.checkpoint import NodeStatus, RunState
 from coordinator.collector import RoundCollector
 from coordinator.evaluation import TEST_SET, Evaluation, build_evaluation
 from coordinator.root_update import root_trainer
-from coordinator.rounds import RoundOutcome, decide_round
+from coordinator.rounds import RoundOutcome, decide_round, stop_reason
 from coordinator.strategies import strategy_named
 from coordinator.summary import NodeSummary, RoundRow, TaskSummary
 
@@ -124,6 +125,9 @@ class TaskRunner:
                 state.status[node] = NodeStatus.STANDBY
             joined.rejoined.clear()
             outcome, blob = self._run_round(round_no, weights, state)
+            if state.phase == "decided":  # the previous round's block: proposed while this round ran
+                self._close_round(state, weights)
+                save()
             if len(collector.inbox.valid) < task.min_nodes:  # quorum lost: nothing of this round is committed
                 state.aborted_round = self._abort(round_no, len(collector.inbox.valid))
                 state.stopped_because = state.aborted_round["reason"]
@@ -135,7 +139,8 @@ class TaskRunner:
                 weights = self._combine(outcome, weights)
             metrics = self.evaluation.of_round(weights, outcome.aggregated, collector)
             metric_value = metrics.pop(task.metric)
-            state.pending_stop = self._stop_reason(round_no, metric_value, outcome)
+            elapsed = time.monotonic() - self.started
+            state.pending_stop = stop_reason(task, round_no, metric_value, outcome.next_roster, elapsed)
             stopping, global_digest = state.pending_stop is not None, model_digest(encode_model(weights))
             self._publish_result(round_no, outcome, (metric_value, metrics), global_digest, stopping)
             self._apply_outcome(state, outcome)
@@ -145,9 +150,11 @@ class TaskRunner:
             state.round_votes = [raw.hex() for raw in self.round_votes]
             left = sorted(n for n in outcome.dropped if n in joined.left)
             state.pending_row = RoundRow.decided(round_no, task.metric, metric_value, outcome, left, metrics)
+            state.pending_row.elapsed_s = round(elapsed, 2)
             save()
-            self._close_round(state, weights)
-            save()
+            if state.pending_stop:  # else the block is waited for once the next round's votes are in
+                self._close_round(state, weights)
+                save()
         return self._finish(self._summary(state))
 
     def _form_roster(self) -> RunState | str:
@@ -236,21 +243,6 @@ class TaskRunner:
             global_weights,
         )
 
-    def _stop_reason(self, round_no: int, value: float | None, outcome: RoundOutcome) -> str | None:
-        """Why the task stops after this round, or None to go on."""
-        task = self.task
-        if (
-            task.target is not None
-            and value is not None
-            and (value >= task.target if higher_is_better(task.metric) else value <= task.target)
-        ):
-            return "target"
-        if time.monotonic() - self.started >= task.time_limit_s:
-            return "time limit"
-        if round_no == task.rounds:
-            return "round limit"
-        return "too few nodes" if len(outcome.next_roster) < 2 else None
-
     def _apply_outcome(self, state: RunState, outcome: RoundOutcome) -> None:
         """Statuses, standby queue, roster and rewards after a decided round."""
         left = self.collector.joined.left
@@ -316,7 +308,6 @@ class TaskRunner:
             state.rewards.update({n: round(state.rewards[n] - v, 6) for n, v in row.rewards.items()})
         row.block_proposer, row.block_rank = (block.proposer, block.rank) if block else (None, None)
         row.on_chain, row.chain_height = block is not None, replica.height
-        row.elapsed_s = round(time.monotonic() - self.started, 2)
         state.rows.append(row)
         state.pending_row, state.phase = None, "done"
         server.timeseries.add_event(time.time(), round_no, "block" if block else "no-block", {"height": replica.height})

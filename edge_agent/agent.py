@@ -292,17 +292,18 @@ class Agent:
         if (why := self.rounds.lost(kind, round_no)) is not None:
             log.warning("%s: %s", self.node_id, why)
 
-    def _from_peer(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> Envelope | None:
-        """A peer's message of this round or the next (a peer may be a little ahead), opened; not our own."""
+    def _from_peer(self, topic: str, round_no: int, sender: str | None, raw: bytes, behind: int = 0) -> Envelope | None:
+        """A peer's message of this round or the next (a peer may be a little ahead), or of ``behind``
+        rounds before, opened; not our own."""
         if sender == self.node_id:
             return None
-        if not self.rounds.in_window(round_no):
+        if not self.rounds.in_window(round_no, behind):
             self.intake.reject(Rejected("wrong-round", f"round {round_no}, now {self.round}"), topic)
             return None
         assert self.task is not None
         with self.rounds.clock.phase("verify"):
             return self.intake.open(
-                payload, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
+                raw, ("agent",), topic, task=self.task.task_id, round_no=round_no, topic_sender=sender
             )
 
     def on_update(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
@@ -357,7 +358,7 @@ class Agent:
         return True
 
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
-        env = self._from_peer(topic, round_no, sender, payload)
+        env = self._from_peer(topic, round_no, sender, payload, behind=1)  # the block may follow the next round's start
         if env is not None and self._read(env, Vote, topic) is not None:
             with self.rounds.clock.phase("ledger"):  # kept for the round's block
                 self.proposer.keep(round_no, env.digest, payload)

@@ -10,7 +10,8 @@ of to everyone.
 
 Votes go to the coordinator and to the round's block proposer only: an agent subscribes to a round's
 votes when its proof-of-quality place says it is to propose that round's block (``fetch_votes``), and
-no longer once the next round starts. Votes are published retained so that the proposer, which learns
+no longer once the round after the next starts (the coordinator starts the next round while the block
+is written). Votes are published retained so that the proposer, which learns
 its place from the result after every vote was sent, still gets them; with committees updates are
 retained too (an agent pool subscribes for its agents one after another, after some peers published).
 Each agent clears its previous round's retained update and vote when it publishes the next (an empty
@@ -45,10 +46,11 @@ class RoundTopics:
 
     def follow(self, round_no: int, peers: list[str] | None) -> None:
         """Listen to the updates of ``peers`` in ``round_no`` (None: every peer's, already subscribed), and no
-        longer to those, or the votes, of the rounds before."""
+        longer to those of the rounds before, or to the votes of the rounds before the last (its block may
+        still be ours to propose)."""
         if self.task is None:
             return
-        self._stop_votes_before(round_no)
+        self._stop_votes_before(round_no - 1)
         if peers is None:
             return
         for topic in self.followed:

@@ -57,9 +57,10 @@ class RoundState:
         self.asked = Counter({k: n for k, n in self.asked.items() if k[1] >= round_no})
         self.manifest = None
 
-    def in_window(self, round_no: int) -> bool:
-        """Peers' messages are kept for this round and the next (a peer may be a little ahead)."""
-        return self.number <= round_no <= self.number + 1
+    def in_window(self, round_no: int, behind: int = 0) -> bool:
+        """Peers' messages are kept for this round and the next (a peer may be a little ahead), and, with
+        ``behind``, for that many rounds before (a vote for a block still being proposed)."""
+        return self.number - behind <= round_no <= self.number + 1
 
     def keep_update(self, round_no: int, peer: str, blob: bytes) -> None:
         self.updates.setdefault(round_no, {})[peer] = (model_digest(blob), blob)

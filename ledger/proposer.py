@@ -45,8 +45,9 @@ class RoundProposer:
         self.round_txs, self.pending = {}, {}
 
     def forget_before(self, round_no: int) -> None:
-        """Drop what older rounds left (a new round started)."""
-        self.round_txs = {r: v for r, v in self.round_txs.items() if r >= round_no}
+        """Drop what older rounds left (round ``round_no`` started; the previous round's block may still be
+        to propose: the coordinator starts a round while the block of the one before is written)."""
+        self.round_txs = {r: v for r, v in self.round_txs.items() if r >= round_no - 1}
         self.pending = {r: p for r, p in self.pending.items() if r >= round_no - 1}
 
     def keep(self, round_no: int, digest: str, raw: bytes) -> None:

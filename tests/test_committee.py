@@ -190,8 +190,9 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
 
 def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_until_its_next_vote():
     """Votes go to the coordinator and the round's proposer, not to every agent (N² messages a round): an
-    agent subscribes to a round's votes when it is to propose its block, until the next round starts; its
-    own vote is retained (the proposer learns its place after the votes were sent), the previous one cleared."""
+    agent subscribes to a round's votes when it is to propose its block, until the round after the next starts
+    (the block is written while the next round runs); its own vote is retained (the proposer learns its place
+    after the votes were sent), the previous one cleared."""
     topics = Topics()
     bus = RecordingBus()
     round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
@@ -202,7 +203,9 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_u
     round_topics.fetch_votes(1)
     round_topics.fetch_votes(1)  # a stand-in asked again: one subscription
     assert bus.subscribed == [*before, topics.round_votes("t1", 1)]
-    round_topics.follow(2, None)  # the next round: round 1's votes no longer
+    round_topics.follow(2, None)  # the next round: round 1's block may still be ours to write
+    assert bus.subscribed == [*before, topics.round_votes("t1", 1)]
+    round_topics.follow(3, None)  # the round after: round 1's votes no longer
     assert bus.subscribed == before
     round_topics.publish_vote(2, b"v2")
     assert bus.published == [

@@ -151,6 +151,12 @@ def test_the_coordinators_stages_run_from_one_global_model_to_the_next():
     assert timeline.share["between"] == pytest.approx(2.5 / 10.0)
     assert sum(timeline.share.values()) == pytest.approx(1.0)
     assert "| votes | 1.000 | 20.0% |" in timeline_markdown(timeline)
+    overlapped = [e for e in events if not (e[1] == 2 and e[2] == "block")] + [(111.0, 2, "block", {})]
+    pipelined = coordinator_timeline(overlapped)  # round 2's block came after round 3's model: not its stage
+    assert pipelined is not None and pipelined.rounds == 2
+    assert pipelined.median_s["block"] == pytest.approx(0.125)  # round 1's 0.25 and round 2's 0 off the path
+    assert pipelined.median_s["between"] == pytest.approx((2.25 + 0.5) / 2)  # round 2: 109.5 -> 110
+    assert pipelined.median_round_s == pytest.approx(5.0)
     unsupervised = [e for e in events if e[2] != "votes-in"]
     assert "votes" not in coordinator_timeline(unsupervised).median_s
     assert coordinator_timeline([e for e in events if e[1] == 3]) is None  # no whole round followed by another
