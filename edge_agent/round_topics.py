@@ -14,8 +14,9 @@ no longer once the round after the next starts (the coordinator starts the next 
 is written). Votes are published retained so that the proposer, which learns
 its place from the result after every vote was sent, still gets them; with committees updates are
 retained too (an agent pool subscribes for its agents one after another, after some peers published).
-Each agent clears its previous round's retained update and vote when it publishes the next (an empty
-retained message deletes it; receivers ignore it).
+Each agent clears its previous round's retained update when it publishes the next, and a retained vote
+when it publishes the vote of the round after the next (a stand-in proposer may fetch a round's votes
+while the next round runs); an empty retained message deletes it, and receivers ignore it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from edge_agent.round_clock import RoundClock
+
+# How many of an agent's own rounds of each kind stay retained on the broker: a round's votes until its
+# block is written, which may be while the next round runs.
+RETAINED_KEPT = {"update": 1, "vote": 2}
 
 
 class RoundTopics:
@@ -34,7 +39,7 @@ class RoundTopics:
         self.task: TaskSpec | None = None
         self.followed: list[str] = []  # the update topics of the peers scored this round
         self.vote_rounds: set[int] = set()  # the rounds whose votes we listen to, to propose their block
-        self.retained: dict[str, str] = {}  # "update"/"vote" -> our last one's topic, published retained
+        self.retained: dict[str, list[str]] = {}  # "update"/"vote" -> the topics of ours still retained, oldest first
 
     def start_task(self, task: TaskSpec) -> None:
         self._stop_votes_before(None)
@@ -78,14 +83,15 @@ class RoundTopics:
         self._publish("update", self._own("update", round_no), raw, bool(self.task.committee))
 
     def publish_vote(self, round_no: int, raw: bytes) -> None:
-        """Our vote of ``round_no``: retained (and the previous one cleared) for the round's block proposer."""
+        """Our vote of ``round_no``: retained (and the one before the previous cleared) for the round's block
+        proposer."""
         self._publish("vote", self._own("vote", round_no), raw, True)
 
     def publish_again(self, kind: str, round_no: int, raw: bytes) -> None:
         """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, without waiting; retained
         again if it is still our retained one (a broker that restarted empty has lost it)."""
         topic = self._own(kind, round_no)
-        self.bus.publish(topic, raw, retain=self.retained.get(kind) == topic, wait=None)
+        self.bus.publish(topic, raw, retain=topic in self.retained.get(kind, []), wait=None)
 
     def _own(self, kind: str, round_no: int) -> str:
         """The topic of our ``kind`` ("update" or "vote") of ``round_no``."""
@@ -95,9 +101,8 @@ class RoundTopics:
 
     def _publish(self, kind: str, topic: str, raw: bytes, keep: bool) -> None:
         with self.clock.phase("send"):
-            previous = self.retained.pop(kind, None)
-            if previous not in (None, topic):
-                self.bus.publish(previous, b"", retain=True, wait=None)
+            kept = [t for t in self.retained.pop(kind, []) if t != topic]
+            while len(kept) >= RETAINED_KEPT[kind]:
+                self.bus.publish(kept.pop(0), b"", retain=True, wait=None)
             self.bus.publish(topic, raw, retain=keep)
-        if keep:
-            self.retained[kind] = topic
+        self.retained[kind] = [*kept, topic] if keep else kept

@@ -188,11 +188,11 @@ def test_with_committees_an_agent_listens_to_its_committees_updates_only_and_kee
     assert plain.published == [(topics.update("t1", 1, "node-01"), b"one", False)]
 
 
-def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_until_its_next_vote():
+def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_for_one_more_round():
     """Votes go to the coordinator and the round's proposer, not to every agent (N² messages a round): an
     agent subscribes to a round's votes when it is to propose its block, until the round after the next starts
     (the block is written while the next round runs); its own vote is retained (the proposer learns its place
-    after the votes were sent), the previous one cleared."""
+    after the votes were sent) until it publishes the vote of the round after the next."""
     topics = Topics()
     bus = RecordingBus()
     round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
@@ -207,15 +207,18 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_u
     assert bus.subscribed == [*before, topics.round_votes("t1", 1)]
     round_topics.follow(3, None)  # the round after: round 1's votes no longer
     assert bus.subscribed == before
-    round_topics.publish_vote(2, b"v2")
+    round_topics.publish_vote(2, b"v2")  # round 1's vote stays retained: its block may still be to write
+    round_topics.publish_again("vote", 1, b"v1")  # asked again: retained again (a restarted broker lost it)
+    round_topics.publish_vote(3, b"v3")  # now round 1's is cleared
     assert bus.published == [
         (topics.vote("t1", 1, "node-01"), b"v1", True),
-        (topics.vote("t1", 1, "node-01"), b"", True),
         (topics.vote("t1", 2, "node-01"), b"v2", True),
+        (topics.vote("t1", 1, "node-01"), b"v1", True),
+        (topics.vote("t1", 1, "node-01"), b"", True),
+        (topics.vote("t1", 3, "node-01"), b"v3", True),
     ]
-    round_topics.publish_again("vote", 2, b"v2")  # asked again: retained again (a restarted broker lost it)
     round_topics.publish_again("vote", 1, b"v1")  # an older round's: not retained (it was cleared)
-    assert bus.published[-2:] == [(topics.vote("t1", 2, "node-01"), b"v2", True), (topics.vote("t1", 1, "node-01"), b"v1", False)]
+    assert bus.published[-1] == (topics.vote("t1", 1, "node-01"), b"v1", False)
     round_topics.fetch_votes(2)
     round_topics.start_task(make_consortium(n_agents=6, committee=3).task)  # a new task: nothing of the old
     assert topics.round_votes("t1", 2) not in bus.subscribed

@@ -440,8 +440,9 @@ def test_broker_killed_mid_round_and_restarted_the_task_completes(tmp_path):
 
 @pytest.mark.soak
 def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp_path):
-    """kill -9 of the coordinator while round 2 trains: restarted (as a service manager would), it
-    resumes from its LMDB checkpoint and the task completes with every round on every replica once."""
+    """kill -9 of the coordinator while round 2 trains (round 1 decided, its block written meanwhile):
+    restarted (as a service manager would), it resumes from its LMDB checkpoint and the task completes
+    with every round on every replica once."""
     from ledger.backends.lmdb import LmdbStore
     from ledger.block import decode_block
 
@@ -451,15 +452,14 @@ def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp
     args = ["--agents", "5", "--standby", "1", "--processes", "5", "--rounds", "4", "--update-timeout", "120"]
     proc = demo(out, mosquitto, *args)
     with RoundWatcher(mosquitto) as rounds:
-        rounds.wait(2)
-        time.sleep(1.0)
+        rounds.wait(2)  # at once: a round here takes well under a second
         found = processes_with(out / "configs" / "coordinator.toml")
         assert len(found) == 1
         found[0].kill()
     text = finish(proc)
     assert "restarting it: it resumes" in text, text
     log = (out / "logs" / "coordinator.log").read_text()
-    assert "resuming after round 1" in log, log[-3000:]
+    assert re.search(r"resuming after round [12] \(", log), log[-3000:]  # 2: round 2 was decided as it died
     summary = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4], text
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
