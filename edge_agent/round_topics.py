@@ -11,8 +11,8 @@ of to everyone.
 Votes go to the coordinator and to the round's block proposer only: an agent subscribes to a round's
 votes when its proof-of-quality place says it is to propose that round's block (``fetch_votes``), and
 no longer once the round after the next starts (the coordinator starts the next round while the block
-is written). Votes are published retained so that the proposer, which learns
-its place from the result after every vote was sent, still gets them; with committees updates are
+is written). Votes are published retained so that the proposer, which learns its place from the result
+after every vote was sent, still gets them; with committees updates are
 retained too (an agent pool subscribes for its agents one after another, after some peers published).
 Each agent clears its previous round's retained update when it publishes the next, and a retained vote
 when it publishes the vote of the round after the next (a stand-in proposer may fetch a round's votes
@@ -89,7 +89,7 @@ class RoundTopics:
 
     def publish_again(self, kind: str, round_no: int, raw: bytes) -> None:
         """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, without waiting; retained
-        again if it is still our retained one (a broker that restarted empty has lost it)."""
+        again if it is still one of our retained ones (a broker that restarted empty has lost it)."""
         topic = self._own(kind, round_no)
         self.bus.publish(topic, raw, retain=topic in self.retained.get(kind, []), wait=None)
 
