@@ -14,7 +14,8 @@ mean quality), ``bpcv-outlier`` by the demo's defaults (outlier elimination, med
 accountable voters); the baselines aggregate every update and eliminate no one. Every cell has 10%
 standby nodes on top of ``nodes`` active ones (BPCV-FL admits them in place of the eliminated). Each finished cell appends one line to
 results.csv (a cell already there is skipped, so an interrupted matrix resumes) and its accuracy per
-round to rounds.csv; plot.py draws the curves and writes cells.md. The run folder is deleted after
+round to rounds.csv; a cell that stopped on its time limit short of its rounds counts as not run, and its
+rerun replaces its earlier lines in both files; plot.py draws the curves and writes cells.md. The run folder is deleted after
 reading it.
 """
 
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared csv_rows
-from csv_rows import append_rows, model_label, read_rows
+from csv_rows import append_rows, model_label, read_rows, write_rows
 from demo_rules import DEMO_RULES, PAPER_RULES, baseline_rules, bpcv_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,8 +103,21 @@ def key_of(row: dict[str, object]) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in KEY)
 
 
-def done_cells(path: Path) -> set[tuple[str, ...]]:
-    return {key_of(r) for r in read_rows(path)}
+def done_cells(path: Path, rounds: int) -> set[tuple[str, ...]]:
+    """The cells of results.csv that ran to the end: one stopped on its time limit before ``rounds`` runs again."""
+    return {key_of(r) for r in read_rows(path) if not cut_short(r, rounds)}
+
+
+def cut_short(row: dict[str, str], rounds: int) -> bool:
+    return row["stopped_because"] == "time limit" and int(row["rounds"]) < rounds
+
+
+def drop_cell(path: Path, columns: list[str], key: tuple[str, ...]) -> None:
+    """Remove the lines of the cell ``key`` from ``path`` (an earlier, cut-short run of a cell run again)."""
+    rows = read_rows(path)
+    kept = [r for r in rows if key_of(r) != key]
+    if len(kept) < len(rows):
+        write_rows(path, columns, kept)
 
 
 def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
@@ -135,6 +149,8 @@ def run_cell(args: argparse.Namespace, cell: dict[str, object]) -> None:
         return
     figures, per_round = measure(run)
     row = {**cell, **figures, "wall_s": wall}
+    for file, columns in (("results.csv", COLUMNS), ("rounds.csv", ROUND_COLUMNS)):
+        drop_cell(Path(args.results) / file, columns, key_of(cell))
     append_rows(Path(args.results) / "results.csv", COLUMNS, [row])
     where = {k: cell[k] for k in ROUND_COLUMNS if k in cell}
     append_rows(Path(args.results) / "rounds.csv", ROUND_COLUMNS, [{**where, **r} for r in per_round])
@@ -203,7 +219,7 @@ def main() -> int:
     args.model = args.model or MODELS[args.dataset]
     if args.dataset == "cifar10" and not args.data_path:
         raise SystemExit("--dataset cifar10 needs --data-path: the official cifar-10-python.tar.gz")
-    done = done_cells(Path(args.results) / "results.csv")
+    done = done_cells(Path(args.results) / "results.csv", args.rounds)
     for cell in cells(args):
         ran = key_of(cell) in done
         if args.list:
