@@ -11,9 +11,8 @@ Rules for a round's messages:
   changes weights the task never trains (``fixed-weights-changed``) or is the round's global model sent
   back untrained (``no-training``, compared as the update encoding carries it) is invalid too. Under
   ``none`` (the baselines as published) a well-formed update is never refused for what it holds;
-- a vote is accepted once, from a node whose update was accepted, scoring only manifest entries by their
-  manifest digest (never itself). A vote that comes before the manifest (a voter whose peers' updates
-  were all in) is held, one per roster node, and checked once the manifest is frozen.
+- a vote is accepted after the manifest, once, from a node whose update was accepted, scoring only
+  manifest entries by their manifest digest (never itself).
 """
 
 from __future__ import annotations
@@ -46,8 +45,7 @@ class RoundInbox:
     roster: list[str]
     valid: dict[str, tuple[str, list[np.ndarray]]] = field(default_factory=dict)  # node -> (digest, weights)
     invalid: dict[str, str] = field(default_factory=dict)  # node -> why its update was refused
-    manifest: dict[str, str] | None = None  # node -> digest, once frozen
-    early_votes: dict[str, tuple[str, Envelope]] = field(default_factory=dict)  # node -> (topic, vote) before it
+    manifest: dict[str, str] = field(default_factory=dict)  # node -> digest, once published
     committee_seed: str | None = None  # with validation committees: the block hash that drew them
     assignment: dict[str, list[str]] = field(default_factory=dict)  # voter -> the peers it is to score
     votes: dict[str, Envelope] = field(default_factory=dict)
@@ -135,9 +133,6 @@ class RoundCollector:
             self.intake.reject(Rejected("equivocation", f"update of {node}, who equivocated"), "update")
         inbox = self.inbox
         inbox.manifest = {n: d for n, (d, _) in sorted(inbox.valid.items())}
-        for node, (topic, env) in sorted(inbox.early_votes.items()):
-            self._take_vote(topic, node, env)
-        inbox.early_votes.clear()
         return Manifest(inbox.manifest)
 
     def handle(self, topic: str, levels: tuple[str, ...], payload: bytes) -> None:
@@ -223,29 +218,17 @@ class RoundCollector:
         env = self._open_round_message(topic, round_no, node, payload)
         if env is None:
             return
-        if inbox.manifest is not None:
-            self._take_vote(topic, node, env)
-        elif node not in inbox.roster:
-            self.intake.reject(Rejected("not-a-voter", f"{node} is not in the round's roster"), topic)
-        elif node in inbox.early_votes:
-            self.intake.reject(Rejected("duplicate-vote", node), topic)
-        else:  # before the manifest: held, checked against it once it is frozen
-            inbox.early_votes[node] = (topic, env)
-
-    def _take_vote(self, topic: str, node: str, env: Envelope) -> None:
-        """Accept ``node``'s vote against the frozen manifest, or count why not."""
-        inbox = self.inbox
-        manifest = inbox.manifest
-        assert manifest is not None
         try:
             if node not in inbox.valid:
                 raise Rejected("not-a-voter", f"{node} has no accepted update this round")
             if node in inbox.votes:
                 raise Rejected("duplicate-vote", node)
+            if not inbox.manifest:
+                raise Rejected("early-vote", f"{node} voted before the manifest")
             vote = read(env, Vote)
             scores = vote_scores(vote, self.intake.registry)
             for target in scores:
-                if target == node or target not in manifest or vote.digests.get(target) != manifest[target]:
+                if target == node or target not in inbox.manifest or vote.digests.get(target) != inbox.manifest[target]:
                     raise Rejected("vote-off-manifest", f"{node} scored {target} outside the manifest")
                 if target not in inbox.assignment.get(node, ()):
                     raise Rejected("vote-off-committee", f"{node} scored {target}, who is not in its committee")

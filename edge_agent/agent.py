@@ -235,7 +235,7 @@ class Agent:
         if message is None:
             return
         if round_no == self.round:  # asked again: our update was lost on the way
-            self.round_topics.send_again(self.rounds, "update", round_no, message.resend_to)
+            self._send_again("update", round_no, message.resend_to)
             return
         try:
             with self.rounds.clock.phase("verify"):  # the global model's digest, and decoding it
@@ -280,7 +280,17 @@ class Agent:
         self.round_topics.publish_update(round_no, env.raw)
         spent = update.epsilon_spent
         log.info("%s: round %d update sent (%d bytes, epsilon spent %s)", self.node_id, round_no, len(env.raw), spent)
-        self._vote_early()  # the last to train: every peer's update may be here already
+
+    def _send_again(self, kind: str, round_no: int, resend_to: tuple[str, ...] | None) -> None:
+        """Publish our ``kind`` message of ``round_no`` again, the same bytes, when the request names us."""
+        assert self.task is not None
+        raw = self.rounds.to_send_again(kind, round_no, self.node_id, resend_to)
+        if raw is None:
+            return
+        self.round_topics.publish_again(kind, round_no, raw)
+        log.info("%s: round %d %s sent again (the coordinator asked)", self.node_id, round_no, kind)
+        if (why := self.rounds.lost(kind, round_no)) is not None:
+            log.warning("%s: %s", self.node_id, why)
 
     def _from_peer(self, topic: str, round_no: int, sender: str | None, raw: bytes, behind: int = 0) -> Envelope | None:
         """A peer's message of this round or the next (a peer may be a little ahead), or of ``behind``
@@ -306,12 +316,6 @@ class Agent:
         elif (early := self.rounds.to_score_early(round_no, self.node_id, env.sender)) is not None:
             with self.rounds.clock.phase("score"):
                 self.work.score(env.sender, *early)
-            self._vote_early()
-
-    def _vote_early(self) -> None:
-        """Vote before the manifest once every peer we score has sent its update (and we ours)."""
-        if (blobs := self.rounds.to_vote_early(self.node_id)) is not None:
-            self._vote(self.round, {p: digest for p, (digest, _) in blobs.items()}, blobs)
 
     # one round: manifest -> vote
     def on_manifest(self, topic: str, round_no: int, _sender: str | None, payload: bytes) -> None:
@@ -321,11 +325,9 @@ class Agent:
         manifest = self._read(env, Manifest, topic)
         if manifest is None:
             return
-        if self.rounds.vote_stands(round_no, manifest.updates):  # voted; asked again: our vote was lost on the way
-            self.round_topics.send_again(self.rounds, "vote", round_no, manifest.resend_to)
+        if ("vote", round_no) in self.rounds.sent:  # asked again: our vote was lost on the way
+            self._send_again("vote", round_no, manifest.resend_to)
             return
-        if ("vote", round_no) in self.rounds.sent:  # our early vote scored an update the manifest leaves out
-            log.info("%s: round %d manifest leaves out a peer our vote scored: voting again", self.node_id, round_no)
         self.rounds.manifest = (round_no, manifest)
         if not self._try_vote(final=False):
             self._later(PENDING_VOTE_WAIT_S, self._try_vote, True)
@@ -333,7 +335,8 @@ class Agent:
     def _try_vote(self, final: bool) -> bool:
         """Score the assigned peers once all their updates are here (or, when ``final``, with what is here).
         Returns False while it is still waiting for updates."""
-        pending, round_no = self.rounds.manifest, self.round
+        pending = self.rounds.manifest
+        round_no = self.round
         if pending is None or pending[0] != round_no:
             return pending is None
         assert self.task is not None and self.work is not None
@@ -342,22 +345,17 @@ class Agent:
         if missing and not final:
             return False
         self.rounds.manifest = None
-        self._vote(round_no, listed, blobs, f" ({len(missing)} updates missing)" if missing else "")
-        return True
-
-    def _vote(self, round_no: int, listed: dict[str, str], blobs: dict[str, tuple[str, bytes]], note: str = "") -> None:
-        """Score ``blobs`` (peer -> (digest, blob)), sign the vote over their ``listed`` digests, publish it."""
-        assert self.task is not None and self.work is not None
         with self.rounds.clock.phase("score"):
             scores = self.work.score_peers(blobs)
         with self.rounds.clock.phase("sign"):
             vote = Vote(scores, self.task.metric, {p: listed[p] for p in scores}, self.work.epsilon_spent())
             env = seal_message(self.identity, vote, self.task.task_id, round_no)
-        self.rounds.voted = dict(vote.digests)
         self.proposer.keep(round_no, env.digest, env.raw)
         self.rounds.record_sent("vote", round_no, env.raw)
         self.round_topics.publish_vote(round_no, env.raw)
-        log.info("%s: round %d vote sent for %d peers%s", self.node_id, round_no, len(scores), note)
+        gaps = f" ({len(missing)} updates missing)" if missing else ""
+        log.info("%s: round %d vote sent for %d peers%s", self.node_id, round_no, len(scores), gaps)
+        return True
 
     def on_vote(self, topic: str, round_no: int, sender: str | None, payload: bytes) -> None:
         env = self._from_peer(topic, round_no, sender, payload, behind=1)  # the block may follow the next round's start

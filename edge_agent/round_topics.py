@@ -21,15 +21,10 @@ while the next round runs); an empty retained message deletes it, and receivers 
 
 from __future__ import annotations
 
-import logging
-
 from bpcv.mqtt import Bus
 from bpcv.task import TaskSpec
 from bpcv.topics import Topics
 from edge_agent.round_clock import RoundClock
-from edge_agent.rounds import RoundState
-
-log = logging.getLogger(__name__)
 
 # How many of an agent's own rounds of each kind stay retained on the broker: a round's votes until its
 # block is written, which may be while the next round runs.
@@ -92,18 +87,11 @@ class RoundTopics:
         proposer."""
         self._publish("vote", self._own("vote", round_no), raw, True)
 
-    def send_again(self, rounds: RoundState, kind: str, round_no: int, resend_to: tuple[str, ...] | None) -> None:
-        """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, when the coordinator's
-        request names us, without waiting; retained again if it is still one of our retained ones (a broker
-        that restarted empty has lost it)."""
-        raw = rounds.to_send_again(kind, round_no, self.node_id, resend_to)
-        if raw is None:
-            return
+    def publish_again(self, kind: str, round_no: int, raw: bytes) -> None:
+        """Our ``kind`` ("update" or "vote") of ``round_no`` again, the same bytes, without waiting; retained
+        again if it is still one of our retained ones (a broker that restarted empty has lost it)."""
         topic = self._own(kind, round_no)
         self.bus.publish(topic, raw, retain=topic in self.retained.get(kind, []), wait=None)
-        log.info("%s: round %d %s sent again (the coordinator asked)", self.node_id, round_no, kind)
-        if (why := rounds.lost(kind, round_no)) is not None:
-            log.warning("%s: %s", self.node_id, why)
 
     def _own(self, kind: str, round_no: int) -> str:
         """The topic of our ``kind`` ("update" or "vote") of ``round_no``."""

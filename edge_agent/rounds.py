@@ -31,7 +31,6 @@ class RoundState:
         self.peers: list[str] | None = None  # whom this node scores this round; None: every peer listed
         self.updates: dict[int, dict[str, tuple[str, bytes]]] = {}  # round -> peer -> (digest, blob)
         self.manifest: tuple[int, Manifest] | None = None  # (round, manifest) waiting for updates to score
-        self.voted: dict[str, str] | None = None  # peer -> the update digest our vote of this round scored
         self.sent: dict[tuple[str, int], bytes] = {}  # (update|vote, round) -> what we published
         self.sent_at: dict[tuple[str, int], float] = {}  # (update|vote, round) -> when (monotonic)
         self.asked: Counter[tuple[str, int]] = Counter()  # (update|vote, round) -> requests to send it again
@@ -57,7 +56,6 @@ class RoundState:
         self.sent_at = {k: t for k, t in self.sent_at.items() if k[1] >= round_no}
         self.asked = Counter({k: n for k, n in self.asked.items() if k[1] >= round_no})
         self.manifest = None
-        self.voted = None
 
     def in_window(self, round_no: int, behind: int = 0) -> bool:
         """Peers' messages are kept for this round and the next (a peer may be a little ahead), and, with
@@ -84,26 +82,6 @@ class RoundState:
         if peer not in (self.roster if self.peers is None else self.peers):
             return None
         return self.updates.get(round_no, {}).get(peer)
-
-    def to_vote_early(self, node_id: str) -> dict[str, tuple[str, bytes]] | None:
-        """The (digest, blob) of every peer ``node_id`` is to score this round (every peer of the roster, or its
-        committee), once all have arrived, it has sent its own update and not yet voted; else None. Voting
-        then, before the manifest, takes the manifest's round trip off the round; the coordinator holds the
-        vote and checks it against the manifest, which lists the same updates unless it left one out."""
-        round_no = self.number
-        if self.voted is not None or self.manifest is not None or ("update", round_no) not in self.sent:
-            return None
-        peers = [p for p in (self.roster if self.peers is None else self.peers) if p != node_id]
-        received = self.updates.get(round_no, {})
-        if not peers or any(p not in received for p in peers):
-            return None
-        return {p: received[p] for p in peers}
-
-    def vote_stands(self, round_no: int, listed: dict[str, str]) -> bool:
-        """Whether our vote of ``round_no`` (this round) scored only updates its manifest lists, by the digests
-        it lists (as the coordinator checks it); False when we have not voted."""
-        voted = self.voted if round_no == self.number else None
-        return voted is not None and all(listed.get(p) == d for p, d in voted.items())
 
     def record_sent(self, kind: str, round_no: int, raw: bytes) -> None:
         """We published ``raw`` as our ``kind`` of ``round_no`` (sent again, byte for byte, when asked)."""

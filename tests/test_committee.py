@@ -18,7 +18,7 @@ from bpcv.topics import Topics
 from coordinator.collector import RoundCollector
 from edge_agent.round_clock import RoundClock
 from edge_agent.round_topics import RoundTopics
-from edge_agent.rounds import RESEND_GRACE_S, RoundState
+from edge_agent.rounds import RoundState
 from ledger.errors import InvalidBlock
 from ledger.replica import Replica
 from ledger.validate import validate_genesis
@@ -196,7 +196,6 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_f
     topics = Topics()
     bus = RecordingBus()
     round_topics = RoundTopics(bus, topics, "node-01", RoundClock())  # type: ignore[arg-type]
-    rounds = RoundState()
     round_topics.start_task(make_consortium(n_agents=6).task)
     before = list(bus.subscribed)
     assert not any(t.endswith(("/vote/+", "/#")) for t in before)
@@ -209,9 +208,7 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_f
     round_topics.follow(3, None)  # the round after: round 1's votes no longer
     assert bus.subscribed == before
     round_topics.publish_vote(2, b"v2")  # round 1's vote stays retained: its block may still be to write
-    rounds.record_sent("vote", 1, b"v1")
-    rounds.sent_at[("vote", 1)] -= RESEND_GRACE_S  # sent a while ago
-    round_topics.send_again(rounds, "vote", 1, ("node-01",))  # asked again: retained again (a restarted broker lost it)
+    round_topics.publish_again("vote", 1, b"v1")  # asked again: retained again (a restarted broker lost it)
     round_topics.publish_vote(3, b"v3")  # now round 1's is cleared
     assert bus.published == [
         (topics.vote("t1", 1, "node-01"), b"v1", True),
@@ -220,7 +217,7 @@ def test_votes_reach_an_agent_only_for_the_round_it_proposes_and_stay_retained_f
         (topics.vote("t1", 1, "node-01"), b"", True),
         (topics.vote("t1", 3, "node-01"), b"v3", True),
     ]
-    round_topics.send_again(rounds, "vote", 1, ("node-01",))  # an older round's: not retained (it was cleared)
+    round_topics.publish_again("vote", 1, b"v1")  # an older round's: not retained (it was cleared)
     assert bus.published[-1] == (topics.vote("t1", 1, "node-01"), b"v1", False)
     round_topics.fetch_votes(2)
     round_topics.start_task(make_consortium(n_agents=6, committee=3).task)  # a new task: nothing of the old

@@ -1,5 +1,5 @@
 """An agent whose own update is out scores its peers' updates as they arrive, while slower peers still
-train; its vote, cast once every peer's update is in, reuses those scores (TensorFlow stubbed)."""
+train; its vote reuses those scores when the manifest lists the same digests (TensorFlow stubbed)."""
 
 import queue
 
@@ -58,12 +58,13 @@ def test_a_peers_update_is_scored_as_it_arrives_once_the_agents_own_update_is_ou
 
     late, late_digest = update_of(c, "node-03", 0.3)
     agent.handle(TOPICS.update("t1", 2, "node-03"), late)  # our update is out: scored now, before the manifest
-    assert trainer.scored == [0.3, 0.2]  # and every peer's is in: node-02's scored for the vote, which goes now
-    vote = open_envelope(published[-1][1], agent.replica.state.registry, ("agent",))
-    assert vote.type == "vote" and vote.body["scores"] == {"node-02": 0.2, "node-03": 0.3}
-    assert vote.body["digests"] == {"node-02": early_digest, "node-03": late_digest}
+    assert trainer.scored == [0.3]
+    assert len(published) == 1  # no vote yet: that waits for the manifest
 
     manifest = Manifest({"node-02": early_digest, "node-03": late_digest})
     agent.handle(TOPICS.manifest("t1", 2), seal_message(c.coordinator, manifest, "t1", 2).raw)
-    assert trainer.scored == [0.3, 0.2] and len(published) == 2  # the vote stands: nothing scored or sent again
+    assert trainer.scored == [0.3, 0.2]  # node-02's update scored for the vote, node-03's not again
+    vote = open_envelope(published[-1][1], agent.replica.state.registry, ("agent",))
+    assert vote.type == "vote" and vote.body["scores"] == {"node-02": 0.2, "node-03": 0.3}
+    assert vote.body["digests"] == manifest.updates
     agent.replica.close()
