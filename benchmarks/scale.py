@@ -23,6 +23,8 @@ GD-DP, no standby. From the run folder:
 
 ``--mode plain`` runs the same cells as plain federated learning (``--strategy fedavg --no-supervision``: no
 votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
+``--broker mosquitto`` runs them on a mosquitto the demo starts instead of the embedded broker (amqtt,
+Python, in the demo's process): what a fleet runs (column ``broker``).
 
 Each finished cell appends a row to benchmarks/results/scale.csv (a cell already there is skipped, so an
 interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
@@ -52,11 +54,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
-    "overhead_share", "busy_shares", "coordinator_stages", "model",
+    "overhead_share", "busy_shares", "coordinator_stages", "model", "broker",
 ]  # fmt: skip
 DEFAULT_MODEL = "mlp:128"
-FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL}  # the value of a column a row from before it lacks
-KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model")
+# the value of a column a row from before it lacks
+FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL, "broker": "embedded"}
+KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model", "broker")
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 MB = 1024 * 1024
 
@@ -86,7 +89,8 @@ def run_cell(
     broker: str = "",
     model: str = DEFAULT_MODEL,
 ) -> dict[str, object]:
-    """One live demo cell (with ``broker``, an MQTT URL, on that broker instead of the embedded one); its row."""
+    """One live demo cell (with ``broker``, the demo's ``--broker``: ``mosquitto`` or an MQTT URL, on that
+    broker instead of the embedded one); its row."""
     out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}-{Path(model).stem.replace(':', '')}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
@@ -132,6 +136,7 @@ def run_cell(
         "busy_shares": " ".join(f"{p}={v:.3f}" for p, v in breakdown.busy_share.items()) if breakdown else "",
         "coordinator_stages": " ".join(f"{s}={v:.3f}" for s, v in timeline.median_s.items()) if timeline else "",
         "model": model,
+        "broker": broker or "embedded",
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -186,6 +191,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", default=DEFAULT_MODEL, help="a demo model preset or Keras .json (plotted: mlp:128 only)")
     p.add_argument("--mode", default="bpcv", choices=sorted(MODES), help="bpcv, or plain federated learning")
+    p.add_argument("--broker", default="embedded", help="embedded (amqtt in the demo), mosquitto, or mqtt://HOST:PORT")
     p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
     p.add_argument("--plot", action="store_true", help="only draw scale.png from the CSV")
@@ -204,12 +210,14 @@ def main() -> int:
                 if committee == 0 and nodes > a.max_all_peers:
                     print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
                     continue
-                cell = dict(zip(KEY_COLUMNS, (nodes, committee, dtype, a.rounds, a.mode, a.model), strict=True))
+                values = (nodes, committee, dtype, a.rounds, a.mode, a.model, a.broker)
+                cell = dict(zip(KEY_COLUMNS, values, strict=True))
                 key = cell_key({c: str(v) for c, v in cell.items()})  # as the CSV holds them: strings
                 if key in done:
                     print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
-                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, model=a.model)
+                broker = "" if a.broker == "embedded" else a.broker
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, broker, a.model)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
     print(plot(a.csv))
