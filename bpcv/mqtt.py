@@ -7,7 +7,9 @@ are made in ``on_connect`` so a reconnect resubscribes. The node's retained stat
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -67,6 +69,14 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+def _send_small_packets_at_once(_client: object, _userdata: object, sock: object) -> None:
+    """TCP_NODELAY on the client's socket. With Nagle's algorithm a small write (an acknowledgement, the tail
+    of a model) waits until the peer acknowledges the previous one, which the peer's delayed ACK holds back
+    for up to 40 ms: a QoS 1 publish then waits that long for its PUBACK (docs/SCALE.md)."""
+    with contextlib.suppress(OSError, AttributeError):  # a Unix socket or a websocket wrapper: leave it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+
+
 class Bus:
     """A connected MQTT client for one node."""
 
@@ -104,6 +114,7 @@ class Bus:
             client.tls_set(ca_certs=broker.tls.ca, certfile=broker.tls.cert or None, keyfile=broker.tls.key or None)
         if status_topic:
             client.will_set(status_topic, b"offline", qos=1, retain=True)
+        client.on_socket_open = _send_small_packets_at_once
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

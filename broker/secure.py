@@ -90,6 +90,8 @@ log_type warning
 log_type notice
 # $SYS/broker/bytes/* every second: the run's traffic per round (bpcv report).
 sys_interval 1
+# Send small packets (acknowledgements) at once, not after the client's delayed ACK (docs/SCALE.md).
+set_tcp_nodelay true
 # Models travel to every peer: large messages, and room in flight and in queue for a round.
 max_packet_size {max_packet}
 max_inflight_messages {MAX_INFLIGHT_MESSAGES}
