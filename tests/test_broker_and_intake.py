@@ -208,3 +208,18 @@ def test_listener_of_reads_the_secure_config(tmp_path):
         listener_of(conf)
     with pytest.raises(ConfigError, match="cannot read"):
         listener_of(tmp_path / "missing.conf")
+
+
+def test_every_connection_sends_small_packets_at_once(embedded, tmp_path):
+    """TCP_NODELAY on the client's socket, and mosquitto told to set it on its side: with Nagle's algorithm
+    a QoS 1 publish waited for its PUBACK behind the peer's delayed ACK (docs/SCALE.md)."""
+    from broker.runner import render_mosquitto_conf
+    from broker.secure import render_secure_conf
+
+    bus = Bus("quick", embedded, lambda t, p: None)
+    bus.connect()
+    sock = bus._client.socket()  # paho's socket: the option is not visible from the broker's side
+    assert sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    bus.close()
+    for conf in (render_mosquitto_conf("127.0.0.1", 1883), render_secure_conf(tmp_path, "127.0.0.1", 8883)):
+        assert "\nset_tcp_nodelay true\n" in conf
