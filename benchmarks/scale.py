@@ -86,18 +86,18 @@ def run_cell(
     seed: int,
     work: Path,
     mode: str,
-    broker: str = "",
+    broker: str = "embedded",
     model: str = DEFAULT_MODEL,
 ) -> dict[str, object]:
-    """One live demo cell (with ``broker``, the demo's ``--broker``: ``mosquitto`` or an MQTT URL, on that
-    broker instead of the embedded one); its row."""
+    """One live demo cell on ``broker`` (the demo's ``--broker``: ``embedded``, ``mosquitto`` or an MQTT
+    URL); its row."""
     out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}-{Path(model).stem.replace(':', '')}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
            "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
            "--model", model, "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
            "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode],
-           *(["--broker", broker] if broker else [])]  # fmt: skip
+           "--broker", broker]  # fmt: skip
     print(f"== {mode} N={nodes} committee={committee} {dtype} rounds={rounds} {model}: {' '.join(cmd[3:])}", flush=True)
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=7500, check=False)
@@ -136,7 +136,7 @@ def run_cell(
         "busy_shares": " ".join(f"{p}={v:.3f}" for p, v in breakdown.busy_share.items()) if breakdown else "",
         "coordinator_stages": " ".join(f"{s}={v:.3f}" for s, v in timeline.median_s.items()) if timeline else "",
         "model": model,
-        "broker": broker or "embedded",
+        "broker": broker,
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -216,8 +216,7 @@ def main() -> int:
                 if key in done:
                     print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
-                broker = "" if a.broker == "embedded" else a.broker
-                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, broker, a.model)
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, a.broker, a.model)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
     print(plot(a.csv))
