@@ -197,3 +197,35 @@ def test_budget_stop_happens_at_the_right_round():
         acc.spend(per_round)
         rounds += 1
     assert rounds == 3 and acc.epsilon_spent <= budget
+
+
+def test_an_account_composes_each_round_onto_what_it_spent_and_states_the_same_epsilon(monkeypatch):
+    """An agent's account keeps the PLD of its spent steps and composes one round's onto it: the epsilon
+    it states round by round is the one composed from scratch, and no round after the first composes every
+    step again. Rounds of another length, a round not afforded and a resumed account stay exact."""
+    from edge_agent.privacy import accountant
+
+    per_round, q, delta = 68, 32 / 1080, 1e-5
+    m = calibrate_noise_multiplier("laplace", 10.0, q, 12 * per_round, delta)
+    from_scratch = []
+    monkeypatch.setattr(
+        accountant,
+        "laplace_steps_loss",
+        lambda m, q, steps: from_scratch.append(steps) or accountant.round_loss.__wrapped__(m, q, steps),
+    )
+    acc = PrivacyAccountant("laplace", m, q, delta, 10.0)
+    stated = []
+    while acc.can_afford(per_round):
+        stated.append(acc.spend(per_round))
+    assert len(stated) == 12 and from_scratch == [per_round]  # only the first round's PLD was built whole
+    for rounds, epsilon in enumerate(stated, 1):
+        assert epsilon == pytest.approx(epsilon_for("laplace", m, q, rounds * per_round, delta), rel=1e-6, abs=0)
+    assert acc.epsilon_spent <= 10.0
+    acc.spend(per_round // 2)  # a shorter round than the one it afforded: composed from the last kept
+    assert acc.epsilon_spent == pytest.approx(epsilon_for("laplace", m, q, acc.steps, delta), rel=1e-6)
+    resumed = PrivacyAccountant("laplace", m, q, delta, 10.0, steps=5 * per_round)  # read from disk
+    assert resumed.epsilon_spent == pytest.approx(stated[4], rel=1e-6)
+    assert resumed.can_afford(per_round) and resumed.epsilon_after(3 * per_round) == pytest.approx(stated[2], rel=1e-6)
+    from_scratch.clear()  # agents of one pool with the same settings: what one computed, the others reuse
+    pool = [PrivacyAccountant("laplace", m, q, delta, 10.0, steps=7 * per_round) for _ in range(2)]
+    assert [a.spend(per_round) for a in pool] == [pytest.approx(stated[7], rel=1e-6)] * 2 and len(from_scratch) == 1

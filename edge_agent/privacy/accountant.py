@@ -5,8 +5,11 @@ the mechanism with noise multiplier m. Over k steps:
 - Laplace with delta = 0 (pure DP): one step is (1/m)-DP; Poisson sampling amplifies it to
   log(1 + q (e^(1/m) - 1)); k steps compose to k times that. (dp-accounting's PLD accountant
   cannot give delta = 0: its tail truncation makes epsilon infinite there.)
-- Laplace with delta > 0: dp-accounting's PLD accountant on the Poisson-sampled Laplace event, or the
-  pure bound above where it is smaller (or where PLD's discretisation fails: a tiny noise multiplier).
+- Laplace with delta > 0: dp-accounting's privacy loss distribution (PLD) of the Poisson-sampled Laplace
+  steps, or the pure bound above where it is smaller (or where PLD's discretisation fails: a tiny noise
+  multiplier). An agent's account keeps the PLD of what it has spent and composes the next round's
+  steps onto it, as dp-accounting's own accountant composes events, instead of composing every step
+  again each round.
 - Gaussian (delta > 0 required): dp-accounting's RDP accountant on the Poisson-sampled Gaussian event.
 """
 
@@ -14,10 +17,14 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import dp_accounting
-from dp_accounting import pld, rdp
+from dp_accounting import rdp
+from dp_accounting.pld import privacy_loss_distribution
 
 from bpcv.errors import ConfigError
 
@@ -47,6 +54,33 @@ def amplified_pure_epsilon(epsilon: float, sampling_rate: float) -> float:
     return epsilon + math.log(sampling_rate + (1.0 - sampling_rate) * math.exp(-epsilon))
 
 
+def laplace_steps_loss(noise_multiplier: float, sampling_rate: float, steps: int) -> Any:
+    """The PLD of ``steps`` Poisson-sampled Laplace steps, built as dp-accounting's ``PLDAccountant`` builds
+    it (pessimistic, on the ``PLD_VALUE_INTERVAL`` grid)."""
+    return privacy_loss_distribution.from_laplace_mechanism(
+        noise_multiplier, value_discretization_interval=PLD_VALUE_INTERVAL, sampling_prob=sampling_rate
+    ).self_compose(steps)
+
+
+# one round's steps: what every round of an account composes (agents of a pool with its settings share it)
+round_loss = functools.lru_cache(maxsize=64)(laplace_steps_loss)
+
+
+def laplace_epsilon(
+    noise_multiplier: float, sampling_rate: float, steps: int, delta: float, loss: Callable[[], Any]
+) -> float:
+    """The epsilon of ``steps`` Laplace steps: the pure bound, or with delta > 0 the smaller of it and what
+    the PLD ``loss()`` gives (the pure bound holds for every delta, and PLD's discretisation fails for a very
+    large privacy loss per step, little noise)."""
+    pure = steps * amplified_pure_epsilon(1.0 / noise_multiplier, sampling_rate)
+    if delta == 0:
+        return pure
+    try:
+        return min(pure, float(loss().get_epsilon_for_delta(delta)))
+    except (ValueError, OverflowError, FloatingPointError):
+        return pure
+
+
 @functools.lru_cache(maxsize=256)  # pure, and PLD accounting takes a while: agents of one pool share it
 def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
     """The epsilon spent after ``steps`` Poisson-sampled steps (infinite for mechanism ``off``)."""
@@ -55,17 +89,10 @@ def epsilon_for(mechanism: str, noise_multiplier: float, sampling_rate: float, s
     if mechanism == "off" or noise_multiplier <= 0:
         return math.inf
     if mechanism == "laplace":
-        pure = steps * amplified_pure_epsilon(1.0 / noise_multiplier, sampling_rate)
-        if delta == 0:
-            return pure
-        # PLD is tighter with delta > 0, but its discretisation fails for a very large privacy loss per
-        # step (little noise); the pure bound holds for every delta, so the smaller of the two is valid
-        try:
-            accountant = pld.PLDAccountant(value_discretization_interval=PLD_VALUE_INTERVAL)
-            accountant.compose(step_event(mechanism, noise_multiplier, sampling_rate), steps)
-            return min(pure, float(accountant.get_epsilon(delta)))
-        except (ValueError, OverflowError, FloatingPointError):
-            return pure
+        return laplace_epsilon(
+            noise_multiplier, sampling_rate, steps, delta,
+            lambda: laplace_steps_loss(noise_multiplier, sampling_rate, steps),
+        )  # fmt: skip
     if delta <= 0:
         raise ConfigError("the Gaussian mechanism needs delta > 0")
     accountant = rdp.RdpAccountant()
@@ -95,6 +122,22 @@ def calibrate_noise_multiplier(
     return high
 
 
+# The latest accounts computed in this process, (noise multiplier, sampling rate, delta, steps) -> (PLD,
+# epsilon): a pool's agents with the same settings ask the same question each round. A few, each PLD up to
+# about 1 MB after 80 rounds.
+_recent: dict[tuple[float, float, float, int], tuple[Any, float]] = {}
+_recent_lock = threading.Lock()
+RECENT_KEPT = 8
+
+
+def forget_accounts() -> None:
+    """Forget every account this process computed (what a fresh process starts with; for benchmarks)."""
+    epsilon_for.cache_clear()
+    round_loss.cache_clear()
+    with _recent_lock:
+        _recent.clear()
+
+
 @dataclass
 class PrivacyAccountant:
     """One agent's running account for one task: what was spent, and whether the next round fits."""
@@ -105,18 +148,54 @@ class PrivacyAccountant:
     delta: float
     budget: float
     steps: int = 0
+    # the last account computed, (steps, their PLD, its epsilon): the same question again costs nothing, and
+    # the next round's PLD is one composition away
+    _kept: tuple[int, Any, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def epsilon_spent(self) -> float:
-        return epsilon_for(self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps, self.delta)
+        return self.epsilon_after(self.steps)
 
     def can_afford(self, more_steps: int) -> bool:
         """Whether ``more_steps`` steps keep the total within the budget."""
-        after = epsilon_for(
-            self.mechanism, self.noise_multiplier, self.sampling_rate, self.steps + more_steps, self.delta
-        )
-        return after <= self.budget * (1 + 1e-9)
+        return self.epsilon_after(self.steps + more_steps) <= self.budget * (1 + 1e-9)
 
     def spend(self, steps: int) -> float:
         self.steps += steps
         return self.epsilon_spent
+
+    def epsilon_after(self, steps: int) -> float:
+        """The epsilon spent after ``steps`` steps in all. For Laplace with delta > 0 the PLD of ``steps`` is
+        the kept PLD of fewer steps composed with the rest (dp-accounting's round PLD): the epsilon
+        from scratch up to floating point (2e-8 after 80 rounds), in a quarter to a fifth of the time of
+        composing every step again (``benchmarks/privacy_accounting.py``); ``epsilon_for`` otherwise."""
+        if self.mechanism != "laplace" or self.delta == 0 or self.noise_multiplier <= 0 or steps <= 0:
+            return epsilon_for(self.mechanism, self.noise_multiplier, self.sampling_rate, steps, self.delta)
+        if self._kept is not None and self._kept[0] == steps:
+            return self._kept[2]
+        key = (self.noise_multiplier, self.sampling_rate, self.delta, steps)
+        with _recent_lock:
+            recent = _recent.get(key)
+        if recent is not None:  # another agent of this process asked it
+            self._kept = (steps, *recent)
+            return recent[1]
+        built: list[Any] = []  # the PLD of ``steps``, once laplace_epsilon asks for it
+
+        def loss() -> Any:
+            built.append(self._loss(steps))
+            return built[0]
+
+        epsilon = laplace_epsilon(self.noise_multiplier, self.sampling_rate, steps, self.delta, loss)
+        if built:
+            self._kept = (steps, built[0], epsilon)
+            with _recent_lock:
+                _recent[key] = (built[0], epsilon)
+                while len(_recent) > RECENT_KEPT:
+                    del _recent[next(iter(_recent))]  # the oldest
+        return epsilon
+
+    def _loss(self, steps: int) -> Any:
+        if self._kept is not None and self._kept[0] < steps:
+            return self._kept[1].compose(round_loss(self.noise_multiplier, self.sampling_rate, steps - self._kept[0]))
+        # the first account, a resumed one, or fewer steps than kept (a round not afforded)
+        return laplace_steps_loss(self.noise_multiplier, self.sampling_rate, steps)
