@@ -25,6 +25,9 @@ GD-DP, no standby. From the run folder:
 votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
 ``--broker mosquitto`` runs them on a mosquitto the demo starts instead of the embedded broker (amqtt,
 Python, in the demo's process): what a fleet runs (column ``broker``).
+``--training paper`` trains as the convergence experiments do (2 local epochs, batch 32, learning rate 0.3,
+no DP; with their CNN as ``--model``): the paper's workload, where training is most of a round, instead of
+the default one DP epoch of a small shard (column ``training``).
 
 Each finished cell appends a row to benchmarks/results/scale.csv (a cell already there is skipped, so an
 interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
@@ -54,13 +57,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
-    "overhead_share", "busy_shares", "coordinator_stages", "model", "broker",
+    "overhead_share", "busy_shares", "coordinator_stages", "model", "broker", "training",
 ]  # fmt: skip
 DEFAULT_MODEL = "mlp:128"
 # the value of a column a row from before it lacks
-FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL, "broker": "embedded"}
-KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model", "broker")
+FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL, "broker": "embedded", "training": "dp-1-epoch"}
+KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model", "broker", "training")
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
+# How each agent trains a round. dp-1-epoch: the demo's (Laplace GD-DP, its batch and learning rate), one
+# local epoch. paper: the convergence experiments' (experiments/convergence/run.py's defaults: 2 local
+# epochs, batch 32, learning rate 0.3 decayed 0.98 a round, no DP), with their CNN as --model.
+TRAININGS = {
+    "dp-1-epoch": ["--epochs", "1"],
+    "paper": ["--epochs", "2", "--batch", "32", "--lr", "0.3", "--lr-decay", "0.98", "--dp", "off"],
+}
 MB = 1024 * 1024
 
 
@@ -88,13 +98,15 @@ def run_cell(
     mode: str,
     broker: str = "embedded",
     model: str = DEFAULT_MODEL,
+    training: str = "dp-1-epoch",
 ) -> dict[str, object]:
     """One live demo cell on ``broker`` (the demo's ``--broker``: ``embedded``, ``mosquitto`` or an MQTT
     URL); its row."""
-    out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}-{Path(model).stem.replace(':', '')}"
+    stem = Path(model).stem.replace(":", "")
+    out = work / f"{mode}-n{nodes}-k{committee}-{dtype.replace('+', '_')}-r{rounds}-{stem}-{training}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(nodes),
-           "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), "--epochs", "1",
+           "--standby", "0", "--processes", str(pools(nodes)), "--rounds", str(rounds), *TRAININGS[training],
            "--model", model, "--committee", str(committee), "--update-encoding", dtype, "--seed", str(seed),
            "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "7200", *MODES[mode],
            "--broker", broker]  # fmt: skip
@@ -137,6 +149,7 @@ def run_cell(
         "coordinator_stages": " ".join(f"{s}={v:.3f}" for s, v in timeline.median_s.items()) if timeline else "",
         "model": model,
         "broker": broker,
+        "training": training,
     }
     shutil.rmtree(out, ignore_errors=True)
     return row
@@ -152,7 +165,9 @@ def plot(csv_path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for r in rows:
-        plotted = value(r, "mode") == "bpcv" and value(r, "model") == DEFAULT_MODEL
+        plotted = (
+            value(r, "mode") == "bpcv" and value(r, "model") == DEFAULT_MODEL and value(r, "training") == "dp-1-epoch"
+        )
         if r["round_s"] and r["broker_bytes_per_round"] and plotted:
             key = (r["committee"], r["dtype"])
             series.setdefault(key, []).append(
@@ -192,6 +207,7 @@ def main() -> int:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a demo model preset or Keras .json (plotted: mlp:128 only)")
     p.add_argument("--mode", default="bpcv", choices=sorted(MODES), help="bpcv, or plain federated learning")
     p.add_argument("--broker", default="embedded", help="embedded (amqtt in the demo), mosquitto, or mqtt://HOST:PORT")
+    p.add_argument("--training", default="dp-1-epoch", choices=sorted(TRAININGS), help="how agents train a round")
     p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
     p.add_argument("--plot", action="store_true", help="only draw scale.png from the CSV")
@@ -210,13 +226,13 @@ def main() -> int:
                 if committee == 0 and nodes > a.max_all_peers:
                     print(f"-- N={nodes} all peers: not run (over --max-all-peers {a.max_all_peers})")
                     continue
-                values = (nodes, committee, dtype, a.rounds, a.mode, a.model, a.broker)
+                values = (nodes, committee, dtype, a.rounds, a.mode, a.model, a.broker, a.training)
                 cell = dict(zip(KEY_COLUMNS, values, strict=True))
                 key = cell_key({c: str(v) for c, v in cell.items()})  # as the CSV holds them: strings
                 if key in done:
                     print(f"-- {a.mode} N={nodes} committee={committee} {dtype} rounds={a.rounds}: in the CSV already")
                     continue
-                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, a.broker, a.model)
+                row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, a.broker, a.model, a.training)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
     print(plot(a.csv))
