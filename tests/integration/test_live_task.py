@@ -467,7 +467,7 @@ def test_coordinator_killed_mid_round_resumes_from_its_checkpoint(mosquitto, tmp
     log = (out / "logs" / "coordinator.log").read_text()
     assert re.search(r"resuming after round [12] \(", log), log[-3000:]  # 2: round 2 was decided as it died
     summary = json.loads((out / "summary.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4, 5, 6], text
+    assert [r["round"] for r in summary["rounds"]] == [1, 2, 3, 4], text
     assert summary["chain"]["all_valid"] and summary["chain"]["same_head"], summary["chain"]
     for path in summary["replicas"]:
         with LmdbStore(path, readonly=True) as store:
