@@ -29,18 +29,39 @@ def scores(predictions: np.ndarray, labels: np.ndarray, category: str) -> dict[s
     return {m: score(predictions, labels, m) for m in METRICS[category]}
 
 
-def predict(model, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """Model outputs for ``x`` in batches, without Keras' fit/evaluate overhead, through the model's
-    forward pass traced once (an eager Keras call spends about 2 ms in Python, most of scoring a peer's
-    model on a small validation split)."""
-    forward = _forward_passes.get(model)
-    if forward is None:
+# Bytes of the widest layer output (float32) over one forward batch. A batch was 4,096 records whatever the
+# model: a convolution's output over 4,096 MNIST records (28x28x16 floats each) is 205 MB, which made
+# scoring a CNN the peak of an agent's memory.
+ACTIVATION_BUDGET = 32 * 2**20
+MAX_BATCH = 4096
+
+
+def batch_for(model) -> int:
+    """Records per forward batch for ``model``: as many as keep its widest layer output within
+    ``ACTIVATION_BUDGET``, at most ``MAX_BATCH`` (4,096 for an MLP on MNIST, 668 for cnn:16,32)."""
+    widest = 1
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape[1:]
+        except (AttributeError, RuntimeError, ValueError):  # a layer called more than once has no one output
+            continue
+        widest = max(widest, int(np.prod([d for d in shape if d is not None], dtype=np.int64)))
+    return int(max(1, min(MAX_BATCH, ACTIVATION_BUDGET // (4 * widest))))
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """Model outputs for ``x`` in batches of ``batch_for(model)``, without Keras' fit/evaluate overhead,
+    through the model's forward pass traced once (an eager Keras call spends about 2 ms in Python, most of
+    scoring a peer's model on a small validation split)."""
+    traced = _forward_passes.get(model)
+    if traced is None:
         import tensorflow as tf
 
         owner = weakref.ref(model)  # the traced function must not keep the model alive
-        forward = tf.function(lambda t: owner()(t, training=False), reduce_retracing=True)
-        _forward_passes[model] = forward
+        traced = (tf.function(lambda t: owner()(t, training=False), reduce_retracing=True), batch_for(model))
+        _forward_passes[model] = traced
+    forward, batch = traced
     return np.concatenate([forward(x[i : i + batch]).numpy() for i in range(0, len(x), batch)])
 
 
-_forward_passes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its traced forward pass
+_forward_passes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (traced forward pass, batch)
