@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from convergence.run import TRAINING as CONVERGENCE_TRAINING
 from csv_rows import append_rows, read_rows, write_rows
 
 from bpcv_app.rundata import by_node, bytes_per_round, coordinator_timeline, load_run, processes, round_breakdown
@@ -65,12 +66,15 @@ FILLED = {"mode": "bpcv", "model": DEFAULT_MODEL, "broker": "embedded", "trainin
 KEY_COLUMNS = ("nodes", "committee", "dtype", "rounds", "mode", "model", "broker", "training")
 MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 # How each agent trains a round. dp-1-epoch: the demo's (Laplace GD-DP, its batch and learning rate), one
-# local epoch. paper: the convergence experiments' (experiments/convergence/run.py's defaults: 2 local
-# epochs, batch 32, learning rate 0.3 decayed 0.98 a round, no DP), with their CNN as --model.
+# local epoch. paper: the convergence experiments' (experiments/convergence/run.py's TRAINING, no DP), with
+# their CNN as --model.
 TRAININGS = {
     "dp-1-epoch": ["--epochs", "1"],
-    "paper": ["--epochs", "2", "--batch", "32", "--lr", "0.3", "--lr-decay", "0.98", "--dp", "off"],
-}
+    "paper": [
+        *(a for option, v in CONVERGENCE_TRAINING.items() for a in (f"--{option.replace('_', '-')}", str(v))),
+        "--dp", "off",
+    ],
+}  # fmt: skip
 MB = 1024 * 1024
 
 

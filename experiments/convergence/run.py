@@ -47,6 +47,9 @@ MODELS = {
     "mnist": str(HERE / "models" / "cnn32-64-dropout.json"),
     "cifar10": str(HERE / "models" / "cnn32-64-dropout-cifar10.json"),
 }
+# How every cell trains (the defaults of --batch, --lr, --lr-decay, --epochs; no DP): also benchmarks/scale.py's
+# "paper" workload
+TRAINING = {"batch": 32, "lr": 0.3, "lr_decay": 0.98, "epochs": 2}
 # The task gets this share of the cell timeout as its own time limit: a cell out of time stops cleanly
 # (stopped_because "time limit") and is recorded, before the demo itself gives up.
 TASK_SHARE = 0.9
@@ -196,10 +199,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default=None, help="a preset or a Keras .json file (default models/cnn32-64-dropout*.json)"
     )
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.3, help="plain SGD's learning rate (no DP)")
-    p.add_argument("--lr-decay", type=float, default=0.98, help="round r trains at lr * lr_decay**(r-1)")
-    p.add_argument("--epochs", type=int, default=2, help="local epochs per round")
+    p.add_argument("--batch", type=int, default=TRAINING["batch"])
+    p.add_argument("--lr", type=float, default=TRAINING["lr"], help="plain SGD's learning rate (no DP)")
+    p.add_argument(
+        "--lr-decay", type=float, default=TRAINING["lr_decay"], help="round r trains at lr * lr_decay**(r-1)"
+    )
+    p.add_argument("--epochs", type=int, default=TRAINING["epochs"], help="local epochs per round")
     p.add_argument("--standby-fraction", type=float, default=0.1, help="standby nodes, of the active (at least 1)")
     p.add_argument("--processes", type=int, default=2, help="agent processes of each demo")
     p.add_argument(
