@@ -31,14 +31,16 @@ def scores(predictions: np.ndarray, labels: np.ndarray, category: str) -> dict[s
 
 # Bytes of the widest layer output (float32) over one forward batch. A batch was 4,096 records whatever the
 # model: a convolution's output over 4,096 MNIST records (28x28x16 floats each) is 205 MB, which made
-# scoring a CNN the peak of an agent's memory.
-ACTIVATION_BUDGET = 32 * 2**20
+# scoring a CNN the peak of an agent's memory. 8 MiB, not 32: the layers after the widest one hold
+# their own outputs at the same time (32 MiB kept 39 MiB more resident in a cnn:16,32 agent, 8 MiB
+# 6 MiB), for 3-20% more time per record scored (docs/DEPLOY.md).
+ACTIVATION_BUDGET = 8 * 2**20
 MAX_BATCH = 4096
 
 
 def batch_for(model) -> int:
     """Records per forward batch for ``model``: as many as keep its widest layer output within
-    ``ACTIVATION_BUDGET``, at most ``MAX_BATCH`` (4,096 for an MLP on MNIST, 668 for cnn:16,32)."""
+    ``ACTIVATION_BUDGET``, at most ``MAX_BATCH`` (2,674 for an MLP on MNIST, 167 for cnn:16,32)."""
     widest = 1
     for layer in model.layers:
         try:

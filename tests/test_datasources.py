@@ -207,6 +207,32 @@ def test_standardisation_sums_in_blocks_as_numpy_would_and_overwrites_only_the_s
     np.testing.assert_array_equal(x, before)  # the data read is untouched: the split copied it
 
 
+def test_a_split_in_place_moves_the_training_rows_within_the_data_instead_of_copying_them():
+    """prepare_local's split (``in_place``) gives the same shard as a copying split, its training rows in
+    the file's order in the front of the data's own memory: numpy's allocations during the split (traced)
+    stay a small part of the data's size, where a copying split allocates the whole training split."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    x, y = rng.random((100_000, 100), dtype=np.float32), np.arange(100_000)
+    expected = split_local(x, y, 0.1, seed=4)
+    assert (np.diff(expected.y_train) > 0).all() and (np.diff(expected.y_val) > 0).all()  # the file's order
+    peaks = {}
+    for in_place in (False, True):
+        data = x.copy()
+        tracemalloc.start()
+        shard = split_local(data, y, 0.1, seed=4, in_place=in_place)
+        peaks[in_place] = tracemalloc.get_traced_memory()[1] / x.nbytes
+        tracemalloc.stop()
+        for part in ("x_train", "y_train", "x_val", "y_val"):
+            np.testing.assert_array_equal(getattr(shard, part), getattr(expected, part))
+        assert np.shares_memory(shard.x_train, data) == in_place
+    assert peaks[False] > 0.9 and peaks[True] < 0.3, peaks
+    windows = np.lib.stride_tricks.sliding_window_view(np.arange(40.0), 4)  # overlapping rows, read-only
+    shard = split_local(windows, np.arange(len(windows)), 0.2, seed=0, in_place=True)
+    np.testing.assert_array_equal(shard.x_train, windows[shard.y_train])  # copied, as it cannot be moved
+
+
 def test_prepare_local_gives_a_standardised_shard_and_one_line_of_counts(tmp_path):
     sensor_frame(100).to_csv(tmp_path / "node.csv", index=False)
     data, shard = prepare_local(tmp_path / "node.csv", REGRESS, val_fraction=0.2, seed=3)

@@ -68,13 +68,13 @@ def test_predict_runs_the_models_own_forward_pass_at_any_batch_size_and_lets_the
 
 def test_a_convolutional_model_is_scored_in_batches_its_activations_fit_and_gives_the_same_outputs():
     """A convolution's output over 4,096 MNIST records is 205 MB: predict sizes its batches by the model's
-    widest layer output, so a CNN's batch stays within the activation budget (an MLP's keeps the largest
-    batch), and the outputs over several batches are the eager call's."""
+    widest layer output, so a CNN's batch stays within the activation budget (an MLP's is many times
+    larger), and the outputs over several batches are the eager call's."""
     cnn = build_model("cnn:16,32", (28, 28, 1), 10)
     widest = max(int(np.prod(layer.output.shape[1:])) for layer in cnn.layers)
     assert widest == 28 * 28 * 16  # the first convolution's output, per record
     assert batch_for(cnn) * widest * 4 <= ACTIVATION_BUDGET < (batch_for(cnn) + 1) * widest * 4
-    assert batch_for(cnn) < MAX_BATCH == batch_for(build_model("mlp:128", (28, 28, 1), 10))
+    assert 10 * batch_for(cnn) < batch_for(build_model("mlp:128", (28, 28, 1), 10)) <= MAX_BATCH
     x = np.random.default_rng(3).random((batch_for(cnn) * 2 + 7, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(predict(cnn, x), cnn(x, training=False).numpy(), rtol=1e-4, atol=1e-5)
 
