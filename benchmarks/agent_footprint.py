@@ -4,9 +4,9 @@ memory of the Raspberry Pi models in docs/DEPLOY.md).
     .venv/bin/python benchmarks/agent_footprint.py [--model mlp:128 --model cnn:16,32] [--rounds 4]
                                                    [--dp off,laplace] [--data own,shard]
 
-For each model: a live demo on mosquitto with 4 agents, each in its own OS process (a device runs
-one agent), MNIST, 1 local epoch (batch 64, learning rate 0.1), no DP, then 4 agents with Laplace
-GD-DP. Where the data comes from (``--data``): ``own`` (the default) is a device's case, each agent
+For each model (a preset or a Keras .json file, such as the convergence experiments' CNN): a live demo
+on mosquitto with 4 agents, each in its own OS process (a device runs one agent), MNIST, 1 local epoch
+(batch 64, learning rate 0.1), no DP, then 4 agents with Laplace GD-DP. Where the data comes from (``--data``): ``own`` (the default) is a device's case, each agent
 reads only its own file (the benchmark first writes MNIST's training set as four IID quarters,
 node-*.npz, and the test set as the requester's test.npz: ``bpcv demo --data DIR``); ``shard`` is the
 MNIST demo's, each agent loads the whole packaged set and keeps its quarter (the full set passes
@@ -80,7 +80,8 @@ def tensorflow_wheel() -> str:
 
 
 def run_case(model: str, dp: str, data: str, rounds: int, work: Path, broker_url: str) -> dict[str, object]:
-    out = work / f"{model.replace(':', '-').replace(',', '_')}-{dp}-{data}"
+    label = Path(model).name if model.endswith(".json") else model  # a Keras JSON file by its name
+    out = work / f"{label.replace(':', '-').replace(',', '_')}-{dp}-{data}"
     source = ["--data", str(write_own_data(work / "own-data"))] if data == "own" else []
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", broker_url, "--out", str(out), "--agents",
            str(AGENTS), "--standby", "0", "--processes", str(AGENTS), "--rounds", str(rounds), "--epochs", "1",
@@ -108,7 +109,7 @@ def run_case(model: str, dp: str, data: str, rounds: int, work: Path, broker_url
         }
     store.close()
     return {
-        "model": model,
+        "model": label,
         "dp": dp,
         "data": data,
         "rounds": len(summary["rounds"]),
@@ -152,7 +153,7 @@ def main() -> None:
                     for data in args.data.split(","):
                         case = run_case(model, dp, data, args.rounds, work, f"mqtt://127.0.0.1:{port}")
                         print(json.dumps({k: v for k, v in case.items() if k != "agents"}), flush=True)
-                        key = (model, dp, data)
+                        key = (case["model"], dp, data)
                         cases[:] = [c for c in cases if (c["model"], c["dp"], c.get("data", "shard")) != key] + [case]
                         out.write_text(json.dumps(result, indent=2))  # after every case: a long run keeps its progress
         finally:
