@@ -6,11 +6,17 @@ change; the same seed gives every encoding the same data split and initial model
     .venv/bin/python experiments/compression/run.py                      # 3 encodings x 3 seeds (resumes)
     .venv/bin/python experiments/compression/run.py --seeds 1 --dtypes float32,int8+deflate
     .venv/bin/python experiments/compression/run.py --plot                # compression.png from the CSVs
+    .venv/bin/python experiments/compression/run.py --workload paper --seeds 1   # the paper's CNN
+
 
 Setting: 30 active nodes, IID, model mlp:128 (101,770 parameters; no fixed layers, so every encoding
 applies), no DP (so the comparison is of the encodings, not of the noise), plain SGD batch 32, learning
 rate 0.1, 1 local epoch, 10 rounds, BPCV-FL's default rules. Writes results.csv (one row a cell: final and
 best accuracy, update bytes, broker bytes per round) and rounds.csv (accuracy per round).
+
+``--workload paper``: the paper's workload instead, the convergence experiments' CNN and training
+(experiments/convergence: cnn32-64-dropout.json, 34,826 parameters, 2 local epochs, batch 32, learning
+rate 0.3 decayed 0.98 a round, no DP), to results_paper.csv, rounds_paper.csv and compression_paper.png.
 """
 
 from __future__ import annotations
@@ -29,22 +35,29 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from csv_rows import append_rows, read_rows
+from convergence.run import MODELS, TRAINING
+from csv_rows import append_rows, model_label, read_rows
 
 from bpcv_app.rundata import bytes_per_round, load_run
 
 COLUMNS = ["dtype", "seed", "nodes", "model", "rounds", "final_accuracy", "best_accuracy", "update_bytes",
            "broker_bytes_per_round", "wall_s"]  # fmt: skip
 ROUND_COLUMNS = ["dtype", "seed", "round", "accuracy"]
-NODES, MODEL, ROUNDS = 30, "mlp:128", 10
+NODES, ROUNDS = 30, 10
+# Each workload: the model and how agents train (the demo's options), and the suffix of its files.
+WORKLOADS = {
+    "mlp": ("mlp:128", ["--epochs", "1", "--batch", "32", "--lr", "0.1"], ""),
+    "paper": (MODELS["mnist"], [a for o, v in TRAINING.items() for a in (f"--{o.replace('_', '-')}", str(v))], "_paper"),
+}  # fmt: skip
 
 
-def run_cell(dtype: str, seed: int, work: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
-    out = work / f"{dtype.replace('+', '_')}-s{seed}"
+def run_cell(dtype: str, seed: int, work: Path, workload: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+    model, training, suffix = WORKLOADS[workload]
+    out = work / f"{dtype.replace('+', '_')}-s{seed}{suffix}"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--out", str(out), "--agents", str(NODES), "--standby", "0",
-           "--processes", "2", "--rounds", str(ROUNDS), "--epochs", "1", "--model", MODEL, "--dp", "off",
-           "--batch", "32", "--lr", "0.1", "--update-encoding", dtype, "--seed", str(seed),
+           "--processes", "2", "--rounds", str(ROUNDS), "--model", model, *training, "--dp", "off",
+           "--update-encoding", dtype, "--seed", str(seed),
            "--update-timeout", "900", "--vote-timeout", "600", "--timeout", "5400"]  # fmt: skip
     print(f"== {dtype} seed {seed}", flush=True)
     started = time.monotonic()
@@ -60,7 +73,7 @@ def run_cell(dtype: str, seed: int, work: Path) -> tuple[dict[str, object], list
     ]
     sent = [r["sent"] for r in bytes_per_round(load_run(out))[1:] if "sent" in r]
     row = {
-        "dtype": dtype, "seed": seed, "nodes": NODES, "model": MODEL, "rounds": len(rounds),
+        "dtype": dtype, "seed": seed, "nodes": NODES, "model": model_label(model), "rounds": len(rounds),
         "final_accuracy": accuracy[-1], "best_accuracy": max(accuracy),
         "update_bytes": int(statistics.median(sizes)) if sizes else "",
         "broker_bytes_per_round": int(statistics.median(sent)) if sent else "", "wall_s": round(wall, 1),
@@ -70,13 +83,14 @@ def run_cell(dtype: str, seed: int, work: Path) -> tuple[dict[str, object], list
     return row, per_round
 
 
-def plot() -> Path:
+def plot(workload: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_rows(HERE / "rounds.csv")
+    model, _, suffix = WORKLOADS[workload]
+    rows = read_rows(HERE / f"rounds{suffix}.csv")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for dtype in dict.fromkeys(r["dtype"] for r in rows):
         by_round: dict[int, list[float]] = {}
@@ -87,11 +101,12 @@ def plot() -> Path:
         ax.plot(
             xs, [statistics.fmean(by_round[x]) for x in xs], "o-", label=f"{dtype} (mean of {len(by_round[xs[0]])})"
         )
-    ax.set(xlabel="round", ylabel="test accuracy", title=f"MNIST, {NODES} nodes, {MODEL}, no DP: update encodings")
+    title = f"MNIST, {NODES} nodes, {model_label(model)}, no DP: update encodings"
+    ax.set(xlabel="round", ylabel="test accuracy", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    png = HERE / "compression.png"
+    png = HERE / f"compression{suffix}.png"
     fig.savefig(png, dpi=110)
     return png
 
@@ -101,21 +116,24 @@ def main() -> int:
     p.add_argument("--dtypes", default="float32,float16+deflate,int8+deflate")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "compression")
+    p.add_argument("--workload", default="mlp", choices=sorted(WORKLOADS), help="mlp:128, or the paper's CNN")
     p.add_argument("--plot", action="store_true")
     a = p.parse_args()
+    suffix = WORKLOADS[a.workload][2]
+    results, per_rounds = HERE / f"results{suffix}.csv", HERE / f"rounds{suffix}.csv"
     if not a.plot:
         a.work.mkdir(parents=True, exist_ok=True)
-        done = {(r["dtype"], r["seed"]) for r in read_rows(HERE / "results.csv")}
+        done = {(r["dtype"], r["seed"]) for r in read_rows(results)}
         for seed in a.seeds.split(","):
             for dtype in a.dtypes.split(","):
                 if (dtype, seed) in done:
                     print(f"-- {dtype} seed {seed}: in results.csv already")
                     continue
-                row, per_round = run_cell(dtype, int(seed), a.work)
-                append_rows(HERE / "results.csv", COLUMNS, [row])
-                append_rows(HERE / "rounds.csv", ROUND_COLUMNS, per_round)
+                row, per_round = run_cell(dtype, int(seed), a.work, a.workload)
+                append_rows(results, COLUMNS, [row])
+                append_rows(per_rounds, ROUND_COLUMNS, per_round)
                 print("   ", row, flush=True)
-    print(plot())
+    print(plot(a.workload))
     return 0
 
 

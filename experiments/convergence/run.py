@@ -47,8 +47,8 @@ MODELS = {
     "mnist": str(HERE / "models" / "cnn32-64-dropout.json"),
     "cifar10": str(HERE / "models" / "cnn32-64-dropout-cifar10.json"),
 }
-# How every cell trains (the defaults of --batch, --lr, --lr-decay, --epochs; no DP): also benchmarks/scale.py's
-# "paper" workload
+# How every cell trains (the defaults of --batch, --lr, --lr-decay, --epochs; no DP): also the "paper" workload
+# of benchmarks/scale.py and experiments/compression/run.py
 TRAINING = {"batch": 32, "lr": 0.3, "lr_decay": 0.98, "epochs": 2}
 # The task gets this share of the cell timeout as its own time limit: a cell out of time stops cleanly
 # (stopped_because "time limit") and is recorded, before the demo itself gives up.
