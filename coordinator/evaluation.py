@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from bpcv.data import load_dataset
-from bpcv.datasources import Standardizer, feature_axes, read_local
+from bpcv.datasources import read_local
+from bpcv.local_split import Standardizer, feature_axes
 from bpcv.errors import ConfigError
 from bpcv.fixed_prefix import FixedPrefix
 from bpcv.metrics import METRICS, scores

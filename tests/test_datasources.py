@@ -8,18 +8,8 @@ import pandas as pd
 import pytest
 
 from bpcv.data import Shard
-from bpcv.datasources import (
-    STAT_BLOCK_VALUES,
-    DataSchema,
-    Standardizer,
-    describe,
-    load_schema,
-    make_windows,
-    prepare_local,
-    read_local,
-    split_local,
-    standardize,
-)
+from bpcv.datasources import DataSchema, describe, load_schema, make_windows, prepare_local, read_local
+from bpcv.local_split import STAT_BLOCK_VALUES, Standardizer, split_local, standardize
 from bpcv.errors import ConfigError, DataError
 from bpcv_app.cli import main
 

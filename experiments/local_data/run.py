@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT / "experiments"))  # the shared csv_rows and demo_ru
 
 from bpcv.codec import decode_model  # noqa: E402
 from bpcv.data import Shard  # noqa: E402
-from bpcv.datasources import prepare_local, read_local, split_local  # noqa: E402
+from bpcv.datasources import prepare_local, read_local  # noqa: E402
+from bpcv.local_split import split_local  # noqa: E402
 from bpcv.metrics import METRICS, predict, scores  # noqa: E402
 from bpcv.task_file import load_task_file  # noqa: E402
 from bpcv_app.demo_data import DataFolder, open_data_folder  # noqa: E402
