@@ -33,7 +33,7 @@ def scores(predictions: np.ndarray, labels: np.ndarray, category: str) -> dict[s
 # model: a convolution's output over 4,096 MNIST records (28x28x16 floats each) is 205 MB, which made
 # scoring a CNN the peak of an agent's memory. 8 MiB, not 32: the layers after the widest one hold
 # their own outputs at the same time (32 MiB kept 39 MiB more resident in a cnn:16,32 agent, 8 MiB
-# 6 MiB), for 3-20% more time per record scored (docs/DEPLOY.md).
+# 6 MiB), for 3-22% more time per record scored (docs/DECISIONS.md).
 ACTIVATION_BUDGET = 8 * 2**20
 MAX_BATCH = 4096
 

@@ -54,10 +54,10 @@ def load_shard(config: AgentConfig, task: TaskSpec) -> tuple[Shard, tuple[int, .
 
 def return_freed_memory() -> None:
     """Give the C heap's free pages back to the system (glibc's ``malloc_trim``). Loading a data set frees
-    most of what it allocates (the file's bytes, temporaries of the checks, the split and the
-    standardisation), but once a large block has been freed glibc raises its threshold for serving
-    blocks from the heap and keeps what is freed there resident: 17 MiB for a quarter of MNIST, on a
-    device that may have 1 GiB (docs/DEPLOY.md). A no-op on a C library without ``malloc_trim``."""
+    much of what it allocates (temporaries of the checks, the split and the standardisation), but once
+    a large block has been freed glibc raises its threshold for serving blocks from the heap and keeps
+    what is freed there resident: 17 MiB for a quarter of MNIST, on a device that may have 1 GiB
+    (docs/DEPLOY.md). A no-op on a C library without ``malloc_trim``."""
     import ctypes
 
     try:
