@@ -4,17 +4,17 @@ memory of the Raspberry Pi models in docs/DEPLOY.md).
     .venv/bin/python benchmarks/agent_footprint.py [--model mlp:128 --model cnn:16,32] [--rounds 4]
                                                    [--dp off,laplace] [--data own,shard]
 
-For each model (a preset or a Keras .json file, such as the convergence experiments' CNN): a live demo
-on mosquitto with 4 agents, each in its own OS process (a device runs one agent), MNIST, 1 local epoch
-(batch 64, learning rate 0.1), no DP, then 4 agents with Laplace GD-DP. Where the data comes from (``--data``): ``own`` (the default) is a device's case, each agent
-reads only its own file (the benchmark first writes MNIST's training set as four IID quarters,
-node-*.npz, and the test set as the requester's test.npz: ``bpcv demo --data DIR``); ``shard`` is the
-MNIST demo's, each agent loads the whole packaged set and keeps its quarter (the full set passes
-through its memory). Every agent's psutil samples (once a second, the same ones `bpcv report` uses) give its peak RSS and its CPU: median and
-p95 of the per-second samples while the task ran, and CPU-seconds per round (the samples
-integrated over the task, divided by the rounds). Writes benchmarks/results/agent_footprint.json
-after every case, naming the TensorFlow wheel the agents imported; a case not rerun keeps its earlier
-result there (with the same wheel).
+For each model (a preset or a Keras .json file, such as the convergence experiments' CNN): a live demo on
+mosquitto with 4 agents, each in its own OS process (a device runs one agent), MNIST, 1 local epoch (batch 64,
+learning rate 0.1), no DP, then 4 agents with Laplace GD-DP. Where the data comes from (``--data``): ``own``
+(the default) is a device's case, each agent reads only its own file (the benchmark first writes MNIST's
+training set as four IID quarters, node-*.npz, and the test set as the requester's test.npz: ``bpcv demo
+--data DIR``); ``shard`` is the MNIST demo's, each agent loads the whole packaged set and keeps its quarter
+(the full set passes through its memory). Every agent's psutil samples (once a second, the same ones `bpcv
+report` uses) give its peak RSS and its CPU: median and p95 of the per-second samples while the task ran, and
+CPU-seconds per round (the samples integrated over the task, divided by the rounds). Writes
+benchmarks/results/agent_footprint.json after every case, naming the TensorFlow wheel the agents imported; a
+case not rerun keeps its earlier result there (with the same wheel).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from csv_rows import model_label  # noqa: E402
 
 from broker.runner import free_port, start_broker_process  # noqa: E402
 from coordinator.timeseries import TimeSeries  # noqa: E402
@@ -80,7 +83,7 @@ def tensorflow_wheel() -> str:
 
 
 def run_case(model: str, dp: str, data: str, rounds: int, work: Path, broker_url: str) -> dict[str, object]:
-    label = Path(model).name if model.endswith(".json") else model  # a Keras JSON file by its name
+    label = model_label(model)
     out = work / f"{label.replace(':', '-').replace(',', '_')}-{dp}-{data}"
     source = ["--data", str(write_own_data(work / "own-data"))] if data == "own" else []
     cmd = [sys.executable, "-m", "bpcv_app.cli", "demo", "--broker", broker_url, "--out", str(out), "--agents",

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from convergence.run import TRAINING as CONVERGENCE_TRAINING
+from convergence.run import TRAINING_OPTIONS
 from csv_rows import append_rows, read_rows, write_rows
 
 from bpcv_app.rundata import by_node, bytes_per_round, coordinator_timeline, load_run, processes, round_breakdown
@@ -70,11 +70,8 @@ MODES = {"bpcv": [], "plain": ["--strategy", "fedavg", "--no-supervision"]}
 # their CNN as --model.
 TRAININGS = {
     "dp-1-epoch": ["--epochs", "1"],
-    "paper": [
-        *(a for option, v in CONVERGENCE_TRAINING.items() for a in (f"--{option.replace('_', '-')}", str(v))),
-        "--dp", "off",
-    ],
-}  # fmt: skip
+    "paper": [*TRAINING_OPTIONS, "--dp", "off"],
+}
 MB = 1024 * 1024
 
 

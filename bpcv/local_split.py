@@ -17,7 +17,8 @@ import numpy as np
 from bpcv.data import Shard
 from bpcv.errors import ConfigError, DataError
 
-STAT_BLOCK_VALUES = 1 << 20  # values per block when the standardiser sums in float64 (8 MiB of temporaries)
+# values per block when the split moves rows and when the standardiser sums in float64 (8 MiB of temporaries)
+STAT_BLOCK_VALUES = 1 << 20
 
 
 def split_local(
@@ -60,11 +61,16 @@ def _front_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``x[rows]`` for ascending ``rows``, written over the front of ``x`` a block at a time: every row moves
     to a place at or before its own, after the rows before it have moved, so none is overwritten before
     it is read. A view of ``x``; one block of temporaries instead of a copy of the data set."""
-    block = max(1, STAT_BLOCK_VALUES // max(1, x[0].size))
+    block = _rows_per_block(x)
     for start in range(0, len(rows), block):
         part = rows[start : start + block]
         x[start : start + len(part)] = x[part]
     return x[: len(rows)]
+
+
+def _rows_per_block(x: np.ndarray) -> int:
+    """Samples of ``x`` in a block of about ``STAT_BLOCK_VALUES`` values (at least one)."""
+    return max(1, STAT_BLOCK_VALUES // max(1, x[0].size))
 
 
 def tail_split(stretch: np.ndarray, val_fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +106,7 @@ class Standardizer:
     def fit(cls, x: np.ndarray, axes: tuple[int, ...]) -> Standardizer:
         """Mean and standard deviation over ``axes`` (the samples' axis 0 among them), in float64 a block of
         samples at a time: no float64 copy of the whole data set (twice its float32 size) on a device."""
-        rows = max(1, STAT_BLOCK_VALUES // max(1, x[0].size))
+        rows = _rows_per_block(x)
         blocks = [x[i : i + rows] for i in range(0, len(x), rows)]
         count = math.prod(x.shape[a] for a in axes)
         mean = sum(b.sum(axis=axes, keepdims=True, dtype=np.float64) for b in blocks) / count
@@ -122,8 +128,7 @@ def feature_axes(kind: str, ndim: int) -> tuple[int, ...]:
 
 def standardize(shard: Shard, kind: str) -> tuple[Shard, Standardizer]:
     """Fit on the training split only, apply to both; labels and targets are left as they are. The shard's
-    float32 samples are standardised in place (``split_local``'s own copies), so a device holds its data
-    set twice at the most while it loads, not four times."""
+    float32 samples are standardised in place (the split's own memory), so standardising copies nothing."""
     scaler = Standardizer.fit(shard.x_train, feature_axes(kind, shard.x_train.ndim))
     x_train, x_val = (scaler.apply(x, in_place=True) for x in (shard.x_train, shard.x_val))
     return Shard(x_train, shard.y_train, x_val, shard.y_val), scaler

@@ -25,9 +25,9 @@ import numpy as np
 
 from bpcv.data import load_dataset
 from bpcv.datasources import read_local
-from bpcv.local_split import Standardizer, feature_axes
 from bpcv.errors import ConfigError
 from bpcv.fixed_prefix import FixedPrefix
+from bpcv.local_split import Standardizer, feature_axes
 from bpcv.metrics import METRICS, scores
 from bpcv.models import build_model
 from bpcv.task import TaskSpec

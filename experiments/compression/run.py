@@ -8,7 +8,6 @@ change; the same seed gives every encoding the same data split and initial model
     .venv/bin/python experiments/compression/run.py --plot                # compression.png from the CSVs
     .venv/bin/python experiments/compression/run.py --workload paper --seeds 1   # the paper's CNN
 
-
 Setting: 30 active nodes, IID, model mlp:128 (101,770 parameters; no fixed layers, so every encoding
 applies), no DP (so the comparison is of the encodings, not of the noise), plain SGD batch 32, learning
 rate 0.1, 1 local epoch, 10 rounds, BPCV-FL's default rules. Writes results.csv (one row a cell: final and
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from convergence.run import MODELS, TRAINING
+from convergence.run import MODELS, TRAINING_OPTIONS
 from csv_rows import append_rows, model_label, read_rows
 
 from bpcv_app.rundata import bytes_per_round, load_run
@@ -47,8 +46,8 @@ NODES, ROUNDS = 30, 10
 # Each workload: the model and how agents train (the demo's options), and the suffix of its files.
 WORKLOADS = {
     "mlp": ("mlp:128", ["--epochs", "1", "--batch", "32", "--lr", "0.1"], ""),
-    "paper": (MODELS["mnist"], [a for o, v in TRAINING.items() for a in (f"--{o.replace('_', '-')}", str(v))], "_paper"),
-}  # fmt: skip
+    "paper": (MODELS["mnist"], TRAINING_OPTIONS, "_paper"),
+}
 
 
 def run_cell(dtype: str, seed: int, work: Path, workload: str) -> tuple[dict[str, object], list[dict[str, object]]]:
@@ -127,7 +126,7 @@ def main() -> int:
         for seed in a.seeds.split(","):
             for dtype in a.dtypes.split(","):
                 if (dtype, seed) in done:
-                    print(f"-- {dtype} seed {seed}: in results.csv already")
+                    print(f"-- {dtype} seed {seed}: in {results.name} already")
                     continue
                 row, per_round = run_cell(dtype, int(seed), a.work, a.workload)
                 append_rows(results, COLUMNS, [row])

@@ -50,6 +50,8 @@ MODELS = {
 # How every cell trains (the defaults of --batch, --lr, --lr-decay, --epochs; no DP): also the "paper" workload
 # of benchmarks/scale.py and experiments/compression/run.py
 TRAINING = {"batch": 32, "lr": 0.3, "lr_decay": 0.98, "epochs": 2}
+# The same as `bpcv demo` options (--batch 32 --lr 0.3 ...)
+TRAINING_OPTIONS = [a for option, v in TRAINING.items() for a in (f"--{option.replace('_', '-')}", str(v))]
 # The task gets this share of the cell timeout as its own time limit: a cell out of time stops cleanly
 # (stopped_because "time limit") and is recorded, before the demo itself gives up.
 TASK_SHARE = 0.9
