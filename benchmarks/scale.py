@@ -19,7 +19,9 @@ GD-DP, no standby. From the run folder:
 - ``overhead_share`` and ``busy_shares``: from the agents' own per-round breakdown (``bpcv report``), the
   share of their busy seconds that is not training or scoring, and every phase's share;
 - ``coordinator_stages``: the coordinator's round by stage (``bpcv report``), median seconds per round of
-  updates (global model out to every update in), votes, decide, block and between.
+  updates (global model out to every update in), votes, decide, block and between;
+- ``agent_received_kb``: what one agent received a round by kind (``bpcv report``): the median kB per
+  agent-round of each kind of message it handled, and ``all``, the median of its totals.
 
 ``--mode plain`` runs the same cells as plain federated learning (``--strategy fedavg --no-supervision``: no
 votes, ranking, elimination or chain), the baseline for what mutual supervision costs (column ``mode``).
@@ -58,7 +60,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = [
     "nodes", "committee", "dtype", "round_s", "broker_bytes_per_round", "peak_rss_mb",
     "rounds", "rounds_done", "agents_per_process", "round_s_all", "final_accuracy", "wall_s", "seed", "mode",
-    "overhead_share", "busy_shares", "coordinator_stages", "model", "broker", "training",
+    "overhead_share", "busy_shares", "coordinator_stages", "model", "broker", "training", "agent_received_kb",
 ]  # fmt: skip
 DEFAULT_MODEL = "mlp:128"
 # the value of a column a row from before it lacks
@@ -130,6 +132,7 @@ def run_cell(
     summary = json.loads((out / "summary.json").read_text())
     breakdown = round_breakdown(data.round_times)  # the agents' own clocks (bpcv report's table)
     timeline = coordinator_timeline(data.events)  # the coordinator's stages (the next table of bpcv report)
+    received = breakdown.received if breakdown else {}
     row = {
         "nodes": nodes,
         "committee": committee,
@@ -151,6 +154,8 @@ def run_cell(
         "model": model,
         "broker": broker,
         "training": training,
+        # what one agent received a round by kind, median kB (bpcv report's table; empty before it was counted)
+        "agent_received_kb": " ".join(f"{k}={v / 1000:.1f}" for k, v in received.items()),
     }
     shutil.rmtree(out, ignore_errors=True)
     return row

@@ -24,6 +24,7 @@ from bpcv.envelope import Envelope, seal
 from bpcv.errors import BpcvError, Rejected
 from bpcv.identity import Identity
 from bpcv.task import TaskSpec
+from bpcv.topics import TRAFFIC_KINDS
 
 M = TypeVar("M", bound="Message")
 _MISSING = object()
@@ -587,6 +588,7 @@ class RoundTimes(Message):
     round: int
     wall_s: float
     seconds: dict[str, float]
+    received: dict[str, int] = field(default_factory=dict)  # payload bytes received in the window, by traffic kind
 
     @property
     def waiting_s(self) -> float:
@@ -594,6 +596,9 @@ class RoundTimes(Message):
 
     def sealed(self, identity: Identity) -> bytes:
         return seal_message(identity, self, round_no=self.round).raw
+
+    def to_body(self) -> dict[str, Any]:
+        return _without(asdict(self), "received", {})
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RoundTimes:
@@ -603,11 +608,16 @@ class RoundTimes(Message):
             raise b._bad("seconds", f"names unknown phases {unknown} (known: {list(ROUND_PHASES)})")
         if bad := sorted(p for p, v in seconds.items() if not (_is_number(v) and v >= 0)):
             raise b._bad("seconds", f"holds no finite non-negative number of seconds for {bad}")
+        received = b.obj("received", {})
+        if unknown := sorted(set(received) - set(TRAFFIC_KINDS)):
+            raise b._bad("received", f"names unknown kinds {unknown} (known: {list(TRAFFIC_KINDS)})")
+        if bad := sorted(k for k, v in received.items() if not (type(v) is int and v >= 0)):
+            raise b._bad("received", f"holds no non-negative whole number of bytes for {bad}")
         wall = b.number("wall_s")
         round_no = b.integer("round")
         if wall < 0 or round_no < 1:
             raise b._bad("wall_s" if wall < 0 else "round", "is out of range")
-        return cls(round_no, wall, {p: float(v) for p, v in seconds.items()})
+        return cls(round_no, wall, {p: float(v) for p, v in seconds.items()}, dict(received))
 
 
 KINDS: dict[str, type[Message]] = {

@@ -10,6 +10,10 @@ DEFAULT_BASE = "bpcv/v1"
 # $SYS/broker/load/bytes/.
 BROKER_BYTES_PREFIXES = ("$SYS/broker/bytes/", "$SYS/broker/load/bytes/")
 BROKER_BYTES = tuple(f"{prefix}+" for prefix in BROKER_BYTES_PREFIXES)
+# What a received message is, for counting an agent's traffic (``Topics.traffic_kind``): a round's
+# messages by their topic's kind, the chain's blocks and sync answers, task announcements and joins, and
+# anything else under the base.
+TRAFFIC_KINDS = ("global", "update", "manifest", "vote", "result", "block", "sync", "task", "join", "other")
 
 
 def broker_counter(topic: str) -> str | None:
@@ -99,6 +103,19 @@ class Topics:
 
     def all_metrics(self) -> str:
         return f"{self.base}/nodes/+/metrics"
+
+    def traffic_kind(self, levels: tuple[str, ...]) -> str:
+        """Which of TRAFFIC_KINDS a message is, from its topic's ``parse``d levels."""
+        if levels[0] == "chain" and len(levels) >= 3:
+            return "block" if levels[2] == "block" else "sync" if levels[2] == "sync" else "other"
+        if levels[0] == "tasks":
+            if len(levels) == 2:
+                return "task"
+            if len(levels) >= 5 and levels[2] == "round" and levels[4] in TRAFFIC_KINDS[:5]:
+                return levels[4]
+            if len(levels) >= 3 and levels[2] == "join":
+                return "join"
+        return "other"
 
     def parse(self, topic: str) -> tuple[str, ...]:
         """The topic's levels below the base; raises ValueError for a topic outside it."""

@@ -106,7 +106,24 @@ def breakdown_markdown(b: Breakdown | None) -> list[str]:
         "for peers, stragglers, the broker and, in a pool, the other agents. Not training or scoring: "
         f"**{b.overhead:.1%}** of the busy time."
     )
-    return seconds_table(intro, "phase", "agent-round", "busy time", b.median_s, b.busy_share)
+    lines = seconds_table(intro, "phase", "agent-round", "busy time", b.median_s, b.busy_share)
+    if not b.received:
+        return lines
+    total = b.received["all"]
+    intro = (
+        "What an agent received a round (payload bytes of the messages it handled, by kind; median over "
+        "the agent-rounds: the kinds need not add up to the median total). Models travel as `global` and "
+        "`update`; `block`, `result` and `manifest` are about every node of the round."
+    )
+    lines += [
+        intro,
+        "",
+        "| kind | median kB per agent-round | share of the median total |",
+        "|---|---|---|",
+    ]
+    for kind, nbytes in b.received.items():
+        lines.append(f"| {kind} | {nbytes / 1000:.1f} | {nbytes / total:.1%} |" if total else f"| {kind} | 0.0 | - |")
+    return [*lines, ""]
 
 
 def timeline_markdown(t: Timeline | None) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from bpcv.errors import ConfigError
 from bpcv.messages import ROUND_PHASES, RoundTimes
+from bpcv.topics import TRAFFIC_KINDS
 from coordinator.summary import RoundRow, TaskSummary
 from coordinator.timeseries import TimeSeries
 
@@ -213,6 +214,8 @@ class Breakdown:
     busy_share: dict[str, float]
     median_wall_s: float
     overhead: float
+    received: dict[str, float] = field(default_factory=dict)  # kind -> median bytes an agent received a round,
+    # and "all": the median of the agent-rounds' totals (over the agent-rounds that counted bytes)
 
 
 def round_breakdown(times: list[tuple[str, RoundTimes]]) -> Breakdown | None:
@@ -225,7 +228,13 @@ def round_breakdown(times: list[tuple[str, RoundTimes]]) -> Breakdown | None:
     median_s["waiting"] = statistics.median(t.waiting_s for _, t in times)
     share = {p: sum(t.seconds.get(p, 0.0) for _, t in times) / busy if busy else 0.0 for p in phases}
     overhead = sum(v for p, v in share.items() if p not in WORK_PHASES)
-    return Breakdown(len(times), median_s, share, statistics.median(t.wall_s for _, t in times), overhead)
+    counted = [t.received for _, t in times if t.received]
+    received = {
+        k: statistics.median(r.get(k, 0) for r in counted) for k in TRAFFIC_KINDS if any(k in r for r in counted)
+    }
+    if counted:
+        received["all"] = statistics.median(sum(r.values()) for r in counted)
+    return Breakdown(len(times), median_s, share, statistics.median(t.wall_s for _, t in times), overhead, received)
 
 
 # The coordinator's round, stage by stage: each stage ends at the named event of the round (the last

@@ -1,7 +1,8 @@
 """The run's time series: every node's psutil samples, the broker's traffic counters, the round events
-and each agent's seconds per phase of each round (``RoundTimes``), in SQLite in the run folder
-(``metrics.sqlite``, WAL, an index on node and time). Opening it again after a restart keeps everything
-already written; readers (``bpcv report``, ``bpcv monitor``) may open it while the coordinator writes."""
+and each agent's seconds per phase and bytes received by kind of each round (``RoundTimes``), in SQLite
+in the run folder (``metrics.sqlite``, WAL, an index on node and time). Opening it again after a restart
+keeps everything already written; readers (``bpcv report``, ``bpcv monitor``) may open it while the
+coordinator writes."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS events (ts REAL NOT NULL, round INTEGER NOT NULL, kin
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
 CREATE TABLE IF NOT EXISTS round_times (
     node TEXT NOT NULL, round INTEGER NOT NULL, wall_s REAL NOT NULL, phase TEXT NOT NULL, seconds REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS round_received (
+    node TEXT NOT NULL, round INTEGER NOT NULL, kind TEXT NOT NULL, bytes INTEGER NOT NULL
 );
 """
 
@@ -69,6 +73,8 @@ class TimeSeries:
         """One agent's breakdown of one round (a phase row each; a round with no phase keeps its wall time)."""
         rows = [(node, times.round, times.wall_s, p, s) for p, s in times.seconds.items()]
         self._db.executemany("INSERT INTO round_times VALUES (?, ?, ?, ?, ?)", rows)
+        received = [(node, times.round, kind, n) for kind, n in times.received.items()]
+        self._db.executemany("INSERT INTO round_received VALUES (?, ?, ?, ?)", received)
 
     def round_times(self) -> list[tuple[str, RoundTimes]]:
         """Every (node, its round's times), by node and round; none in a file written before they existed."""
@@ -79,6 +85,12 @@ class TimeSeries:
         grouped: dict[tuple[str, int], RoundTimes] = {}
         for node, round_no, wall, phase, seconds in rows:
             grouped.setdefault((node, round_no), RoundTimes(round_no, wall, {})).seconds[phase] = seconds
+        try:  # the bytes of a round with a phase (every round an agent handled a message in has one)
+            for node, round_no, kind, nbytes in self._db.execute("SELECT node, round, kind, bytes FROM round_received"):
+                if (node, round_no) in grouped:
+                    grouped[node, round_no].received[kind] = nbytes
+        except sqlite3.OperationalError:  # a run folder from before the bytes were counted
+            pass
         return [(node, times) for (node, _), times in sorted(grouped.items())]
 
     def samples(self, node: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:

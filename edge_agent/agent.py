@@ -113,7 +113,8 @@ class Agent:
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
-        self._jobs.put((self.rounds.clock.run, (self.handle, topic, payload)))
+        kind = self.topics.traffic_kind(self.topics.parse(topic))
+        self._jobs.put((self.rounds.clock.handled, (kind, len(payload), self.handle, topic, payload)))
 
     def _later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
         timer = threading.Timer(delay, lambda: self._jobs.put((self.rounds.clock.run, (fn, *args))))

@@ -6,7 +6,8 @@ one global model to the next; in it the clock adds up the seconds of each phase 
 inside another is taken out of the outer one) and the window's length. The window minus the busy
 seconds is waiting: for peers' updates and stragglers, for the broker, and in a pool for the other
 agents' jobs. MQTT's own I/O runs on paho's threads, outside this breakdown (its CPU is in the
-process's psutil samples).
+process's psutil samples). The clock also adds up the payload bytes of the messages the agent handled
+in the window, by kind (``bpcv.topics.TRAFFIC_KINDS``): what one device receives a round.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RoundClock:
         self._seconds: defaultdict[str, float] = defaultdict(float)
         self._stack: list[str] = []  # the phases in progress; only the innermost one is counting
         self._since = 0.0  # when the innermost phase last started counting
+        self._received: defaultdict[str, int] = defaultdict(int)
 
     def _charge(self, now: float) -> None:
         """Add the time since ``_since`` to the innermost phase in progress, and count on from ``now``."""
@@ -52,6 +54,14 @@ class RoundClock:
         with self.phase("protocol"):
             fn(*args)
 
+    def handled(self, kind: str, nbytes: int, fn: Callable[..., object], *args: object) -> None:
+        """The job of a received message of traffic kind ``kind`` and ``nbytes`` (its payload): ``run``, then
+        its bytes count to the window it ended in (a global model that opens a round, in that round)."""
+        try:
+            self.run(fn, *args)
+        finally:
+            self._received[kind] += nbytes
+
     def begin(self, round_no: int) -> RoundTimes | None:
         """Round ``round_no`` starts: the times of the round before (None before the first), counting
         from zero again. Call it inside a job: the job's time so far goes to the round it closes."""
@@ -60,7 +70,10 @@ class RoundClock:
         closed = None
         if self._round:
             seconds = {p: round(s, 4) for p, s in sorted(self._seconds.items()) if s > 0}
-            closed = RoundTimes(self._round, round(now - self._opened, 4), seconds)
+            closed = RoundTimes(
+                self._round, round(now - self._opened, 4), seconds, dict(sorted(self._received.items()))
+            )
         self._round, self._opened = round_no, now
         self._seconds.clear()
+        self._received.clear()
         return closed

@@ -10,6 +10,7 @@ from bpcv.envelope import open_envelope
 from bpcv.errors import Rejected
 from bpcv.identity import Identity, Registry
 from bpcv.messages import RoundTimes, read
+from bpcv.topics import TRAFFIC_KINDS, Topics
 from bpcv_app.report import breakdown_markdown, timeline_markdown
 from bpcv_app.rundata import coordinator_timeline, round_breakdown
 from coordinator.timeseries import TimeSeries
@@ -61,12 +62,48 @@ def test_a_phase_inside_another_is_taken_out_of_it_and_the_rest_of_the_window_is
     assert clock.begin(3) == RoundTimes(2, 8.0, {"protocol": 7.0})  # counting started again at round 2
 
 
+def test_the_clock_adds_up_each_windows_received_bytes_by_kind():
+    clock = RoundClock(FakeTime())
+    closed = []
+    clock.handled("task", 300, lambda: None)  # before the first round: not reported
+    clock.handled("global", 900, lambda: closed.append(clock.begin(1)))  # opens round 1: counts in it
+    assert closed == [None]
+    for kind, nbytes in (("update", 400), ("update", 400), ("block", 70)):
+        clock.handled(kind, nbytes, lambda: None)
+    with pytest.raises(ValueError):  # a handler that fails: its message was still received
+        clock.handled("block", 30, int, "not a number")
+    clock.handled("global", 1000, lambda: closed.append(clock.begin(2)))
+    assert closed[1] == RoundTimes(1, 0.0, {}, {"block": 100, "global": 900, "update": 800})
+    clock.handled("result", 5, lambda: None)
+    assert clock.begin(3).received == {"global": 1000, "result": 5}  # counting started again at round 2
+
+
+def test_a_messages_traffic_kind_comes_from_its_topic():
+    topics = Topics("site/v1")
+    for topic, kind in (
+        (topics.global_model("t1", 3), "global"),
+        (topics.update("t1", 3, "node-02"), "update"),
+        (topics.manifest("t1", 3), "manifest"),
+        (topics.vote("t1", 3, "node-02"), "vote"),
+        (topics.result("t1", 3), "result"),
+        (topics.block("chain-1"), "block"),
+        (topics.sync_blocks("chain-1", "node-02"), "sync"),
+        (topics.task("t1"), "task"),
+        (topics.join("t1", "node-02"), "join"),
+        (topics.status("node-02"), "other"),
+        ("site/v1/tasks/t1/round/3/block", "other"),  # not a round message, whatever its last level says
+    ):
+        assert topics.traffic_kind(topics.parse(topic)) == kind, topic
+    assert set(TRAFFIC_KINDS) >= {"global", "update", "manifest", "vote", "result", "block", "sync", "task"}
+
+
 def test_round_times_travel_signed_and_a_bad_body_is_refused_naming_the_field():
     identity = Identity.generate("node-01")
     registry = Registry.from_body({"node-01": {"key": identity.public_key.hex(), "role": "agent"}})
-    times = RoundTimes(4, 2.5, {"train": 1.5, "score": 0.5})
+    times = RoundTimes(4, 2.5, {"train": 1.5, "score": 0.5}, {"global": 140_000, "block": 9_000})
     env = open_envelope(times.sealed(identity), registry)
     assert env.round == 4 and read(env, RoundTimes) == times
+    assert "received" not in RoundTimes(4, 2.5, {}).to_body()  # none counted: the body it always had
     for body, field in (
         ({"round": 4, "wall_s": 2.5, "seconds": {"mining": 1.0}}, "unknown phases ['mining']"),
         ({"round": 4, "wall_s": 2.5, "seconds": {"train": -1.0}}, "for ['train']"),
@@ -75,6 +112,10 @@ def test_round_times_travel_signed_and_a_bad_body_is_refused_naming_the_field():
         ({"round": 4, "wall_s": -2.5, "seconds": {}}, "'wall_s' is out of range"),
         ({"round": 4, "seconds": {}}, "'wall_s' is missing"),
         ({"round": 4, "wall_s": 2.5, "seconds": [1.0]}, "'seconds' is not an object"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {}, "received": {"gossip": 1}}, "unknown kinds ['gossip']"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {}, "received": {"block": -1}}, "bytes for ['block']"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {}, "received": {"block": 1.5, "update": True}}, "['block', 'update']"),
+        ({"round": 4, "wall_s": 2.5, "seconds": {}, "received": [1]}, "'received' is not an object"),
     ):
         with pytest.raises(Rejected, match="round-times: field") as caught:
             RoundTimes.from_body(body)
@@ -85,9 +126,9 @@ def test_the_store_keeps_each_agents_rounds_and_an_older_file_has_none(tmp_path)
     store = TimeSeries(tmp_path / "metrics.sqlite")
     store.add_round_times("node-02", RoundTimes(1, 3.0, {"train": 1.0, "score": 0.5}))
     store.add_round_times("node-01", RoundTimes(2, 4.0, {"train": 2.0}))
-    store.add_round_times("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25}))
+    store.add_round_times("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25}, {"global": 9, "block": 4}))
     assert store.round_times() == [
-        ("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25})),
+        ("node-01", RoundTimes(1, 3.5, {"train": 1.5, "ledger": 0.25}, {"global": 9, "block": 4})),
         ("node-01", RoundTimes(2, 4.0, {"train": 2.0})),
         ("node-02", RoundTimes(1, 3.0, {"train": 1.0, "score": 0.5})),
     ]
@@ -95,6 +136,12 @@ def test_the_store_keeps_each_agents_rounds_and_an_older_file_has_none(tmp_path)
     older = tmp_path / "older.sqlite"
     sqlite3.connect(older).execute("CREATE TABLE samples (node TEXT)").connection.commit()
     assert TimeSeries(older, readonly=True).round_times() == []
+    before_bytes = tmp_path / "before_bytes.sqlite"  # phases, but from before the bytes were counted
+    db = sqlite3.connect(before_bytes)
+    db.execute("CREATE TABLE round_times (node TEXT, round INTEGER, wall_s REAL, phase TEXT, seconds REAL)")
+    db.execute("INSERT INTO round_times VALUES ('node-01', 1, 2.0, 'train', 1.0)")
+    db.commit()
+    assert TimeSeries(before_bytes, readonly=True).round_times() == [("node-01", RoundTimes(1, 2.0, {"train": 1.0}))]
 
 
 def test_the_breakdown_is_medians_per_agent_round_and_shares_of_all_busy_time():
@@ -125,6 +172,23 @@ def test_the_breakdown_is_medians_per_agent_round_and_shares_of_all_busy_time():
         and "| waiting | 2.000 | - |" in text
     )
     assert round_breakdown([]) is None and breakdown_markdown(None) == []
+    assert b.received == {} and "What an agent received" not in text  # no bytes counted: no table
+
+
+def test_the_breakdown_gives_the_median_bytes_an_agent_received_by_kind():
+    times = [
+        ("node-01", RoundTimes(1, 4.0, {"train": 1.0}, {"global": 1000, "update": 5000, "block": 200})),
+        ("node-02", RoundTimes(1, 4.0, {"train": 1.0}, {"global": 1000, "update": 3000})),
+        ("node-01", RoundTimes(2, 4.0, {"train": 1.0}, {"global": 1000, "update": 4000, "block": 600})),
+        ("node-03", RoundTimes(2, 4.0, {"train": 1.0})),  # counted nothing (an agent from before the count)
+    ]
+    b = round_breakdown(times)
+    assert b is not None
+    # per agent-round that counted: totals 6200, 4000, 5600; block 200, 0, 600
+    assert b.received == {"global": 1000, "update": 4000, "block": 200, "all": 5600}
+    assert list(b.received) == ["global", "update", "block", "all"]  # TRAFFIC_KINDS order, then the total
+    text = "\n".join(breakdown_markdown(b))
+    assert "| update | 4.0 | 71.4% |" in text and "| block | 0.2 | 3.6% |" in text and "| all | 5.6 | 100.0% |" in text
 
 
 def test_the_coordinators_stages_run_from_one_global_model_to_the_next():

@@ -277,6 +277,12 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     for node, t in breakdowns:
         assert all(t.seconds[p] > 0 for p in ("train", "score", "sign", "send", "verify")), (node, t)
         assert sum(t.seconds.values()) <= t.wall_s + 1e-6, (node, t)
+    # ... with the bytes it received: one global model a round, its peers' updates to score, the control
+    trained_windows = [t for node, t in breakdowns if (node, t.round) in trained]
+    for t in trained_windows:
+        assert all(t.received.get(k, 0) > 0 for k in ("global", "update", "manifest", "result")), t
+        assert t.received["update"] > t.received["global"], t  # several peers' models, one global model
+    assert sum(t.received.get("block", 0) for t in trained_windows) > 0
     # the operator's views of the same run: the live monitor (from the broker) and the report (from the folder)
     assert "round 1: accuracy" in seen and all(n["id"] in seen for n in summary["nodes"]), seen
     report = subprocess.run(
@@ -288,6 +294,7 @@ def test_malicious_agent_eliminated_forgery_and_replay_rejected_replicas_agree(m
     markdown = (out / "report" / "report.md").read_text()
     assert f"{bad} (round {elim_round['round']})" in markdown and "broker traffic per round" in markdown
     assert "Not training or scoring" in markdown and "| train |" in markdown
+    assert "What an agent received a round" in markdown and "| update |" in markdown
     assert "The coordinator's rounds by stage (2 rounds" in markdown and "| votes |" in markdown, markdown
 
 
