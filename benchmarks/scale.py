@@ -32,7 +32,9 @@ no DP; with their CNN as ``--model``): the paper's workload, where training is m
 the default one DP epoch of a small shard (column ``training``).
 
 Each finished cell appends a row to benchmarks/results/scale.csv (a cell already there is skipped, so an
-interrupted grid resumes); ``--plot`` draws scale.png from the CSV.
+interrupted grid resumes); ``--plot`` draws the CSV's figures: ``scale.png`` (round time and broker traffic
+against N, the ``mlp:128`` cells) and ``scale_received.png`` (what one agent received by kind against N,
+the cells that counted it; named after the CSV).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,6 +57,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from convergence.run import TRAINING_OPTIONS
 from csv_rows import append_rows, read_rows, write_rows
 
+from bpcv.topics import TRAFFIC_KINDS
 from bpcv_app.rundata import by_node, bytes_per_round, coordinator_timeline, load_run, processes, round_breakdown
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -161,14 +165,52 @@ def run_cell(
     return row
 
 
-def plot(csv_path: Path) -> Path:
+def plot(csv_path: Path) -> list[Path]:
+    """The CSV's figures: round time and broker traffic against N (``mlp:128`` cells), and what one agent
+    received by kind against N (cells that counted it); the paths drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = read_rows(csv_path)
+    drawn = [png for png in (plot_rounds(plt, rows, csv_path), plot_received(plt, rows, csv_path)) if png]
+    plt.close("all")
+    return drawn
+
+
+def plot_received(plt: Any, rows: list[dict[str, str]], csv_path: Path) -> Path | None:
+    """Stacked kB one agent received a round, by kind, and the broker's MB sent per node, against N."""
+    counted = sorted((int(r["nodes"]), r) for r in rows if value(r, "agent_received_kb") and value(r, "mode") == "bpcv")
+    if not counted:
+        return None
+    kinds = {n: dict(kv.split("=") for kv in value(r, "agent_received_kb").split()) for n, r in counted}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [str(n) for n, _ in counted]
+    bottom = [0.0] * len(counted)
+    for kind in [k for k in TRAFFIC_KINDS if any(k in own for own in kinds.values())]:
+        heights = [float(kinds[n].get(kind, 0)) for n, _ in counted]
+        left.bar(labels, heights, bottom=bottom, label=kind)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    left.set(xlabel="active nodes N", ylabel="kB per agent a round (median)", title="What one agent receives")
+    nodes = [n for n, _ in counted]
+    right.plot(nodes, [float(r["broker_bytes_per_round"]) / n / MB for n, r in counted], "o-", label="broker sent / N")
+    right.plot(nodes, [float(kinds[n]["all"]) * 1000 / MB for n in nodes], "s--", label="one agent received")
+    right.set(xlabel="active nodes N", ylabel="MB per round, per node", title="Traffic per node")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    first = counted[0][1]
+    fig.suptitle(f"bpcv demo, {value(first, 'model')}, training {value(first, 'training')}, k = {first['committee']}")
+    fig.tight_layout()
+    png = csv_path.with_name(csv_path.stem + "_received.png")
+    fig.savefig(png, dpi=110)
+    return png
+
+
+def plot_rounds(plt: Any, rows: list[dict[str, str]], csv_path: Path) -> Path | None:
+    """Round time and broker traffic against N for the ``mlp:128`` cells, a line per (committee, dtype)."""
     series: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
     for r in rows:
         plotted = (
@@ -179,6 +221,9 @@ def plot(csv_path: Path) -> Path:
             series.setdefault(key, []).append(
                 (int(r["nodes"]), float(r["round_s"]), float(r["broker_bytes_per_round"]))
             )
+    if not series:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for (committee, dtype), cells in sorted(series.items()):
         by_n: dict[int, list[tuple[int, float, float]]] = {}
         for cell in cells:  # a cell run more than once (other round counts): the median of its runs
@@ -216,10 +261,10 @@ def main() -> int:
     p.add_argument("--training", default="dp-1-epoch", choices=sorted(TRAININGS), help="how agents train a round")
     p.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "scale")
-    p.add_argument("--plot", action="store_true", help="only draw scale.png from the CSV")
+    p.add_argument("--plot", action="store_true", help="only draw the CSV's figures")
     a = p.parse_args()
     if a.plot:
-        print(plot(a.csv))
+        print(*plot(a.csv), sep="\n")
         return 0
     a.work.mkdir(parents=True, exist_ok=True)
     rows = read_rows(a.csv)
@@ -241,7 +286,7 @@ def main() -> int:
                 row = run_cell(nodes, committee, dtype, a.rounds, a.seed, a.work, a.mode, a.broker, a.model, a.training)
                 append_rows(a.csv, COLUMNS, [row])
                 print("   ", {k: row[k] for k in COLUMNS[:7]}, flush=True)
-    print(plot(a.csv))
+    print(*plot(a.csv), sep="\n")
     return 0
 
 
