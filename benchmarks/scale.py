@@ -14,7 +14,8 @@ GD-DP, no standby. From the run folder:
 - ``round_s``: the median time between consecutive round decisions (round 1, which includes TensorFlow
   start-up and the first DP calibration, is not counted);
 - ``broker_bytes_per_round``: the median over rounds 2.. of the bytes the broker sent in the round (its
-  own $SYS counters, as ``bpcv report`` reads them);
+  own $SYS counters, as ``bpcv report`` reads them; mosquitto publishes them about every 2 s, so rounds
+  much shorter than that are misread: ``agent_received_kb`` is exact);
 - ``peak_rss_mb``: the largest peak RSS of one agent-pool process (and ``agents_per_process``);
 - ``overhead_share`` and ``busy_shares``: from the agents' own per-round breakdown (``bpcv report``), the
   share of their busy seconds that is not training or scoring, and every phase's share;
