@@ -181,7 +181,8 @@ def plot(csv_path: Path) -> list[Path]:
 
 
 def plot_received(plt: Any, rows: list[dict[str, str]], csv_path: Path) -> Path | None:
-    """Stacked kB one agent received a round, by kind, and the broker's MB sent per node, against N."""
+    """Stacked kB one agent received a round, by kind, and MB per node (the broker's sent bytes over N, one
+    agent's count), against N."""
     counted = sorted((int(r["nodes"]), r) for r in rows if value(r, "agent_received_kb") and value(r, "mode") == "bpcv")
     if not counted:
         return None

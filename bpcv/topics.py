@@ -104,8 +104,12 @@ class Topics:
     def all_metrics(self) -> str:
         return f"{self.base}/nodes/+/metrics"
 
-    def traffic_kind(self, levels: tuple[str, ...]) -> str:
-        """Which of TRAFFIC_KINDS a message is, from its topic's ``parse``d levels."""
+    def traffic_kind(self, topic: str) -> str:
+        """Which of TRAFFIC_KINDS a message on ``topic`` is ("other" for a topic outside the base)."""
+        try:
+            levels = self.parse(topic)
+        except ValueError:
+            return "other"
         if levels[0] == "chain" and len(levels) >= 3:
             return "block" if levels[2] == "block" else "sync" if levels[2] == "sync" else "other"
         if levels[0] == "tasks":

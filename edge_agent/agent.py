@@ -113,8 +113,8 @@ class Agent:
 
     # plumbing
     def _enqueue(self, topic: str, payload: bytes) -> None:
-        kind = self.topics.traffic_kind(self.topics.parse(topic))
-        self._jobs.put((self.rounds.clock.handled, (kind, len(payload), self.handle, topic, payload)))
+        job = (self.topics.traffic_kind(topic), len(payload), self.handle, topic, payload)
+        self._jobs.put((self.rounds.clock.handled, job))
 
     def _later(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
         timer = threading.Timer(delay, lambda: self._jobs.put((self.rounds.clock.run, (fn, *args))))
