@@ -33,13 +33,18 @@ def three_rounds_with(mosquitto, tmp_path, behaviour: str, malicious: int, stand
 def test_killed_proposer_is_replaced_by_the_next_ranked_node(mosquitto, tmp_path):
     # every active agent dies the moment it should publish a block as PoQ winner (rank 0)
     summary, rounds, text = three_rounds_with(mosquitto, tmp_path, "dies-at-proposal", 4, standby=2)
-    dead = set()
+    dying = {n["id"] for n in summary["nodes"] if n["behaviour"] == "dies-at-proposal"}
+    dead: set[str] = set()
     for r in rounds:
         winner = r["ranking"][0]
-        if winner in {n["id"] for n in summary["nodes"] if n["behaviour"] == "dies-at-proposal"}:
+        if winner in dying:
+            # the winner never published; the next ranked node still alive did, a block timeout per node passed
+            # over. A node that died proposing the round before can still be ranked in this one: blocks are
+            # written while the next round trains, so its update for this round went out before it died.
+            rank = r["block_rank"]
+            assert rank >= 1 and r["block_proposer"] == r["ranking"][rank], r
+            assert set(r["ranking"][1:rank]) <= dead, (r, dead)  # no live node was passed over
             dead.add(winner)
-            # the winner never published; the node at rank 1 did, after one block timeout
-            assert r["block_rank"] == 1 and r["block_proposer"] == r["ranking"][1], r
     assert dead, "no dying node ever won a round"
     assert len(live_heads(summary, dead)) == 1
     assert "standing in at PoQ rank 1" in text
