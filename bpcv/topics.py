@@ -13,7 +13,8 @@ BROKER_BYTES = tuple(f"{prefix}+" for prefix in BROKER_BYTES_PREFIXES)
 # What a received message is, for counting an agent's traffic (``Topics.traffic_kind``): a round's
 # messages by their topic's kind, the chain's blocks and sync answers, task announcements and joins, and
 # anything else under the base.
-TRAFFIC_KINDS = ("global", "update", "manifest", "vote", "result", "block", "sync", "task", "join", "other")
+ROUND_KINDS = ("global", "update", "manifest", "vote", "result")  # the last level of a round's topics
+TRAFFIC_KINDS = (*ROUND_KINDS, "block", "sync", "task", "join", "other")
 
 
 def broker_counter(topic: str) -> str | None:
@@ -115,7 +116,7 @@ class Topics:
         if levels[0] == "tasks":
             if len(levels) == 2:
                 return "task"
-            if len(levels) >= 5 and levels[2] == "round" and levels[4] in TRAFFIC_KINDS[:5]:
+            if len(levels) >= 5 and levels[2] == "round" and levels[4] in ROUND_KINDS:
                 return levels[4]
             if len(levels) >= 3 and levels[2] == "join":
                 return "join"
